@@ -1,0 +1,68 @@
+package cache
+
+import (
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/zulip-presence/caddy-zulip-presence/presence"
+)
+
+// Session is the state kept for one set of credentials.
+type Session struct {
+	mu       sync.Mutex
+	gate     gateTimes
+	inflight chan struct{} // closed when the last pending forward settles
+	pending  int
+
+	// convMu is held across a conversion's upstream call, so that two polls
+	// of one session never interleave their cursor updates.
+	convMu sync.Mutex
+	conv   Conversion
+	cost   atomic.Int64 // bytes, for ristretto; updated after each conversion
+}
+
+// Conversion is one session's picture of its realm's presence, built from
+// a full fetch and the deltas the session fetched since.
+type Conversion struct {
+	// Snapshot holds the rows, user id → timestamps.
+	Snapshot presence.Snapshot
+	// Cursor is the presence_last_update_id of the last merged answer.
+	Cursor int64
+	// Synced is true once Snapshot holds a full fetch.
+	Synced bool
+	// Days is the history window of that full fetch.
+	Days int64
+	// SyncedAt is when that full fetch was made.
+	SyncedAt time.Time
+}
+
+// sessionBaseCost is the memory of a Session without its snapshot rows.
+const sessionBaseCost = 256
+
+// LockConversion locks and returns the session's conversion state. The
+// caller must call UnlockConversion.
+func (s *Session) LockConversion() *Conversion {
+	s.convMu.Lock()
+	return &s.conv
+}
+
+// UnlockConversion records the conversion's new memory cost and releases
+// the conversion state.
+func (s *Session) UnlockConversion() {
+	s.cost.Store(sessionBaseCost + s.conv.Snapshot.SizeBytes())
+	s.convMu.Unlock()
+}
+
+// NeedsFullFetch reports whether the next poll must rebuild the snapshot:
+// deltas never report deactivations, visibility or window changes, so the
+// snapshot is rebuilt every resync interval, and whenever the client asks
+// for a wider window than the snapshot was fetched with.
+func (c *Conversion) NeedsFullFetch(now time.Time, days int64, resync time.Duration) bool {
+	return !c.Synced || days > c.Days || now.Sub(c.SyncedAt) >= resync
+}
+
+// Reset forgets the snapshot, so that the next poll makes a full fetch.
+func (c *Conversion) Reset() {
+	*c = Conversion{}
+}

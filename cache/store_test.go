@@ -1,0 +1,140 @@
+package cache
+
+import (
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/zulip-presence/caddy-zulip-presence/presence"
+)
+
+func newStore(t *testing.T) *Store {
+	t.Helper()
+	s, err := New(Config{MaxCost: 8 << 20, TTL: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = s.Destruct() })
+	return s
+}
+
+func TestSessionKeys(t *testing.T) {
+	s := newStore(t)
+	base := s.SessionKey("zulip.example", FamilyAPI, "Basic abc")
+	if base != s.SessionKey("zulip.example", FamilyAPI, "Basic abc") {
+		t.Fatal("the same credentials gave two keys")
+	}
+	others := []Key{
+		s.SessionKey("other.example", FamilyAPI, "Basic abc"),
+		s.SessionKey("zulip.example", FamilyJSON, "Basic abc"),
+		s.SessionKey("zulip.example", FamilyAPI, "Basic abd"),
+		s.SessionKey("zulip.example", FamilyAPI, "Basic ab", "c"),
+	}
+	for i, k := range others {
+		if k == base {
+			t.Errorf("key %d collides with the base key", i)
+		}
+	}
+	if len(base) != 32 {
+		t.Errorf("key is %d bytes, want an HMAC-SHA256", len(base))
+	}
+	other, err := New(Config{MaxCost: 1 << 20, TTL: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Destruct()
+	if other.SessionKey("zulip.example", FamilyAPI, "Basic abc") == base {
+		t.Fatal("two stores share a secret")
+	}
+}
+
+func TestLoadOrCreateKeepsSessions(t *testing.T) {
+	s := newStore(t)
+	k := s.SessionKey("h", FamilyAPI, "a")
+	sess := s.LoadOrCreate(k)
+	if got := s.LoadOrCreate(k); got != sess {
+		t.Fatal("a stored session was not found again")
+	}
+	s.Forget(k)
+	if _, ok := s.Session(k); ok {
+		t.Fatal("a forgotten session is still stored")
+	}
+}
+
+// TestStoreIsBounded: a flood of new credentials evicts; it does not grow
+// past the budget.
+func TestStoreIsBounded(t *testing.T) {
+	s, err := New(Config{MaxCost: 1 << 20, TTL: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Destruct()
+	// Some sessions with snapshots first, then the flood.
+	for i := range 100 {
+		k := s.SessionKey("h", FamilyAPI, fmt.Sprint("snap", i))
+		sess := s.LoadOrCreate(k)
+		conv := sess.LockConversion()
+		rows := make([]presence.Row, 200)
+		for j := range rows {
+			rows[j] = presence.Row{UserID: int64(j)}
+		}
+		conv.Snapshot.Replace(rows)
+		sess.UnlockConversion()
+		s.Keep(k, sess)
+	}
+	for i := range 20_000 {
+		k := s.SessionKey("h", FamilyAPI, fmt.Sprint(i))
+		s.Keep(k, s.LoadOrCreate(k))
+	}
+	s.cache.Wait()
+	if used := s.Used(); used > 1<<20 {
+		t.Fatalf("store holds %d bytes, budget is %d", used, 1<<20)
+	}
+}
+
+func TestDirectoryMergeKeepsOthers(t *testing.T) {
+	s := newStore(t)
+	full := (*Directory)(nil).Merged(map[int64]Member{1: {Email: "a@x", Active: true}, 2: {Email: "b@x", Active: true}}, t0)
+	s.PutDirectory("h", full)
+	guest := s.Directory("h").Merged(map[int64]Member{2: {Email: "b@x", Active: false}}, t0.Add(time.Minute))
+	s.PutDirectory("h", guest)
+	got := s.Directory("h")
+	if got.Members[1].Email != "a@x" || got.Members[2].Active || !got.FetchedAt.Equal(t0.Add(time.Minute)) {
+		t.Fatalf("merged directory = %+v", got)
+	}
+	if full.Members[2].Active != true {
+		t.Fatal("Merged changed the directory it was called on")
+	}
+}
+
+func TestIncrementalUnsupported(t *testing.T) {
+	s := newStore(t)
+	if s.IncrementalUnsupported("h", t0) {
+		t.Fatal("unknown host marked")
+	}
+	s.MarkIncrementalUnsupported("h", t0.Add(10*time.Minute))
+	if !s.IncrementalUnsupported("h", t0.Add(time.Minute)) || s.IncrementalUnsupported("h", t0.Add(10*time.Minute)) {
+		t.Fatal("the mark must hold until the given time, and no longer")
+	}
+	if s.IncrementalUnsupported("other", t0) {
+		t.Fatal("the mark leaked to another host")
+	}
+}
+
+func TestNeedsFullFetch(t *testing.T) {
+	c := &Conversion{}
+	if !c.NeedsFullFetch(t0, 14, 10*time.Minute) {
+		t.Fatal("an empty conversion must start with a full fetch")
+	}
+	c.Synced, c.Days, c.SyncedAt = true, 14, t0
+	switch {
+	case c.NeedsFullFetch(t0.Add(9*time.Minute), 14, 10*time.Minute):
+		t.Fatal("resynced before the interval")
+	case !c.NeedsFullFetch(t0.Add(10*time.Minute), 14, 10*time.Minute):
+		t.Fatal("no resync after the interval")
+	case !c.NeedsFullFetch(t0, 30, 10*time.Minute):
+		t.Fatal("a wider window needs a full fetch")
+	case c.NeedsFullFetch(t0, 7, 10*time.Minute):
+		t.Fatal("a narrower window is filtered from the snapshot")
+	}
+}

@@ -1,0 +1,97 @@
+package caddymodule
+
+import (
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"github.com/dustin/go-humanize"
+)
+
+func init() {
+	httpcaddyfile.RegisterHandlerDirective("zulip_presence", parseCaddyfile)
+	// After request_body, so that its max_size applies before we read the
+	// body; before handle and route, so that it runs even when the
+	// operator wraps reverse_proxy in one of them.
+	httpcaddyfile.RegisterDirectiveOrder("zulip_presence", httpcaddyfile.After, "request_body")
+}
+
+func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
+	var zp Handler
+	err := zp.UnmarshalCaddyfile(h.Dispenser)
+	return &zp, err
+}
+
+// UnmarshalCaddyfile sets up the handler from Caddyfile tokens. Syntax:
+//
+//	zulip_presence [<matcher>] {
+//		coalesce_window <duration>
+//		resync_interval <duration>
+//		users_refresh   <duration>
+//		max_body        <size>
+//		cache_name      <name>
+//		cache_size      <size>
+//	}
+//
+// Every subdirective is optional; sizes take units such as 64KiB or 256MiB.
+// The directive is ordered after request_body by default.
+func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
+	d.Next() // directive name
+	if d.NextArg() {
+		return d.ArgErr()
+	}
+	for nesting := d.Nesting(); d.NextBlock(nesting); {
+		if err := h.unmarshalSubdirective(d); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (h *Handler) unmarshalSubdirective(d *caddyfile.Dispenser) error {
+	name := d.Val()
+	if !d.NextArg() {
+		return d.ArgErr()
+	}
+	val := d.Val()
+	if d.NextArg() {
+		return d.ArgErr()
+	}
+	var err error
+	switch name {
+	case "coalesce_window":
+		h.CoalesceWindow, err = parseDuration(d, name, val)
+	case "resync_interval":
+		h.ResyncInterval, err = parseDuration(d, name, val)
+	case "users_refresh":
+		h.UsersRefresh, err = parseDuration(d, name, val)
+	case "max_body":
+		h.MaxBody, err = parseSize(d, name, val)
+	case "cache_size":
+		h.CacheSize, err = parseSize(d, name, val)
+	case "cache_name":
+		h.CacheName = val
+	default:
+		return d.Errf("unrecognized subdirective '%s'", name)
+	}
+	return err
+}
+
+func parseDuration(d *caddyfile.Dispenser, name, val string) (caddy.Duration, error) {
+	dur, err := caddy.ParseDuration(val)
+	if err != nil {
+		return 0, d.Errf("bad duration %q for %s: %v", val, name, err)
+	}
+	return caddy.Duration(dur), nil
+}
+
+func parseSize(d *caddyfile.Dispenser, name, val string) (int64, error) {
+	n, err := humanize.ParseBytes(val)
+	if err != nil {
+		return 0, d.Errf("bad size %q for %s: %v", val, name, err)
+	}
+	if n > 1<<62 {
+		return 0, d.Errf("size %q for %s is too large", val, name)
+	}
+	return int64(n), nil
+}

@@ -1,0 +1,107 @@
+package caddymodule
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+)
+
+func TestUnmarshalCaddyfile(t *testing.T) {
+	tests := []struct {
+		name    string
+		input   string
+		want    Handler
+		wantErr string
+	}{
+		{name: "empty", input: `zulip_presence`, want: Handler{}},
+		{name: "all options", input: `zulip_presence {
+			coalesce_window 30s
+			resync_interval 5m
+			users_refresh   1h
+			max_body        16KiB
+			cache_name      shared
+			cache_size      64MiB
+		}`, want: Handler{
+			CoalesceWindow: caddy.Duration(30 * time.Second),
+			ResyncInterval: caddy.Duration(5 * time.Minute),
+			UsersRefresh:   caddy.Duration(time.Hour),
+			MaxBody:        16 << 10,
+			CacheName:      "shared",
+			CacheSize:      64 << 20,
+		}},
+		{name: "unknown subdirective", input: "zulip_presence {\n coalesce 5s\n}", wantErr: "unrecognized subdirective 'coalesce'"},
+		{name: "missing value", input: "zulip_presence {\n max_body\n}", wantErr: "wrong argument count"},
+		{name: "extra value", input: "zulip_presence {\n max_body 1KiB 2KiB\n}", wantErr: "wrong argument count"},
+		{name: "bad duration", input: "zulip_presence {\n resync_interval soon\n}", wantErr: `bad duration "soon" for resync_interval`},
+		{name: "bad size", input: "zulip_presence {\n cache_size lots\n}", wantErr: `bad size "lots" for cache_size`},
+		{name: "inline argument", input: `zulip_presence 5s`, wantErr: "wrong argument count"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			var h Handler
+			err := h.UnmarshalCaddyfile(caddyfile.NewTestDispenser(tc.input))
+			if tc.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+					t.Fatalf("error = %v, want one containing %q", err, tc.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if h.CoalesceWindow != tc.want.CoalesceWindow || h.ResyncInterval != tc.want.ResyncInterval ||
+				h.UsersRefresh != tc.want.UsersRefresh || h.MaxBody != tc.want.MaxBody ||
+				h.CacheName != tc.want.CacheName || h.CacheSize != tc.want.CacheSize {
+				t.Fatalf("got %+v, want %+v", h, tc.want)
+			}
+		})
+	}
+}
+
+func TestValidate(t *testing.T) {
+	valid := func() Handler {
+		h := Handler{}
+		h.fillDefaults()
+		return h
+	}
+	tests := []struct {
+		name    string
+		change  func(*Handler)
+		wantErr string
+	}{
+		{name: "defaults", change: func(*Handler) {}},
+		{name: "window above Zulip's threshold", change: func(h *Handler) { h.CoalesceWindow = caddy.Duration(56 * time.Second) }, wantErr: "exceeds Zulip's 55s"},
+		{name: "negative window", change: func(h *Handler) { h.CoalesceWindow = -1 }, wantErr: "coalesce_window must be positive"},
+		{name: "resync shorter than window", change: func(h *Handler) { h.ResyncInterval = caddy.Duration(time.Second) }, wantErr: "resync_interval"},
+		{name: "negative users refresh", change: func(h *Handler) { h.UsersRefresh = -1 }, wantErr: "users_refresh"},
+		{name: "negative max body", change: func(h *Handler) { h.MaxBody = -5 }, wantErr: "max_body"},
+		{name: "tiny cache", change: func(h *Handler) { h.CacheSize = 1000 }, wantErr: "cache_size"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			h := valid()
+			tc.change(&h)
+			err := h.Validate()
+			if tc.wantErr == "" {
+				if err != nil {
+					t.Fatalf("unexpected error %v", err)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+				t.Fatalf("error = %v, want one containing %q", err, tc.wantErr)
+			}
+		})
+	}
+}
+
+func TestProvisionFillsDefaults(t *testing.T) {
+	h := provision(t, Handler{CacheName: t.Name()})
+	if time.Duration(h.CoalesceWindow) != 55*time.Second || time.Duration(h.ResyncInterval) != 10*time.Minute ||
+		time.Duration(h.UsersRefresh) != 10*time.Minute || h.MaxBody != 64<<10 || h.CacheSize != 256<<20 {
+		t.Fatalf("defaults not filled: %+v", h)
+	}
+}

@@ -1,0 +1,154 @@
+package caddymodule
+
+import (
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"go.uber.org/zap"
+
+	"github.com/zulip-presence/caddy-zulip-presence/cache"
+	"github.com/zulip-presence/caddy-zulip-presence/presence"
+)
+
+// Outcomes of a presence request, as counted in metrics and access logs.
+const (
+	outcomeLocal       = "local"       // a ping answered without the server
+	outcomeForwarded   = "forwarded"   // sent upstream unchanged, answer learned from
+	outcomeConverted   = "converted"   // a full poll served from an incremental fetch
+	outcomePassthrough = "passthrough" // not understood or not ours: sent upstream untouched
+	outcomeFallback    = "fallback"    // a conversion gave up and sent the original request
+)
+
+// kindOther labels requests that were not classified (unparsed, oversize).
+const kindOther = "other"
+
+// call is one presence request on its way through the handler.
+type call struct {
+	h      *Handler
+	w      http.ResponseWriter
+	r      *http.Request
+	next   caddyhttp.Handler
+	family cache.Family
+	req    presence.Request
+	kind   string
+	key    cache.Key
+	sess   *cache.Session
+}
+
+func (c *call) serve() error {
+	c.kind = kindOther
+	body, complete, err := readBody(c.r, c.h.MaxBody)
+	if err != nil {
+		c.record(outcomePassthrough, 0)
+		return err // request_body's 413, for Caddy to answer as usual
+	}
+	if !complete {
+		return c.passThrough()
+	}
+	setBody(c.r, body)
+	parsed := presence.Parse(c.r.Header.Get("Content-Type"), body, c.r.URL.RawQuery)
+	if parsed.Err != nil || parsed.Unusual {
+		// The server produces its own exact answer; we never invent one.
+		return c.passThrough()
+	}
+	c.req = parsed.Request
+	kind := c.req.Kind()
+	c.kind = kind.String()
+	creds, ok := credentials(c.r, c.family)
+	if !ok {
+		return c.passThrough()
+	}
+	c.key = c.h.store.SessionKey(hostOf(c.r), c.family, creds...)
+	c.sess = c.h.store.LoadOrCreate(c.key)
+	switch kind {
+	case presence.KindPing:
+		return c.ping()
+	case presence.KindModern:
+		return c.forward(c.sess.Reserve(c.h.now(), c.write(), c.window()), outcomeForwarded)
+	default:
+		return c.convert()
+	}
+}
+
+// write is the presence write the request carries.
+func (c *call) write() cache.Write {
+	return cache.Write{Active: c.req.Active(), Input: c.req.NewUserInput}
+}
+
+func (c *call) window() time.Duration { return time.Duration(c.h.CoalesceWindow) }
+
+// ping answers a ping locally when the server would only have done a
+// no-op write for a session it trusts, and forwards it otherwise.
+func (c *call) ping() error {
+	tk, forward, err := c.sess.Admit(c.r.Context(), c.h.now, c.write(), c.window())
+	if err != nil {
+		return c.passThrough() // client gone; behave as plain reverse_proxy
+	}
+	if forward {
+		return c.forward(tk, outcomeForwarded)
+	}
+	hdr := c.w.Header()
+	hdr["Content-Type"] = []string{"application/json"}
+	hdr["Content-Length"] = []string{pingAnswerLength}
+	c.w.WriteHeader(http.StatusOK)
+	_, err = c.w.Write(presence.PingAnswer)
+	c.record(outcomeLocal, 0)
+	return err
+}
+
+var pingAnswerLength = strconv.Itoa(len(presence.PingAnswer))
+
+// forward sends the request upstream as it came and learns from the
+// answer, which streams to the client unchanged.
+func (c *call) forward(tk cache.Ticket, outcome string) error {
+	rec := caddyhttp.NewResponseRecorder(c.w, nil, nil)
+	err := c.next.ServeHTTP(rec, c.r)
+	c.settle(tk, rec.Status(), err)
+	c.record(outcome, rec.Size())
+	return err
+}
+
+// passThrough sends the request upstream untouched, learning nothing.
+func (c *call) passThrough() error {
+	rec := caddyhttp.NewResponseRecorder(c.w, nil, nil)
+	err := c.next.ServeHTTP(rec, c.r)
+	c.record(outcomePassthrough, rec.Size())
+	return err
+}
+
+// settle tells the session what became of a forwarded write.
+func (c *call) settle(tk cache.Ticket, status int, err error) {
+	if c.sess == nil {
+		return
+	}
+	o := outcomeOf(status, err)
+	c.sess.Settle(tk, o, c.h.now())
+	switch o {
+	case cache.OutcomeOK:
+		c.h.store.Keep(c.key, c.sess)
+	case cache.OutcomeDenied:
+		c.h.store.Forget(c.key)
+	}
+}
+
+func outcomeOf(status int, err error) cache.Outcome {
+	switch {
+	case err != nil:
+		return cache.OutcomeFailed
+	case status >= 200 && status < 300:
+		return cache.OutcomeOK
+	case status == http.StatusUnauthorized || status == http.StatusForbidden:
+		return cache.OutcomeDenied
+	}
+	return cache.OutcomeFailed
+}
+
+// record counts the request and adds its outcome to the access log.
+func (c *call) record(outcome string, upstreamBytes int) {
+	c.h.metrics.observe(c.kind, outcome, upstreamBytes)
+	if extra, ok := c.r.Context().Value(caddyhttp.ExtraLogFieldsCtxKey).(*caddyhttp.ExtraLogFields); ok {
+		extra.Add(zap.String("zulip_presence", outcome))
+	}
+}

@@ -1,0 +1,181 @@
+package caddymodule
+
+import (
+	"net/http"
+	"slices"
+	"strconv"
+	"sync"
+	"time"
+
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+
+	"github.com/zulip-presence/caddy-zulip-presence/cache"
+	"github.com/zulip-presence/caddy-zulip-presence/presence"
+)
+
+// convert serves a full poll (slim or legacy) from an incremental fetch:
+// the client's own write goes upstream with the session's cursor, the delta
+// is merged into the session's snapshot, and the client gets the full table
+// it asked for, rendered from the snapshot.
+func (c *call) convert() error {
+	host := hostOf(c.r)
+	if c.h.store.IncrementalUnsupported(host, c.h.now()) {
+		return c.forward(c.sess.Reserve(c.h.now(), c.write(), c.window()), outcomeForwarded)
+	}
+	conv := c.sess.LockConversion()
+	defer c.sess.UnlockConversion()
+
+	now := c.h.now()
+	days := c.req.WindowDays()
+	full := conv.NeedsFullFetch(now, days, time.Duration(c.h.ResyncInterval))
+	cursor := conv.Cursor
+	if full {
+		cursor = -1
+	}
+	up := c.req
+	up.Sent |= presence.ParamLastUpdateID
+	up.LastUpdateID = cursor
+
+	tk := c.sess.Reserve(now, c.write(), c.window())
+	rec, err := fetch(c.next, subrequest(c.r, http.MethodPost, c.r.URL.Path, []byte(up.Encode())))
+	if err != nil {
+		c.settle(tk, 0, err)
+		c.record(outcomeFallback, 0)
+		return err // the same failure plain reverse_proxy would have had
+	}
+	c.settle(tk, rec.status, nil)
+	if !rec.ok() {
+		// Errors reach the client exactly as the server wrote them.
+		c.record(outcomeForwarded, rec.body.Len())
+		return rec.replay(c.w)
+	}
+	ans, err := presence.DecodeModern(rec.body.Bytes())
+	if err != nil || !ans.HasLastUpdateID || slices.Contains(ans.Ignored, "last_update_id") {
+		conv.Reset()
+		return c.oldServerOrFallback(host, rec, now)
+	}
+	applyAnswer(conv, ans, full, cursor, days, now)
+	return c.render(conv, ans, rec, days, host)
+}
+
+// applyAnswer merges an upstream answer into the session's snapshot.
+func applyAnswer(conv *cache.Conversion, ans presence.Response, full bool, cursor, days int64, now time.Time) {
+	switch {
+	case full:
+		conv.Snapshot.Replace(ans.Rows)
+		conv.Synced, conv.Days, conv.SyncedAt = true, days, now
+	case ans.LastUpdateID < cursor:
+		// The server's sequence went back (realm presence disabled, or
+		// a restored database): its answer is all there is, and the next
+		// poll starts over.
+		conv.Snapshot.Replace(ans.Rows)
+		conv.Synced = false
+	default:
+		conv.Snapshot.Merge(ans.Rows)
+	}
+	conv.Cursor = ans.LastUpdateID
+}
+
+var rowPool = sync.Pool{New: func() any { return new([]presence.Row) }}
+var bufPool = sync.Pool{New: func() any { return new([]byte) }}
+
+// render writes the full answer the client asked for.
+func (c *call) render(conv *cache.Conversion, ans presence.Response, rec *recorder, days int64, host string) error {
+	rowsp := rowPool.Get().(*[]presence.Row)
+	defer rowPool.Put(rowsp)
+	rows := (*rowsp)[:0]
+	for _, row := range conv.Snapshot.Rows() {
+		if presence.InWindow(row.Presence, ans.ServerTimestamp, days) {
+			rows = append(rows, row)
+		}
+	}
+	*rowsp = rows
+
+	bufp := bufPool.Get().(*[]byte)
+	defer bufPool.Put(bufp)
+	a := presence.Answer{ServerTimestamp: ans.ServerTimestamp, LastUpdateID: answerID(rows, conv.Cursor), Ignored: ans.Ignored}
+	if c.req.Kind() == presence.KindSlim {
+		*bufp = presence.AppendModern((*bufp)[:0], rows, a)
+	} else {
+		dir := c.directory(host, rows)
+		if dir == nil {
+			return c.fallback(rec)
+		}
+		rows = named(rows, dir)
+		a.LastUpdateID = answerID(rows, conv.Cursor)
+		*bufp = presence.AppendLegacy((*bufp)[:0], rows, func(id int64) string { return dir.Members[id].Email }, a)
+	}
+	c.debug("converted", zap.Int("rows", len(rows)), zap.Int("upstream_bytes", rec.body.Len()))
+	c.record(outcomeConverted, rec.body.Len())
+	return writeAnswer(c.w, rec.header, rec.status, *bufp)
+}
+
+// answerID is the presence_last_update_id of a rendered full answer. Zulip
+// sends the largest id among the returned rows, or -1 when there are none;
+// per-row ids are not in deltas, so the snapshot's cursor (an upper bound)
+// stands in for the largest.
+func answerID(rows []presence.Row, cursor int64) int64 {
+	if len(rows) == 0 {
+		return -1
+	}
+	return cursor
+}
+
+// named keeps the rows Zulip would list in a legacy answer: active humans.
+func named(rows []presence.Row, dir *cache.Directory) []presence.Row {
+	out := rows[:0]
+	for _, row := range rows {
+		if m := dir.Members[row.UserID]; m.Active && !m.Bot {
+			out = append(out, row)
+		}
+	}
+	return out
+}
+
+// writeAnswer sends a rendered answer with the upstream answer's headers
+// (rate-limit and cache headers), its framing replaced by ours.
+func writeAnswer(w http.ResponseWriter, upstream http.Header, status int, body []byte) error {
+	hdr := w.Header()
+	copyHeader(hdr, upstream)
+	hdr.Del("Content-Encoding")
+	hdr.Del("Transfer-Encoding")
+	hdr.Set("Content-Type", "application/json")
+	hdr.Set("Content-Length", strconv.Itoa(len(body)))
+	w.WriteHeader(status)
+	_, err := w.Write(body)
+	return err
+}
+
+// oldServerOrFallback handles an answer that is not a modern incremental
+// one. A server older than Zulip 9.0 ignores last_update_id and sends the
+// full table in the format the client asked for: that answer is the
+// client's, once last_update_id is taken out of ignored_parameters_unsupported,
+// and the host is not converted for again until the next resync. Anything
+// else gets the original request sent upstream.
+func (c *call) oldServerOrFallback(host string, rec *recorder, now time.Time) error {
+	body, ok := dropIgnored(rec.body.Bytes(), "last_update_id")
+	if !ok {
+		return c.fallback(rec)
+	}
+	c.h.store.MarkIncrementalUnsupported(host, now.Add(time.Duration(c.h.ResyncInterval)))
+	c.record(outcomeForwarded, rec.body.Len())
+	return writeAnswer(c.w, rec.header, rec.status, body)
+}
+
+// fallback sends the original request upstream and streams its answer to
+// the client. The write it carries was already made, so the server sees a
+// no-op write; the client sees exactly the server's answer.
+func (c *call) fallback(rec *recorder) error {
+	if rec != nil {
+		c.h.metrics.observeUpstream(c.kind, rec.body.Len())
+	}
+	c.debug("conversion fell back to pass-through")
+	return c.forward(cache.Ticket{}, outcomeFallback)
+}
+
+func (c *call) debug(msg string, fields ...zap.Field) {
+	if ce := c.h.logger.Check(zapcore.DebugLevel, msg); ce != nil {
+		ce.Write(append(fields, zap.String("kind", c.kind))...)
+	}
+}

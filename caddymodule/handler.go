@@ -1,0 +1,190 @@
+// Package caddymodule registers the Caddy HTTP handler
+// http.handlers.zulip_presence, which sits in front of a Zulip server and
+// makes its presence traffic cheap: it answers redundant pings itself, turns
+// full presence polls into incremental fetches, and passes everything else
+// through untouched, so that every client gets what Zulip would have
+// answered.
+package caddymodule
+
+import (
+	"fmt"
+	"net/http"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"go.uber.org/zap"
+
+	"github.com/zulip-presence/caddy-zulip-presence/cache"
+)
+
+func init() {
+	caddy.RegisterModule(Handler{})
+}
+
+// Defaults, from Zulip's own constants where they mirror one.
+const (
+	// defaultCoalesceWindow is Zulip's PRESENCE_UPDATE_MIN_FREQ_SECONDS: a
+	// write within 55 s of the stored one is a database no-op.
+	defaultCoalesceWindow = 55 * time.Second
+	defaultResync         = 10 * time.Minute
+	defaultUsersRefresh   = 10 * time.Minute
+	defaultMaxBody        = 64 << 10
+	defaultCacheName      = "default"
+	defaultCacheSize      = 256 << 20
+	minCacheSize          = 1 << 20
+)
+
+// Handler is a Caddy HTTP handler for Zulip's POST /users/me/presence
+// (under /api/v1/ and /json/). It answers a ping itself when the server
+// would only have done a no-op write, forwards every write the server must
+// see, and converts full presence polls (zulip-flutter, zulip-mobile,
+// zulip-terminal, scripts) into incremental last_update_id fetches whose
+// answers it merges into a per-session snapshot. Upstream calls go through
+// the next handler, normally the operator's reverse_proxy.
+type Handler struct {
+	// CoalesceWindow is how long after a forwarded write a further write of
+	// the same session may be answered locally. It must not exceed Zulip's
+	// PRESENCE_UPDATE_MIN_FREQ_SECONDS (55 s), or writes the server would
+	// make could be lost. Default: 55s.
+	CoalesceWindow caddy.Duration `json:"coalesce_window,omitempty"`
+
+	// ResyncInterval is how often a session's snapshot is rebuilt from a
+	// full fetch, because incremental answers never report deactivations,
+	// users leaving the history window, or visibility changes. Default: 10m.
+	ResyncInterval caddy.Duration `json:"resync_interval,omitempty"`
+
+	// UsersRefresh is how often a host's user list, which names the rows of
+	// legacy (email-keyed) answers, is fetched again. Default: 10m.
+	UsersRefresh caddy.Duration `json:"users_refresh,omitempty"`
+
+	// MaxBody is the largest request body, in bytes, the handler reads;
+	// larger requests pass through with their original bytes. Default: 64KiB.
+	MaxBody int64 `json:"max_body,omitempty"`
+
+	// CacheName names the state store. Handlers with the same name, in one
+	// configuration or across reloads, share one store; the size of the
+	// last one provisioned applies. Default: "default".
+	CacheName string `json:"cache_name,omitempty"`
+
+	// CacheSize is the store's memory budget in bytes; when it is full, the
+	// least useful sessions are evicted, which costs them one more forwarded
+	// request. Default: 256MiB.
+	CacheSize int64 `json:"cache_size,omitempty"`
+
+	store   *cache.Store
+	stored  bool // this instance holds a reference in the store pool
+	logger  *zap.Logger
+	metrics *metrics
+	now     func() time.Time
+}
+
+// CaddyModule returns the Caddy module information.
+func (Handler) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{
+		ID:  "http.handlers.zulip_presence",
+		New: func() caddy.Module { return new(Handler) },
+	}
+}
+
+// Provision fills in defaults and attaches the handler to its store.
+func (h *Handler) Provision(ctx caddy.Context) error {
+	h.logger = ctx.Logger()
+	if h.now == nil {
+		h.now = time.Now
+	}
+	h.fillDefaults()
+	m, err := registerMetrics(ctx.GetMetricsRegistry())
+	if err != nil {
+		return fmt.Errorf("registering metrics: %v", err)
+	}
+	h.metrics = m
+	store, err := loadStore(h.CacheName, h.storeConfig())
+	if err != nil {
+		return fmt.Errorf("creating store %q: %v", h.CacheName, err)
+	}
+	h.store, h.stored = store, true
+	return nil
+}
+
+func (h *Handler) fillDefaults() {
+	if h.CoalesceWindow == 0 {
+		h.CoalesceWindow = caddy.Duration(defaultCoalesceWindow)
+	}
+	if h.ResyncInterval == 0 {
+		h.ResyncInterval = caddy.Duration(defaultResync)
+	}
+	if h.UsersRefresh == 0 {
+		h.UsersRefresh = caddy.Duration(defaultUsersRefresh)
+	}
+	if h.MaxBody == 0 {
+		h.MaxBody = defaultMaxBody
+	}
+	if h.CacheName == "" {
+		h.CacheName = defaultCacheName
+	}
+	if h.CacheSize == 0 {
+		h.CacheSize = defaultCacheSize
+	}
+}
+
+func (h *Handler) storeConfig() cache.Config {
+	// Nothing a session holds is useful after a resync interval without
+	// traffic: its trust has lapsed and its snapshot must be rebuilt.
+	ttl := max(time.Duration(h.ResyncInterval), time.Duration(h.CoalesceWindow)) * 2
+	return cache.Config{MaxCost: h.CacheSize, TTL: ttl}
+}
+
+// Validate rejects settings that would lose writes or make no sense.
+func (h *Handler) Validate() error {
+	switch {
+	case h.CoalesceWindow <= 0:
+		return fmt.Errorf("coalesce_window must be positive")
+	case time.Duration(h.CoalesceWindow) > defaultCoalesceWindow:
+		return fmt.Errorf("coalesce_window %v exceeds Zulip's 55s write threshold: writes would be lost", time.Duration(h.CoalesceWindow))
+	case time.Duration(h.ResyncInterval) < time.Duration(h.CoalesceWindow):
+		return fmt.Errorf("resync_interval must be at least coalesce_window")
+	case h.UsersRefresh <= 0:
+		return fmt.Errorf("users_refresh must be positive")
+	case h.MaxBody <= 0:
+		return fmt.Errorf("max_body must be positive")
+	case h.CacheSize < minCacheSize:
+		return fmt.Errorf("cache_size must be at least 1MiB")
+	}
+	return nil
+}
+
+// Cleanup releases this instance's reference to its store. Caddy calls it
+// even after a failed Provision, so it releases only what was taken.
+func (h *Handler) Cleanup() error {
+	if !h.stored {
+		return nil
+	}
+	h.stored = false
+	_, err := storePool.Delete(h.CacheName)
+	return err
+}
+
+// SetClock replaces the handler's clock; tests and the benchmark use it to
+// run simulated hours in seconds. Call it before the first request.
+func (h *Handler) SetClock(now func() time.Time) { h.now = now }
+
+// ServeHTTP handles presence requests and hands everything else to next.
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
+	family, ok := presenceFamily(r)
+	if !ok {
+		return next.ServeHTTP(w, r)
+	}
+	c := &call{h: h, w: w, r: r, next: next, family: family}
+	return c.serve()
+}
+
+// Interface guards
+var (
+	_ caddy.Provisioner           = (*Handler)(nil)
+	_ caddy.Validator             = (*Handler)(nil)
+	_ caddy.CleanerUpper          = (*Handler)(nil)
+	_ caddyhttp.MiddlewareHandler = (*Handler)(nil)
+	_ caddyfile.Unmarshaler       = (*Handler)(nil)
+)

@@ -1,0 +1,273 @@
+package caddymodule
+
+import (
+	"bytes"
+	"context"
+	"mime/multipart"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"go.uber.org/zap"
+
+	"github.com/zulip-presence/caddy-zulip-presence/zuliptest"
+)
+
+// clock is a manual clock shared by the handler and the simulated servers.
+type clock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+// newClock starts at a time with a half-second fraction, so that Zulip's
+// sub-second comparisons and the proxy's whole-second ones agree (design §6
+// allows them to differ only within one second of a threshold).
+func newClock() *clock {
+	return &clock{t: time.Date(2026, 11, 2, 9, 0, 0, 500_000_000, time.UTC)}
+}
+
+func (c *clock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.t
+}
+
+func (c *clock) Advance(d time.Duration) {
+	c.mu.Lock()
+	c.t = c.t.Add(d)
+	c.mu.Unlock()
+}
+
+// provision provisions a handler as Caddy would, released at test end.
+func provision(t testing.TB, h Handler) *Handler {
+	t.Helper()
+	ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
+	hp := &h
+	if err := hp.Provision(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := hp.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	hp.logger = zap.NewNop() // Caddy's default logger writes debug lines
+	t.Cleanup(func() {
+		if err := hp.Cleanup(); err != nil {
+			t.Error(err)
+		}
+		cancel()
+	})
+	return hp
+}
+
+// simNext is the next handler the module calls: the simulated Zulip, as a
+// reverse_proxy to it would be.
+func simNext(sim http.Handler) caddyhttp.Handler {
+	return caddyhttp.HandlerFunc(func(w http.ResponseWriter, r *http.Request) error {
+		sim.ServeHTTP(w, r)
+		return nil
+	})
+}
+
+// twin runs two identical simulated Zulip servers on one clock: one answers
+// clients directly, the other through the module. Every operation is done
+// to both, so their answers and their rows can be compared.
+type twin struct {
+	t       *testing.T
+	clk     *clock
+	direct  *zuliptest.Server
+	proxied *zuliptest.Server
+	h       *Handler
+}
+
+func newTwin(t *testing.T, cfg Handler) *twin {
+	clk := newClock()
+	tw := &twin{t: t, clk: clk, direct: zuliptest.New(clk.Now), proxied: zuliptest.New(clk.Now)}
+	if cfg.CacheName == "" {
+		cfg.CacheName = t.Name()
+	}
+	tw.h = provision(t, cfg)
+	tw.h.SetClock(clk.Now)
+	return tw
+}
+
+// both applies an operation to the realm of each server.
+func (tw *twin) both(op func(r *zuliptest.Realm)) {
+	op(tw.direct.DefaultRealm())
+	op(tw.proxied.DefaultRealm())
+}
+
+// twinUser is one user, created alike on both servers.
+type twinUser struct {
+	id      int64
+	email   string
+	direct  zuliptest.User
+	proxied zuliptest.User
+}
+
+func (tw *twin) addUser(email string, role zuliptest.Role) twinUser {
+	tw.t.Helper()
+	d := tw.direct.DefaultRealm().AddUser(email, strings.Split(email, "@")[0], role)
+	p := tw.proxied.DefaultRealm().AddUser(email, strings.Split(email, "@")[0], role)
+	if d.ID != p.ID {
+		tw.t.Fatalf("twins diverged: user ids %d and %d", d.ID, p.ID)
+	}
+	return twinUser{id: d.ID, email: email, direct: d, proxied: p}
+}
+
+// client is one Zulip client: its credentials on each server, and how it
+// encodes its requests.
+type client struct {
+	name      string
+	json      bool // /json with a session cookie, else /api/v1 with Basic
+	multipart bool
+	user      twinUser
+	authD     string // Basic header, or session id
+	authP     string
+	csrfD     string
+	csrfP     string
+}
+
+func (tw *twin) apiClient(name string, u twinUser) *client {
+	return &client{
+		name:  name,
+		user:  u,
+		authD: tw.direct.DefaultRealm().BasicAuth(u.id),
+		authP: tw.proxied.DefaultRealm().BasicAuth(u.id),
+	}
+}
+
+func (tw *twin) browser(name string, u twinUser) *client {
+	c := &client{name: name, json: true, user: u}
+	c.authD, c.csrfD = tw.direct.DefaultRealm().NewSession(u.id)
+	c.authP, c.csrfP = tw.proxied.DefaultRealm().NewSession(u.id)
+	return c
+}
+
+// request builds the client's presence POST for one side.
+func (c *client) request(proxied bool, form url.Values) *http.Request {
+	auth, csrf := c.authD, c.csrfD
+	if proxied {
+		auth, csrf = c.authP, c.csrfP
+	}
+	path := apiPresencePath
+	if c.json {
+		path = jsonPresencePath
+	}
+	body, ctype := encodeForm(form, c.multipart)
+	r := httptest.NewRequest(http.MethodPost, "http://zulip.example"+path, bytes.NewReader(body))
+	r.Header.Set("Content-Type", ctype)
+	if c.json {
+		r.AddCookie(&http.Cookie{Name: "sessionid", Value: auth})
+		r.AddCookie(&http.Cookie{Name: "csrftoken", Value: csrf})
+		r.Header.Set("X-CSRFToken", csrf)
+	} else {
+		r.Header.Set("Authorization", auth)
+	}
+	return r
+}
+
+func encodeForm(form url.Values, asMultipart bool) ([]byte, string) {
+	if !asMultipart {
+		return []byte(form.Encode()), "application/x-www-form-urlencoded"
+	}
+	var buf bytes.Buffer
+	mw := multipart.NewWriter(&buf)
+	keys := make([]string, 0, len(form))
+	for k := range form {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		for _, v := range form[k] {
+			_ = mw.WriteField(k, v)
+		}
+	}
+	_ = mw.Close()
+	return buf.Bytes(), mw.FormDataContentType()
+}
+
+// answer is one HTTP answer.
+type answer struct {
+	status int
+	header http.Header
+	body   []byte
+}
+
+func (tw *twin) serveDirect(r *http.Request) answer {
+	rec := httptest.NewRecorder()
+	tw.direct.ServeHTTP(rec, r)
+	return answer{rec.Code, rec.Header(), rec.Body.Bytes()}
+}
+
+// serveProxied runs r through the module and counts what reached upstream.
+func (tw *twin) serveProxied(r *http.Request) (answer, int) {
+	var upstream int
+	next := caddyhttp.HandlerFunc(func(w http.ResponseWriter, r *http.Request) error {
+		upstream++
+		tw.proxied.ServeHTTP(w, r)
+		return nil
+	})
+	rec := httptest.NewRecorder()
+	if err := tw.h.ServeHTTP(rec, r, next); err != nil {
+		tw.t.Fatalf("ServeHTTP: %v", err)
+	}
+	return answer{rec.Code, rec.Header(), rec.Body.Bytes()}, upstream
+}
+
+// post sends the same poll from the client to both sides, checks that the
+// answers agree as design §6 requires, and returns the direct answer and
+// how many requests reached the proxied server.
+func (tw *twin) post(c *client, form url.Values) (answer, int) {
+	tw.t.Helper()
+	d := tw.serveDirect(c.request(false, form))
+	p, n := tw.serveProxied(c.request(true, form))
+	if err := sameAnswer(d, p, isFullPoll(form)); err != nil {
+		tw.t.Fatalf("%s %s at %s: %v\ndirect:  %d %s\nproxied: %d %s", c.name, form.Encode(), tw.clk.Now().Format(time.TimeOnly), err, d.status, d.body, p.status, p.body)
+	}
+	return d, n
+}
+
+// sameAnswer checks a proxied answer against the direct one, as design §6
+// allows them to differ (zuliptest.Compare).
+func sameAnswer(d, p answer, converted bool) error {
+	return zuliptest.Compare(zuliptest.Answer{Status: d.status, Body: d.body}, zuliptest.Answer{Status: p.status, Body: p.body}, converted)
+}
+
+// sameRows checks that both servers hold the same presence rows.
+func (tw *twin) sameRows(users ...twinUser) {
+	tw.t.Helper()
+	for _, u := range users {
+		d := tw.direct.DefaultRealm().PresenceRow(u.id)
+		p := tw.proxied.DefaultRealm().PresenceRow(u.id)
+		if !d.LastConnected.Equal(p.LastConnected) || !d.LastActive.Equal(p.LastActive) || d.Exists != p.Exists {
+			tw.t.Fatalf("rows of %s differ at %s:\ndirect:  %+v\nproxied: %+v", u.email, tw.clk.Now().Format(time.TimeOnly), d, p)
+		}
+	}
+}
+
+// isFullPoll reports whether the module may convert this request.
+func isFullPoll(f url.Values) bool {
+	return f.Get("ping_only") != "true" && !f.Has("last_update_id")
+}
+
+func form(kv ...string) url.Values {
+	v := url.Values{}
+	for i := 0; i+1 < len(kv); i += 2 {
+		v.Add(kv[i], kv[i+1])
+	}
+	return v
+}
+
+func itoa(n int64) string { return strconv.FormatInt(n, 10) }
+
+// parseQuery keeps the bytes of odd values (quotes) that url.Values would
+// re-encode anyway; it exists so test tables read like request bodies.
+func parseQuery(s string) (url.Values, error) { return url.ParseQuery(s) }

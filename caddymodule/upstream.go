@@ -1,0 +1,83 @@
+package caddymodule
+
+import (
+	"bytes"
+	"net/http"
+
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+)
+
+// recorder buffers an upstream answer that the handler reads before the
+// client sees anything. It keeps its own header map, so nothing of the
+// upstream answer leaks to the client unless copied on purpose.
+type recorder struct {
+	header http.Header
+	status int
+	body   bytes.Buffer
+}
+
+func newRecorder() *recorder { return &recorder{header: make(http.Header)} }
+
+func (rec *recorder) Header() http.Header { return rec.header }
+
+func (rec *recorder) WriteHeader(status int) {
+	if rec.status == 0 {
+		rec.status = status
+	}
+}
+
+func (rec *recorder) Write(p []byte) (int, error) {
+	rec.WriteHeader(http.StatusOK)
+	return rec.body.Write(p)
+}
+
+// Flush is a no-op: the answer is read only once complete.
+func (rec *recorder) Flush() {}
+
+func (rec *recorder) ok() bool { return rec.status >= 200 && rec.status < 300 }
+
+// replay sends the recorded answer to the client unchanged.
+func (rec *recorder) replay(w http.ResponseWriter) error {
+	copyHeader(w.Header(), rec.header)
+	w.WriteHeader(rec.status)
+	_, err := w.Write(rec.body.Bytes())
+	return err
+}
+
+func copyHeader(dst, src http.Header) {
+	for k, v := range src {
+		dst[k] = v
+	}
+}
+
+// subrequest clones r for another upstream call through next: same
+// context, host and credentials, so the operator's proxy settings apply.
+// Accept-Encoding is dropped because the handler must read the answer; the
+// operator's encode directive can still compress what the client gets.
+func subrequest(r *http.Request, method, path string, form []byte) *http.Request {
+	sub := r.Clone(r.Context())
+	sub.Method = method
+	sub.URL.Path, sub.URL.RawPath, sub.URL.RawQuery = path, "", ""
+	sub.RequestURI = path
+	sub.Header.Del("Accept-Encoding")
+	if form == nil {
+		sub.Body, sub.GetBody, sub.ContentLength, sub.TransferEncoding = http.NoBody, nil, 0, nil
+		sub.Header.Del("Content-Type")
+		sub.Header.Del("Content-Length")
+		return sub
+	}
+	replaceForm(sub, form)
+	return sub
+}
+
+// fetch makes an upstream call through next and records its answer.
+func fetch(next caddyhttp.Handler, req *http.Request) (*recorder, error) {
+	rec := newRecorder()
+	if err := next.ServeHTTP(rec, req); err != nil {
+		return nil, err
+	}
+	if rec.status == 0 {
+		rec.status = http.StatusOK
+	}
+	return rec, nil
+}

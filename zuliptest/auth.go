@@ -1,0 +1,454 @@
+package zuliptest
+
+import (
+	"crypto/subtle"
+	"fmt"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"unicode"
+	"unicode/utf8"
+)
+
+// Cookie names. Production Zulip uses the __Host- names, development the
+// plain Django ones; both are accepted, the __Host- one first.
+var (
+	sessionCookies = []string{"__Host-sessionid", "sessionid"}
+	csrfCookies    = []string{"__Host-csrftoken", "csrftoken"}
+)
+
+const notLoggedIn = "Not logged in: API authentication or user session required"
+
+// authenticate picks the authentication method like rest_dispatch and runs
+// the matching decorator, rate limit included. It returns the user, or the
+// reply that ends the request.
+func (c *call) authenticate() (*user, *reply) {
+	if !c.api {
+		if u := c.sessionUser(); u != nil {
+			return c.sessionAuth(u)
+		}
+	} else if _, ok := c.r.Header["Authorization"]; ok {
+		return c.basicAuth()
+	}
+	rp := c.missingAuth()
+	return nil, &rp
+}
+
+// missingAuth is JsonErrorHandler's answer to MissingAuthenticationError.
+func (c *call) missingAuth() reply {
+	if strings.Contains(strings.Join(c.r.Header.Values("Accept"), ","), "text/html") {
+		return loginRedirect(c.r.URL.Path)
+	}
+	scheme := "Session"
+	if c.api {
+		scheme = "Basic"
+	}
+	return unauthorized(notLoggedIn, scheme).reply()
+}
+
+// unauthorized is UnauthorizedError, which asks for credentials.
+func unauthorized(msg, scheme string) *apiError {
+	return &apiError{
+		status: http.StatusUnauthorized,
+		msg:    msg,
+		code:   "UNAUTHORIZED",
+		header: http.Header{"Www-Authenticate": {scheme + ` realm="zulip"`}},
+	}
+}
+
+// sessionUser is Django's request.user for a session cookie: the user of a
+// live session of this realm, or nil.
+func (c *call) sessionUser() *user {
+	for _, name := range sessionCookies {
+		ck, err := c.r.Cookie(name)
+		if err != nil {
+			continue
+		}
+		if sess := c.rm.sessions[ck.Value]; sess != nil {
+			return c.rm.byID[sess.userID]
+		}
+		return nil
+	}
+	return nil
+}
+
+// sessionAuth is csrf_protect(authenticated_json_view(...)).
+func (c *call) sessionAuth(u *user) (*user, *reply) {
+	if reason := c.csrfReject(); reason != "" {
+		rp := csrfFailure(reason)
+		return nil, &rp
+	}
+	if err := c.rateLimit(u); err != nil {
+		rp := err.reply()
+		return nil, &rp
+	}
+	if !u.active {
+		// UserDeactivatedError, raised directly (not wrapped) for sessions.
+		rp := (&apiError{status: http.StatusUnauthorized, msg: "Account is deactivated", code: "USER_DEACTIVATED"}).reply()
+		return nil, &rp
+	}
+	return u, nil
+}
+
+// csrfFailure is Zulip's CSRF_FAILURE_VIEW for API paths.
+func csrfFailure(reason string) reply {
+	rp := (&apiError{
+		status: http.StatusForbidden,
+		msg:    "CSRF error: " + reason,
+		data:   []field{{"reason", string(appendJSONString(nil, reason))}},
+		code:   "CSRF_FAILED",
+	}).reply()
+	rp.neverCache = true
+	return rp
+}
+
+// Django's CSRF constants.
+const (
+	csrfSecretLen = 32
+	csrfTokenLen  = 2 * csrfSecretLen
+	csrfChars     = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
+	csrfHeader    = "'X-Csrftoken' HTTP header"
+)
+
+// csrfReject runs Django's CsrfViewMiddleware checks and returns the
+// rejection reason, or "" when the request passes.
+func (c *call) csrfReject() string {
+	switch c.method {
+	case "GET", "HEAD", "OPTIONS", "TRACE":
+		return ""
+	}
+	if origins, ok := c.r.Header["Origin"]; ok {
+		origin := strings.Join(origins, ",")
+		if origin != c.scheme()+"://"+c.r.Host {
+			return fmt.Sprintf("Origin checking failed - %s does not match any trusted origins.", origin)
+		}
+	} else if c.secure() {
+		if reason := c.refererReject(); reason != "" {
+			return reason
+		}
+	}
+	secret, reason := c.csrfSecret()
+	if reason != "" {
+		return reason
+	}
+	token, source := "", "POST"
+	if c.method == http.MethodPost {
+		if vs := c.form.post["csrfmiddlewaretoken"]; len(vs) > 0 {
+			token = vs[len(vs)-1]
+		}
+	}
+	if token == "" {
+		vs, ok := c.r.Header["X-Csrftoken"]
+		if !ok {
+			return "CSRF token missing."
+		}
+		token, source = strings.Join(vs, ","), "the "+csrfHeader
+	}
+	if problem := csrfFormatProblem(token); problem != "" {
+		return fmt.Sprintf("CSRF token from %s %s.", source, problem)
+	}
+	if len(token) == csrfTokenLen {
+		token = unmaskCSRF(token)
+	}
+	if subtle.ConstantTimeCompare([]byte(token), []byte(secret)) != 1 {
+		return fmt.Sprintf("CSRF token from %s incorrect.", source)
+	}
+	return ""
+}
+
+// csrfSecret reads the CSRF cookie, unmasking a masked one.
+func (c *call) csrfSecret() (string, string) {
+	for _, name := range csrfCookies {
+		ck, err := c.r.Cookie(name)
+		if err != nil {
+			continue
+		}
+		if problem := csrfFormatProblem(ck.Value); problem != "" {
+			return "", "CSRF cookie " + problem + "."
+		}
+		if len(ck.Value) == csrfTokenLen {
+			return unmaskCSRF(ck.Value), ""
+		}
+		return ck.Value, ""
+	}
+	return "", "CSRF cookie not set."
+}
+
+func csrfFormatProblem(tok string) string {
+	if n := utf8.RuneCountInString(tok); n != csrfSecretLen && n != csrfTokenLen {
+		return "has incorrect length"
+	}
+	for i := 0; i < len(tok); i++ {
+		if !strings.ContainsRune(csrfChars, rune(tok[i])) {
+			return "has invalid characters"
+		}
+	}
+	return ""
+}
+
+// unmaskCSRF is Django's _unmask_cipher_token.
+func unmaskCSRF(tok string) string {
+	mask, cipher := tok[:csrfSecretLen], tok[csrfSecretLen:]
+	n := len(csrfChars)
+	out := make([]byte, csrfSecretLen)
+	for i := range out {
+		x := strings.IndexByte(csrfChars, cipher[i])
+		y := strings.IndexByte(csrfChars, mask[i])
+		out[i] = csrfChars[((x-y)%n+n)%n]
+	}
+	return string(out)
+}
+
+// secure is request.is_secure() with Zulip's SECURE_PROXY_SSL_HEADER.
+func (c *call) secure() bool {
+	return c.r.TLS != nil || c.r.Header.Get("X-Forwarded-Proto") == "https"
+}
+
+func (c *call) scheme() string {
+	if c.secure() {
+		return "https"
+	}
+	return "http"
+}
+
+// refererReject is Django's Referer check for HTTPS requests without an
+// Origin header.
+func (c *call) refererReject() string {
+	vs, ok := c.r.Header["Referer"]
+	if !ok {
+		return "Referer checking failed - no Referer."
+	}
+	ref, err := url.Parse(strings.Join(vs, ","))
+	if err != nil || ref.Scheme == "" || ref.Host == "" {
+		return "Referer checking failed - Referer is malformed."
+	}
+	if ref.Scheme != "https" {
+		return "Referer checking failed - Referer is insecure while host is secure."
+	}
+	if !strings.EqualFold(ref.Host, c.r.Host) {
+		return fmt.Sprintf("Referer checking failed - %s does not match any trusted origins.", ref.String())
+	}
+	return ""
+}
+
+// basicAuth is authenticated_rest_api_view: get_basic_credentials, then
+// validate_api_key (whose errors become 401s), then the rate limit.
+func (c *call) basicAuth() (*user, *reply) {
+	email, key, err := basicCredentials(strings.Join(c.r.Header.Values("Authorization"), ","))
+	if err != nil {
+		rp := err.reply()
+		return nil, &rp
+	}
+	u, msg := c.rm.s.userByAPIKey(strings.TrimFunc(key, pyIsSpace), strings.TrimFunc(email, pyIsSpace))
+	if msg == "" && u.realm != c.rm {
+		msg = "Account is not associated with this subdomain"
+	}
+	if msg != "" {
+		rp := unauthorized(msg, "Basic").reply()
+		return nil, &rp
+	}
+	if err := c.rateLimit(u); err != nil {
+		rp := err.reply()
+		return nil, &rp
+	}
+	return u, nil
+}
+
+// basicCredentials is get_basic_credentials: exactly two whitespace
+// separated words, the scheme "basic" in any case, and base64 of exactly
+// one "email:key" pair.
+func basicCredentials(header string) (email, key string, err *apiError) {
+	invalid := unauthorized("Invalid authorization header for basic auth", "Basic")
+	parts := pyFields(header)
+	if len(parts) != 2 {
+		return "", "", invalid
+	}
+	if !isBasicScheme(parts[0]) {
+		return "", "", badRequest("This endpoint requires HTTP basic authentication.")
+	}
+	raw, ok := pyB64Decode(parts[1])
+	if !ok || !utf8.Valid(raw) {
+		return "", "", invalid
+	}
+	creds := strings.Split(string(raw), ":")
+	if len(creds) != 2 {
+		return "", "", invalid
+	}
+	return creds[0], creds[1], nil
+}
+
+// isBasicScheme is auth_type.lower() == "basic". Only ASCII letters are
+// folded: no other character lower-cases to an ASCII letter in Python.
+func isBasicScheme(s string) bool {
+	if len(s) != len("basic") {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if s[i]|0x20 != "basic"[i] {
+			return false
+		}
+	}
+	return true
+}
+
+// latin1Space lists the characters Python's str.split() separates on among
+// those of a header value, which WSGI decodes as ISO-8859-1.
+const latin1Space = "\t\n\v\f\r\x1c\x1d\x1e\x1f \x85\xa0"
+
+// pyFields is Python's str.split() on a header value.
+func pyFields(s string) []string {
+	var out []string
+	start := -1
+	for i := 0; i <= len(s); i++ {
+		if i < len(s) && strings.IndexByte(latin1Space, s[i]) < 0 {
+			if start < 0 {
+				start = i
+			}
+			continue
+		}
+		if start >= 0 {
+			out = append(out, s[start:i])
+			start = -1
+		}
+	}
+	return out
+}
+
+// pyIsSpace is str.isspace() for one character.
+func pyIsSpace(r rune) bool {
+	return unicode.IsSpace(r) || 0x1c <= r && r <= 0x1f
+}
+
+// pyB64Decode is base64.b64decode without validation (binascii.a2b_base64
+// in non-strict mode): non-ASCII input is an error, other characters
+// outside the alphabet are skipped, and a complete pad ends the data.
+func pyB64Decode(s string) ([]byte, bool) {
+	var out []byte
+	quad, pads := 0, 0
+	var left uint32
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c >= utf8.RuneSelf {
+			return nil, false
+		}
+		if c == '=' {
+			pads++
+			if quad >= 2 && quad+pads >= 4 {
+				return out, true
+			}
+			continue
+		}
+		v := strings.IndexByte("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/", c)
+		if v < 0 {
+			continue
+		}
+		pads = 0
+		left = left<<6 | uint32(v)
+		quad++
+		switch quad {
+		case 2:
+			out = append(out, byte(left>>4))
+			left &= 0xf
+		case 3:
+			out = append(out, byte(left>>2))
+			left &= 0x3
+		case 4:
+			out = append(out, byte(left))
+			left, quad = 0, 0
+		}
+	}
+	return out, quad == 0
+}
+
+// userByAPIKey is access_user_by_api_key up to the subdomain check. API
+// keys are unique across the server, like Zulip's. It returns the user or
+// the validation error message.
+func (s *Server) userByAPIKey(key, email string) (*user, string) {
+	if !hasAPIKeyFormat(key) {
+		return nil, "Malformed API key"
+	}
+	u := s.keys[key]
+	if u == nil || strings.ToLower(email) != strings.ToLower(u.Email) {
+		return nil, "Invalid API key"
+	}
+	if !u.active {
+		return nil, "Account is deactivated"
+	}
+	return u, ""
+}
+
+func hasAPIKeyFormat(key string) bool {
+	if len(key) != 32 {
+		return false
+	}
+	for i := 0; i < len(key); i++ {
+		if !strings.ContainsRune(csrfChars, rune(key[i])) {
+			return false
+		}
+	}
+	return true
+}
+
+// Zulip's api_by_user rule: 200 requests per 60 seconds, shared by every
+// endpoint a user calls.
+const (
+	rateWindow = 60.0
+	rateMax    = 200
+)
+
+// rateState is what RateLimitMiddleware puts in the X-RateLimit headers.
+type rateState struct {
+	remaining int
+	reset     float64 // unix seconds
+}
+
+func (rs *rateState) setHeaders(h http.Header) {
+	if rs == nil {
+		return
+	}
+	h.Set("X-RateLimit-Limit", strconv.Itoa(rateMax))
+	h.Set("X-RateLimit-Remaining", strconv.Itoa(rs.remaining))
+	h.Set("X-RateLimit-Reset", strconv.FormatInt(int64(rs.reset), 10))
+}
+
+// rateLimit is rate_limit_user with the Redis backend's sliding window:
+// the request is refused while the 200th most recent accepted request is
+// at most 60 s old; refused requests are not recorded.
+func (c *call) rateLimit(u *user) *apiError {
+	if !c.rm.settings.RateLimit {
+		return nil
+	}
+	now := pyTime(c.now)
+	if n := len(u.calls); n >= rateMax {
+		if boundary := u.calls[n-rateMax] + rateWindow; boundary >= now {
+			free := boundary - now
+			c.rate = &rateState{remaining: 0, reset: now + free}
+			return rateLimited(free)
+		}
+	}
+	u.calls = append(u.calls, now)
+	if len(u.calls) > rateMax {
+		u.calls = append(u.calls[:0], u.calls[len(u.calls)-rateMax:]...)
+	}
+	count := 0
+	for _, t := range u.calls {
+		if t >= now-rateWindow && t <= now {
+			count++
+		}
+	}
+	c.rate = &rateState{remaining: rateMax - count, reset: u.calls[len(u.calls)-1] + rateWindow}
+	return nil
+}
+
+// rateLimited is RateLimitedError.
+func rateLimited(free float64) *apiError {
+	f := pyFloat(free)
+	return &apiError{
+		status: http.StatusTooManyRequests,
+		msg:    "API usage exceeded rate limit",
+		code:   "RATE_LIMIT_HIT",
+		after:  []field{{"retry-after", f}},
+		header: http.Header{"Retry-After": {f}},
+	}
+}
