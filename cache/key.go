@@ -20,7 +20,8 @@ const (
 )
 
 // Key names one session's state. It is an HMAC of the credentials, so raw
-// credentials are never stored and keys cannot be forged or guessed.
+// credentials are never stored and keys cannot be forged or guessed; it
+// is used as the cache key as it is.
 type Key string
 
 // keyer derives session keys with a secret made at start-up.
@@ -57,7 +58,9 @@ func (k *keyer) key(host string, family Family, parts ...string) Key {
 	}
 	h.mac.Reset()
 	h.mac.Write(b)
-	b = h.mac.Sum(b[:0])
+	// The cache prefix goes in front here, so that looking a session up
+	// costs no second allocation.
+	b = h.mac.Sum(append(b[:0], prefixSession...))
 	h.buf = b[:0]
 	return Key(b)
 }

@@ -23,7 +23,8 @@ type Store struct {
 	ttl   atomic.Int64
 }
 
-// Key prefixes keep the three kinds of entries apart in one cache.
+// Key prefixes keep the three kinds of entries apart in one cache; session
+// keys carry theirs from the keyer.
 const (
 	prefixSession   = "s"
 	prefixDirectory = "d"
@@ -77,7 +78,7 @@ func (s *Store) SessionKey(host string, family Family, credential ...string) Key
 
 // Session returns the session stored under k, if any.
 func (s *Store) Session(k Key) (*Session, bool) {
-	v, ok := s.cache.Get(prefixSession + string(k))
+	v, ok := s.cache.Get(string(k))
 	if !ok {
 		return nil, false
 	}
@@ -94,7 +95,7 @@ func (s *Store) LoadOrCreate(k Key) *Session {
 	}
 	sess := &Session{}
 	sess.cost.Store(sessionBaseCost)
-	if s.set(prefixSession+string(k), sess, sessionBaseCost) {
+	if s.set(string(k), sess, sessionBaseCost) {
 		// Sets are applied asynchronously; wait so that the session's
 		// next request finds it.
 		s.cache.Wait()
@@ -105,12 +106,12 @@ func (s *Store) LoadOrCreate(k Key) *Session {
 // Keep stores the session again with its current cost, which also renews
 // its time to live.
 func (s *Store) Keep(k Key, sess *Session) {
-	s.set(prefixSession+string(k), sess, sess.cost.Load())
+	s.set(string(k), sess, sess.cost.Load())
 }
 
 // Forget drops the session stored under k.
 func (s *Store) Forget(k Key) {
-	s.cache.Del(prefixSession + string(k))
+	s.cache.Del(string(k))
 }
 
 // Directory returns the user directory of a host, or nil.

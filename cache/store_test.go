@@ -35,8 +35,8 @@ func TestSessionKeys(t *testing.T) {
 			t.Errorf("key %d collides with the base key", i)
 		}
 	}
-	if len(base) != 32 {
-		t.Errorf("key is %d bytes, want an HMAC-SHA256", len(base))
+	if len(base) != len(prefixSession)+32 {
+		t.Errorf("key is %d bytes, want a prefixed HMAC-SHA256", len(base))
 	}
 	other, err := New(Config{MaxCost: 1 << 20, TTL: time.Hour})
 	if err != nil {

@@ -6,32 +6,63 @@ import (
 	"io"
 	"net/http"
 	"strconv"
+	"sync"
 
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 )
 
-// readBody reads at most limit bytes of the request body. complete is false
-// when the body is larger than limit or could not be read to its end; the
+// bodyPool recycles the buffers of bodies the handler answered itself;
+// bodies handed upstream are left to the garbage collector, because the
+// transport may still be reading them after the proxy returns.
+var bodyPool = sync.Pool{New: func() any { b := make([]byte, 0, 512); return &b }}
+
+// maxPooledBody keeps an occasional large body from pinning memory.
+const maxPooledBody = 16 << 10
+
+// readBody reads the whole request body if it is at most limit bytes.
+// complete is false when it is larger or could not be read to its end; the
 // request then still carries its original bytes (see restoreBody). A
 // request_body max_size overflow is returned as the error, for Caddy to
-// answer as it would without us.
-func readBody(r *http.Request, limit int64) (body []byte, complete bool, err error) {
+// answer as it would without us. The buffer comes from bodyPool.
+func readBody(r *http.Request, limit int64) (body *[]byte, complete bool, err error) {
 	if r.Body == nil || r.Body == http.NoBody {
 		return nil, true, nil
 	}
 	if r.ContentLength > limit {
 		return nil, false, nil
 	}
-	buf, err := io.ReadAll(io.LimitReader(r.Body, limit+1))
-	var he caddyhttp.HandlerError
-	if errors.As(err, &he) {
-		return nil, false, err
+	bp := bodyPool.Get().(*[]byte)
+	b := (*bp)[:0]
+	for {
+		if len(b) == cap(b) {
+			b = append(b, 0)[:len(b)]
+		}
+		room := b[len(b):min(cap(b), len(b)+int(limit+1-int64(len(b))))]
+		n, rerr := r.Body.Read(room)
+		b = b[:len(b)+n]
+		switch {
+		case int64(len(b)) > limit:
+			restoreBody(r, bytes.Clone(b), nil)
+			return nil, false, nil
+		case rerr == io.EOF:
+			*bp = b
+			return bp, true, nil
+		case rerr != nil:
+			var he caddyhttp.HandlerError
+			if errors.As(rerr, &he) {
+				return nil, false, rerr
+			}
+			restoreBody(r, bytes.Clone(b), rerr)
+			return nil, false, nil
+		}
 	}
-	if err != nil || int64(len(buf)) > limit {
-		restoreBody(r, buf, err)
-		return nil, false, nil
+}
+
+// releaseBody returns a body buffer nobody else holds to the pool.
+func releaseBody(bp *[]byte) {
+	if bp != nil && cap(*bp) <= maxPooledBody {
+		bodyPool.Put(bp)
 	}
-	return buf, true, nil
 }
 
 // restoreBody puts back what readBody consumed, followed by whatever the

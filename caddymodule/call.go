@@ -2,7 +2,6 @@ package caddymodule
 
 import (
 	"net/http"
-	"strconv"
 	"time"
 
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
@@ -35,6 +34,7 @@ type call struct {
 	kind   string
 	key    cache.Key
 	sess   *cache.Session
+	body   *[]byte // the body as read; installed again before anything goes upstream
 }
 
 func (c *call) serve() error {
@@ -47,8 +47,12 @@ func (c *call) serve() error {
 	if !complete {
 		return c.passThrough()
 	}
-	setBody(c.r, body)
-	parsed := presence.Parse(c.r.Header.Get("Content-Type"), body, c.r.URL.RawQuery)
+	c.body = body
+	var raw []byte
+	if body != nil {
+		raw = *body
+	}
+	parsed := presence.Parse(c.r.Header.Get("Content-Type"), raw, c.r.URL.RawQuery)
 	if parsed.Err != nil || parsed.Unusual {
 		// The server produces its own exact answer; we never invent one.
 		return c.passThrough()
@@ -56,11 +60,11 @@ func (c *call) serve() error {
 	c.req = parsed.Request
 	kind := c.req.Kind()
 	c.kind = kind.String()
-	creds, ok := credentials(c.r, c.family)
-	if !ok {
+	creds, n := credentials(c.r, c.family)
+	if n == 0 {
 		return c.passThrough()
 	}
-	c.key = c.h.store.SessionKey(hostOf(c.r), c.family, creds...)
+	c.key = c.h.store.SessionKey(hostOf(c.r), c.family, creds[:n]...)
 	c.sess = c.h.store.LoadOrCreate(c.key)
 	switch kind {
 	case presence.KindPing:
@@ -89,20 +93,20 @@ func (c *call) ping() error {
 	if forward {
 		return c.forward(tk, outcomeForwarded)
 	}
-	hdr := c.w.Header()
-	hdr["Content-Type"] = []string{"application/json"}
-	hdr["Content-Length"] = []string{pingAnswerLength}
+	releaseBody(c.body)
+	c.body = nil
+	// net/http adds the Content-Length of so short an answer itself.
+	c.w.Header()["Content-Type"] = []string{"application/json"}
 	c.w.WriteHeader(http.StatusOK)
 	_, err = c.w.Write(presence.PingAnswer)
 	c.record(outcomeLocal, 0)
 	return err
 }
 
-var pingAnswerLength = strconv.Itoa(len(presence.PingAnswer))
-
 // forward sends the request upstream as it came and learns from the
 // answer, which streams to the client unchanged.
 func (c *call) forward(tk cache.Ticket, outcome string) error {
+	c.restoreBody()
 	rec := caddyhttp.NewResponseRecorder(c.w, nil, nil)
 	err := c.next.ServeHTTP(rec, c.r)
 	c.settle(tk, rec.Status(), err)
@@ -112,10 +116,20 @@ func (c *call) forward(tk cache.Ticket, outcome string) error {
 
 // passThrough sends the request upstream untouched, learning nothing.
 func (c *call) passThrough() error {
+	c.restoreBody()
 	rec := caddyhttp.NewResponseRecorder(c.w, nil, nil)
 	err := c.next.ServeHTTP(rec, c.r)
 	c.record(outcomePassthrough, rec.Size())
 	return err
+}
+
+// restoreBody installs the body as read, so the request goes upstream as
+// it came; its buffer now belongs to the transport.
+func (c *call) restoreBody() {
+	if c.body != nil {
+		setBody(c.r, *c.body)
+		c.body = nil
+	}
 }
 
 // settle tells the session what became of a forwarded write.

@@ -48,16 +48,21 @@ var (
 // token (cookie and header) and Origin are part of it too, because the
 // server rejects a request whose token does not match, and such a request
 // must never be answered from another request's trust.
-func credentials(r *http.Request, f cache.Family) ([]string, bool) {
+// It returns the parts and how many there are; none means no credentials.
+func credentials(r *http.Request, f cache.Family) (parts [4]string, n int) {
 	if f == cache.FamilyAPI {
 		auth := r.Header.Get("Authorization")
-		return []string{auth}, auth != ""
+		if auth == "" {
+			return parts, 0
+		}
+		parts[0] = auth
+		return parts, 1
 	}
 	session := cookieValue(r, sessionCookies)
 	if session == "" {
-		return nil, false
+		return parts, 0
 	}
-	return []string{session, cookieValue(r, csrfCookies), r.Header.Get("X-CSRFToken"), r.Header.Get("Origin")}, true
+	return [4]string{session, cookieValue(r, csrfCookies), r.Header.Get("X-CSRFToken"), r.Header.Get("Origin")}, 4
 }
 
 func cookieValue(r *http.Request, names []string) string {

@@ -1,0 +1,60 @@
+package caddymodule
+
+import (
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+
+	"github.com/zulip-presence/caddy-zulip-presence/zuliptest"
+)
+
+// BenchmarkLocalPing measures a ping answered in process, from the request
+// arriving to the answer written: the path every redundant tab ping takes.
+func BenchmarkLocalPing(b *testing.B) {
+	clk := newClock()
+	sim := zuliptest.New(clk.Now)
+	realm := sim.DefaultRealm()
+	u := realm.AddUser("hamlet@zulip.example", "Hamlet", zuliptest.RoleMember)
+	auth := realm.BasicAuth(u.ID)
+	h := provision(b, Handler{CacheName: b.Name()})
+	h.SetClock(clk.Now)
+	next := simNext(sim)
+	const body = "status=active&ping_only=true&new_user_input=false"
+	req := func() *http.Request {
+		r := httptest.NewRequest(http.MethodPost, "http://zulip.example"+apiPresencePath, strings.NewReader(body))
+		r.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		r.Header.Set("Authorization", auth)
+		return r
+	}
+	// The first ping is forwarded and makes the session trusted.
+	if err := h.ServeHTTP(httptest.NewRecorder(), req(), next); err != nil {
+		b.Fatal(err)
+	}
+	forwarded := caddyhttp.HandlerFunc(func(http.ResponseWriter, *http.Request) error {
+		b.Fatal("a ping within the window was forwarded")
+		return nil
+	})
+	r := req()
+	w := &nopWriter{header: http.Header{}}
+	b.ReportAllocs()
+	b.ResetTimer()
+	for b.Loop() {
+		r.Body = nopBody{strings.NewReader(body)}
+		if err := h.ServeHTTP(w, r, forwarded); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+type nopWriter struct{ header http.Header }
+
+func (w *nopWriter) Header() http.Header         { return w.header }
+func (w *nopWriter) Write(p []byte) (int, error) { return len(p), nil }
+func (w *nopWriter) WriteHeader(int)             {}
+
+type nopBody struct{ *strings.Reader }
+
+func (nopBody) Close() error { return nil }
