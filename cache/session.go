@@ -17,9 +17,10 @@ type Session struct {
 
 	// convMu is held across a conversion's upstream call, so that two polls
 	// of one session never interleave their cursor updates.
-	convMu sync.Mutex
-	conv   Conversion
-	cost   atomic.Int64 // bytes, for ristretto; updated after each conversion
+	convMu     sync.Mutex
+	conv       Conversion
+	cost       atomic.Int64 // bytes, for ristretto; updated after each conversion
+	storedCost atomic.Int64 // the cost ristretto was last given
 }
 
 // Conversion is one session's picture of its realm's presence, built from

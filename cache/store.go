@@ -95,6 +95,7 @@ func (s *Store) LoadOrCreate(k Key) *Session {
 	}
 	sess := &Session{}
 	sess.cost.Store(sessionBaseCost)
+	sess.storedCost.Store(sessionBaseCost)
 	if s.set(string(k), sess, sessionBaseCost) {
 		// Sets are applied asynchronously; wait so that the session's
 		// next request finds it.
@@ -106,7 +107,20 @@ func (s *Store) LoadOrCreate(k Key) *Session {
 // Keep stores the session again with its current cost, which also renews
 // its time to live.
 func (s *Store) Keep(k Key, sess *Session) {
-	s.set(string(k), sess, sess.cost.Load())
+	cost := sess.cost.Load()
+	grown := cost - sess.storedCost.Swap(cost)
+	if grown > 0 && s.Used()+grown > s.cache.MaxCost() {
+		// Ristretto evicts only to admit new keys; an update that grows
+		// an entry past the budget would stay over it. Re-adding the
+		// session makes room the way a new key does (or, if ristretto
+		// refuses it, costs the session one more full fetch).
+		s.cache.Del(string(k))
+		if s.set(string(k), sess, cost) {
+			s.cache.Wait()
+		}
+		return
+	}
+	s.set(string(k), sess, cost)
 }
 
 // Forget drops the session stored under k.

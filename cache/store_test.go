@@ -138,3 +138,29 @@ func TestNeedsFullFetch(t *testing.T) {
 		t.Fatal("a narrower window is filtered from the snapshot")
 	}
 }
+
+// TestGrowingSessionsStayBounded: snapshots that grow after their session
+// was stored still count against the budget.
+func TestGrowingSessionsStayBounded(t *testing.T) {
+	s, err := New(Config{MaxCost: 1 << 20, TTL: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Destruct()
+	rows := make([]presence.Row, 1000)
+	for j := range rows {
+		rows[j] = presence.Row{UserID: int64(j)}
+	}
+	for i := range 200 {
+		k := s.SessionKey("h", FamilyAPI, fmt.Sprint(i))
+		sess := s.LoadOrCreate(k)
+		conv := sess.LockConversion()
+		conv.Snapshot.Replace(rows)
+		sess.UnlockConversion()
+		s.Keep(k, sess)
+	}
+	s.cache.Wait()
+	if used := s.Used(); used > 1<<20 {
+		t.Fatalf("store holds %d bytes, budget is %d", used, 1<<20)
+	}
+}

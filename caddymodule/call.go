@@ -163,6 +163,6 @@ func outcomeOf(status int, err error) cache.Outcome {
 func (c *call) record(outcome string, upstreamBytes int) {
 	c.h.metrics.observe(c.kind, outcome, upstreamBytes)
 	if extra, ok := c.r.Context().Value(caddyhttp.ExtraLogFieldsCtxKey).(*caddyhttp.ExtraLogFields); ok {
-		extra.Add(zap.String("zulip_presence", outcome))
+		extra.Set(zap.String("zulip_presence", outcome))
 	}
 }

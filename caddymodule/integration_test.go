@@ -220,6 +220,7 @@ func TestIntegrationReloadKeepsState(t *testing.T) {
 	realm := up.sim.DefaultRealm()
 	u := realm.AddUser("hamlet@zulip.example", "Hamlet", zuliptest.RoleMember)
 	auth := realm.BasicAuth(u.ID)
+	accessLog := filepath.Join(t.TempDir(), "access.log")
 	config := func(resync string) string {
 		return globalOptions + fmt.Sprintf(`
 http://:9080 {
@@ -228,6 +229,10 @@ http://:9080 {
 		cache_name %[1]s
 	}
 	reverse_proxy %[2]s
+	log {
+		output file %[4]s
+		format json
+	}
 }
 http://:9081 {
 	zulip_presence {
@@ -235,7 +240,7 @@ http://:9081 {
 	}
 	reverse_proxy %[2]s
 }
-`, t.Name(), up.addr(), resync)
+`, t.Name(), up.addr(), resync, accessLog)
 	}
 	tester := caddytest.NewTester(t)
 	tester.InitServer(config("10m"), "caddyfile")
@@ -264,6 +269,24 @@ http://:9081 {
 	resp.Body.Close()
 	if !bytes.Contains(metrics, []byte(`caddy_zulip_presence_requests_total{kind="ping",outcome="local"}`)) {
 		t.Fatalf("metrics lack the local ping counter:\n%s", grepLines(metrics, "zulip_presence"))
+	}
+	logged, err := os.ReadFile(accessLog)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{`"zulip_presence":"forwarded"`, `"zulip_presence":"local"`} {
+		if !bytes.Contains(logged, []byte(want)) {
+			t.Fatalf("the access log lacks %s:\n%s", want, logged)
+		}
+	}
+	resp, err = tester.Client.Get("http://localhost:2999/zulip_presence/stores")
+	if err != nil {
+		t.Fatal(err)
+	}
+	stores, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if !bytes.Contains(stores, []byte(fmt.Sprintf(`{"cache_name":%q,`, t.Name()))) || !bytes.Contains(stores, []byte(`"references":2`)) {
+		t.Fatalf("admin stores answer lacks the shared store: %s", stores)
 	}
 }
 
