@@ -32,4 +32,3 @@ func TestMetricsSurviveReloads(t *testing.T) {
 		t.Fatalf("the new registry does not serve the counter: %d, %v", n, err)
 	}
 }
-

@@ -240,6 +240,13 @@ func TestAppendInt(t *testing.T) {
 	for v := int64(1); v > 0 && v < math.MaxInt64/7; v = v*7 + 3 {
 		vals = append(vals, v, v-1, v+1)
 	}
+	for _, p := range pow10[:19] {
+		vals = append(vals, int64(p)-1, int64(p), int64(p)+1)
+	}
+	vals = append(vals, 1<<32-1, 1<<32, 1<<32+1, 1<<32+99, 1<<32+100)
+	for i := range 10000 {
+		vals = append(vals, int64(uint64(i)*0x9e3779b97f4a7c15))
+	}
 	for _, v := range vals {
 		for _, n := range []int64{v, -v} {
 			want := strconv.AppendInt([]byte("x"), n, 10)

@@ -96,12 +96,12 @@ func (e *env) request(method, path, body string, headers ...string) resp {
 	if err != nil {
 		e.t.Fatal(err)
 	}
-	if body != "" {
-		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-	}
 	for _, h := range headers {
 		k, v, _ := strings.Cut(h, ": ")
 		req.Header.Add(k, v)
+	}
+	if _, ok := req.Header["Content-Type"]; !ok && body != "" {
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 	}
 	client := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
 	res, err := client.Do(req)
