@@ -96,8 +96,10 @@ func (rm *Realm) serveAPI(w http.ResponseWriter, r *http.Request) {
 	if rp.view != nil {
 		rp.body, rp.rows = rp.view.render()
 	}
-	c.writeReply(w, rp)
+	// Counted before writing, so a client that has its answer also sees
+	// it in the stats.
 	rm.count(rt.stat, rp.status, len(rp.body), rp.rows)
+	c.writeReply(w, rp)
 }
 
 // run follows rest_dispatch: OPTIONS, the method override, 405, then
@@ -142,7 +144,11 @@ func (c *call) writeReply(w http.ResponseWriter, rp reply) {
 		// default_never_cache_responses, for responses rest_dispatch
 		// returns rather than raises.
 		h.Set("Cache-Control", "max-age=0, no-cache, no-store, must-revalidate, private")
-		h.Set("Expires", c.now.UTC().Format(http.TimeFormat))
+		now := c.now
+		if now.IsZero() { // answered before the clock was read
+			now = c.rm.Now()
+		}
+		h.Set("Expires", now.UTC().Format(http.TimeFormat))
 	}
 	c.rate.setHeaders(h)
 	w.WriteHeader(rp.status)

@@ -48,11 +48,16 @@ func parseRole(s string) (Role, bool) {
 
 // User is a snapshot of a simulated user.
 type User struct {
-	ID       int64
-	Email    string
+	// ID is unique across the server, in creation order from 1.
+	ID int64
+	// Email is the user's API email, which also keys legacy presences.
+	Email string
+	// FullName is the display name.
 	FullName string
-	APIKey   string
-	Role     Role
+	// APIKey is the key at the time of the snapshot.
+	APIKey string
+	// Role is member, guest or bot.
+	Role Role
 }
 
 // Settings are the realm and server settings that change presence.
@@ -70,15 +75,21 @@ type Settings struct {
 
 // Row is a snapshot of a user's UserPresence row. A zero time is NULL.
 type Row struct {
+	// LastConnected is last_connected_time, in UTC with microseconds.
 	LastConnected time.Time
-	LastActive    time.Time
-	LastUpdateID  int64
-	Exists        bool
+	// LastActive is last_active_time, in UTC with microseconds.
+	LastActive time.Time
+	// LastUpdateID is the PresenceSequence value of the last write.
+	LastUpdateID int64
+	// Exists is false when the user has no row.
+	Exists bool
 }
 
 // ActivityInterval is a UserActivityInterval, the analytics record that
-// new_user_input=true extends.
+// new_user_input=true creates or extends.
 type ActivityInterval struct {
+	// Start and End bound the interval; End is at least 15 minutes
+	// after the last input.
 	Start, End time.Time
 }
 
