@@ -25,98 +25,42 @@ const (
 	OutcomeFailed
 )
 
-// gateTimes are the per-session times the write gate decides from.
-type gateTimes struct {
-	write  time.Time // last forwarded write
-	active time.Time // last forwarded status=active
-	input  time.Time // last forwarded new_user_input=true
-	ok     time.Time // last 2xx: the session's trust
-}
-
 // Ticket is a reserved forward. It must be settled exactly once.
 type Ticket struct {
-	at    time.Time
-	w     Write
-	prev  gateTimes
-	valid bool
+	at        time.Time
+	w         Write
+	prevInput time.Time
+	valid     bool
 }
 
-// needsWrite reports whether the server must see this write now. Zulip
-// overwrites a stored timestamp only when it is more than 55 s old (strictly:
-// zerver/actions/presence.py compares with >), so the gate mirrors the
-// stored times and forwards exactly the writes that would change them.
-func (g *gateTimes) needsWrite(now time.Time, w Write, window time.Duration) bool {
+// needsWrite reports whether the server must see this write now: when the
+// session is not trusted, when the write may change the user's row, or when
+// it reports new input the server has not heard of within the window.
+func (s *Session) needsWrite(now time.Time, w Write, window time.Duration, row *Row) bool {
 	switch {
-	case g.ok.IsZero() || now.Sub(g.ok) > window:
+	case s.ok.IsZero() || now.Sub(s.ok) > window:
 		return true // no trust: only the server may answer
-	case g.wouldWrite(now, window):
-		return true
-	case w.Active && g.wouldWriteActive(now, window):
-		return true
-	case w.Input && now.Sub(g.input) >= window:
+	case w.Input && now.Sub(s.input) >= window:
 		return true
 	}
-	return false
-}
-
-// wouldWrite reports whether the server would move last_connected_time.
-func (g *gateTimes) wouldWrite(now time.Time, window time.Duration) bool {
-	return g.write.IsZero() || now.Sub(g.write) > window
-}
-
-// wouldWriteActive reports whether the server would move last_active_time.
-func (g *gateTimes) wouldWriteActive(now time.Time, window time.Duration) bool {
-	return g.active.IsZero() || now.Sub(g.active) > window
-}
-
-// reserve records the write as forwarded at now, so that concurrent
-// requests of the session do not forward it again. A stored time moves
-// only when the server would move it: a write forwarded within the window
-// (every poll is forwarded) is a no-op there and must not push the next
-// real write back.
-func (g *gateTimes) reserve(now time.Time, w Write, window time.Duration) Ticket {
-	t := Ticket{at: now, w: w, prev: *g, valid: true}
-	if g.wouldWrite(now, window) {
-		g.write = now
-	}
-	if w.Active && g.wouldWriteActive(now, window) {
-		g.active = now
-		g.write = now // Zulip keeps connected ≥ active
-	}
-	if w.Input && (g.input.IsZero() || now.Sub(g.input) >= window) {
-		g.input = now
-	}
-	return t
-}
-
-// rollback undoes a reservation whose write did not reach the server,
-// unless a later reservation has replaced it since.
-func (g *gateTimes) rollback(t Ticket) {
-	if g.write.Equal(t.at) {
-		g.write = t.prev.write
-	}
-	if g.active.Equal(t.at) {
-		g.active = t.prev.active
-	}
-	if g.input.Equal(t.at) {
-		g.input = t.prev.input
-	}
+	return !row.quiet(now, w, window)
 }
 
 // Admit decides whether a ping's write must be forwarded. It returns
-// forward=false when the session is trusted and the write would be a no-op
-// on the server, so the ping can be answered locally. Otherwise the write is
-// reserved and the returned Ticket must be passed to Settle.
+// forward=false when the session is trusted and the write would surely be
+// a no-op on the user's row, so the ping can be answered locally.
+// Otherwise the write is reserved and the returned Ticket must be passed
+// to Settle.
 //
 // While another forward of the session is in flight, Admit waits for its
 // outcome: a local answer must never rest on a write the server may still
-// refuse.
-func (s *Session) Admit(ctx context.Context, now func() time.Time, w Write, window time.Duration) (Ticket, bool, error) {
+// refuse, and two tabs must not forward the same write.
+func (s *Session) Admit(ctx context.Context, now func() time.Time, w Write, window time.Duration, row *Row) (Ticket, bool, error) {
 	for {
 		s.mu.Lock()
 		if s.inflight == nil {
 			t := now()
-			if !s.gate.needsWrite(t, w, window) {
+			if !s.needsWrite(t, w, window, row) {
 				s.mu.Unlock()
 				return Ticket{}, false, nil
 			}
@@ -147,27 +91,41 @@ func (s *Session) reserveLocked(now time.Time, w Write, window time.Duration) Ti
 		s.inflight = make(chan struct{})
 	}
 	s.pending++
-	return s.gate.reserve(now, w, window)
+	tk := Ticket{at: now, w: w, prevInput: s.input, valid: true}
+	if w.Input && now.Sub(s.input) >= window {
+		s.input = now
+	}
+	return tk
 }
 
 // Settle records the server's answer to a reserved write: a 2xx refreshes
-// the session's trust, a 401 or 403 forgets everything the session knew,
-// anything else rolls the reservation back so the next request retries it.
-func (s *Session) Settle(t Ticket, o Outcome, now time.Time) {
+// the session's trust and moves the user's row as Zulip moved it; a 401 or
+// 403 forgets what the session knew; anything else may or may not have
+// been written, and the session's input report is rolled back so that the
+// next request retries it.
+func (s *Session) Settle(t Ticket, o Outcome, now time.Time, window time.Duration, row *Row) {
 	if !t.valid {
 		return
+	}
+	switch o {
+	case OutcomeOK:
+		row.confirm(t.at, t.w, window)
+	case OutcomeFailed:
+		row.unsure(t.at)
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	switch o {
 	case OutcomeOK:
-		s.gate.ok = now
+		s.ok = now
 	case OutcomeDenied:
 		// The caller also drops the session from the store, so the
 		// conversion state goes with it.
-		s.gate = gateTimes{}
+		s.ok, s.input = time.Time{}, time.Time{}
 	default:
-		s.gate.rollback(t)
+		if s.input.Equal(t.at) {
+			s.input = t.prevInput
+		}
 	}
 	s.pending--
 	if s.pending == 0 && s.inflight != nil {
@@ -181,5 +139,5 @@ func (s *Session) Settle(t Ticket, o Outcome, now time.Time) {
 func (s *Session) Trusted(now time.Time, window time.Duration) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return !s.gate.ok.IsZero() && now.Sub(s.gate.ok) <= window
+	return !s.ok.IsZero() && now.Sub(s.ok) <= window
 }

@@ -15,52 +15,50 @@ func at(sec float64) time.Time { return t0.Add(time.Duration(sec * float64(time.
 
 func clockAt(sec float64) func() time.Time { return func() time.Time { return at(sec) } }
 
-// trusted returns a session whose last write (idle, no input) at 0 was
-// confirmed.
-func trusted() *Session {
-	s := &Session{}
-	tk := s.Reserve(at(0), Write{}, window)
-	s.Settle(tk, OutcomeOK, at(0))
-	return s
+// trusted returns a session and its user's row, after writes the server
+// confirmed at -100 s (so the row is known exactly) and at 0.
+func trusted() (*Session, *Row) {
+	s, row := &Session{}, newRow(at(-200))
+	for _, sec := range []float64{-100, 0} {
+		tk := s.Reserve(at(sec), Write{}, window)
+		s.Settle(tk, OutcomeOK, at(sec), window, row)
+	}
+	return s, row
 }
 
 func TestGateDecisions(t *testing.T) {
 	tests := []struct {
 		name    string
-		session func() *Session
+		prepare func(s *Session, row *Row)
 		now     float64
 		w       Write
 		forward bool
 	}{
-		{"no state", func() *Session { return &Session{} }, 0, Write{}, true},
-		{"repeat idle within window", trusted, 54, Write{}, false},
-		{"repeat idle at the window", trusted, 55, Write{}, false},
-		{"repeat idle past the window", trusted, 55.001, Write{}, true},
-		{"first active after idle writes", trusted, 10, Write{Active: true}, true},
-		{"first input", trusted, 10, Write{Input: true}, true},
-		{"trust lapsed", func() *Session {
-			s := trusted()
+		{"repeat idle within window", nil, 54, Write{}, false},
+		{"repeat idle at the window", nil, 55, Write{}, false},
+		{"repeat idle past the window", nil, 55.001, Write{}, true},
+		{"first active after idle writes", nil, 10, Write{Active: true}, true},
+		{"first input", nil, 10, Write{Input: true}, true},
+		{"trust lapsed after a failure", func(s *Session, row *Row) {
 			tk := s.Reserve(at(30), Write{}, window)
-			s.Settle(tk, OutcomeFailed, at(30)) // rolled back: last write stays at 0
-			return s
+			s.Settle(tk, OutcomeFailed, at(30), window, row)
 		}, 56, Write{}, true},
-		{"active repeat within window", func() *Session {
-			s := trusted()
+		{"active repeat within window", func(s *Session, row *Row) {
 			tk := s.Reserve(at(10), Write{Active: true, Input: true}, window)
-			s.Settle(tk, OutcomeOK, at(10))
-			return s
+			s.Settle(tk, OutcomeOK, at(10), window, row)
 		}, 40, Write{Active: true, Input: true}, false},
-		{"denied forgets everything", func() *Session {
-			s := trusted()
+		{"denied forgets the trust", func(s *Session, row *Row) {
 			tk := s.Reserve(at(10), Write{}, window)
-			s.Settle(tk, OutcomeDenied, at(10))
-			return s
+			s.Settle(tk, OutcomeDenied, at(10), window, row)
 		}, 11, Write{}, true},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			s := tc.session()
-			tk, forward, err := s.Admit(context.Background(), clockAt(tc.now), tc.w, window)
+			s, row := trusted()
+			if tc.prepare != nil {
+				tc.prepare(s, row)
+			}
+			tk, forward, err := s.Admit(context.Background(), clockAt(tc.now), tc.w, window, row)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -68,9 +66,12 @@ func TestGateDecisions(t *testing.T) {
 				t.Fatalf("forward = %v, want %v", forward, tc.forward)
 			}
 			if forward {
-				s.Settle(tk, OutcomeOK, at(tc.now))
+				s.Settle(tk, OutcomeOK, at(tc.now), window, row)
 			}
 		})
+	}
+	if _, forward, _ := (&Session{}).Admit(context.Background(), clockAt(0), Write{}, window, newRow(at(0))); !forward {
+		t.Fatal("a session without state was answered locally")
 	}
 }
 
@@ -79,27 +80,38 @@ func TestGateDecisions(t *testing.T) {
 // due; otherwise a ping 56 s after the real write would be answered
 // locally while Zulip would have written.
 func TestPollWithinWindowKeepsWriteTime(t *testing.T) {
-	s := trusted()
+	s, row := trusted()
 	tk := s.Reserve(at(20), Write{}, window)
-	s.Settle(tk, OutcomeOK, at(20))
-	if _, forward, _ := s.Admit(context.Background(), clockAt(56), Write{}, window); !forward {
+	s.Settle(tk, OutcomeOK, at(20), window, row)
+	if _, forward, _ := s.Admit(context.Background(), clockAt(56), Write{}, window, row); !forward {
 		t.Fatal("the write due at 56 s was answered locally")
 	}
 }
 
-func TestRollbackKeepsLaterReservations(t *testing.T) {
-	s := trusted()
-	first := s.Reserve(at(60), Write{Active: true}, window)
-	s.Settle(first, OutcomeFailed, at(60))
-	second := s.Reserve(at(61), Write{Active: true}, window)
-	third := s.Reserve(at(62), Write{Input: true}, window)
-	s.Settle(third, OutcomeFailed, at(62))
-	s.Settle(second, OutcomeOK, at(62))
-	if _, forward, _ := s.Admit(context.Background(), clockAt(100), Write{Active: true}, window); forward {
-		t.Fatal("the confirmed write at 61 was rolled back by a later failure")
+// TestRowSharedBySessions is the phone-and-browser case: the phone writes
+// the row at 0; the browser's write at 30 is a no-op for Zulip; at 60 Zulip
+// writes again, so the browser's ping must be forwarded.
+func TestRowSharedBySessions(t *testing.T) {
+	row := newRow(at(-1000))
+	phone, browser := &Session{}, &Session{}
+	for _, step := range []struct {
+		s   *Session
+		sec float64
+	}{{phone, -200}, {phone, 0}, {browser, 30}} {
+		tk := step.s.Reserve(at(step.sec), Write{}, window)
+		step.s.Settle(tk, OutcomeOK, at(step.sec), window, row)
 	}
-	if _, forward, _ := s.Admit(context.Background(), clockAt(100), Write{Input: true}, window); !forward {
-		t.Fatal("the failed input write was not rolled back")
+	if _, forward, _ := browser.Admit(context.Background(), clockAt(56), Write{}, window, row); !forward {
+		t.Fatal("the write Zulip makes at 56 s was answered locally")
+	}
+}
+
+func TestFailedInputIsRetried(t *testing.T) {
+	s, row := trusted()
+	tk := s.Reserve(at(10), Write{Input: true}, window)
+	s.Settle(tk, OutcomeFailed, at(10), window, row)
+	if _, forward, _ := s.Admit(context.Background(), clockAt(11), Write{Input: true}, window, row); !forward {
+		t.Fatal("a failed new_user_input was not retried")
 	}
 }
 
@@ -107,7 +119,7 @@ func TestRollbackKeepsLaterReservations(t *testing.T) {
 // is in flight is not answered locally until that write is confirmed, and
 // concurrent pings never forward the same write twice.
 func TestAdmitWaitsForInflight(t *testing.T) {
-	s := trusted()
+	s, row := trusted()
 	tk := s.Reserve(at(60), Write{}, window)
 	var wg sync.WaitGroup
 	var mu sync.Mutex
@@ -116,7 +128,7 @@ func TestAdmitWaitsForInflight(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			tk, forward, err := s.Admit(context.Background(), clockAt(61), Write{}, window)
+			tk, forward, err := s.Admit(context.Background(), clockAt(61), Write{}, window, row)
 			if err != nil {
 				t.Error(err)
 				return
@@ -125,12 +137,12 @@ func TestAdmitWaitsForInflight(t *testing.T) {
 				mu.Lock()
 				forwards++
 				mu.Unlock()
-				s.Settle(tk, OutcomeOK, at(61))
+				s.Settle(tk, OutcomeOK, at(61), window, row)
 			}
 		}()
 	}
 	time.Sleep(20 * time.Millisecond) // let them block on the in-flight write
-	s.Settle(tk, OutcomeFailed, at(61))
+	s.Settle(tk, OutcomeFailed, at(61), window, row)
 	wg.Wait()
 	if forwards != 1 {
 		t.Fatalf("%d pings forwarded after the in-flight write failed, want exactly 1", forwards)
@@ -138,17 +150,17 @@ func TestAdmitWaitsForInflight(t *testing.T) {
 }
 
 func TestAdmitGivesUpWithTheClient(t *testing.T) {
-	s := trusted()
+	s, row := trusted()
 	s.Reserve(at(60), Write{}, window)
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
-	if _, _, err := s.Admit(ctx, clockAt(61), Write{}, window); err == nil {
+	if _, _, err := s.Admit(ctx, clockAt(61), Write{}, window, row); err == nil {
 		t.Fatal("Admit did not return when the request was cancelled")
 	}
 }
 
 func TestTrusted(t *testing.T) {
-	s := trusted()
+	s, _ := trusted()
 	if !s.Trusted(at(55), window) || s.Trusted(at(55.001), window) {
 		t.Fatal("trust must last exactly the window after the last 2xx")
 	}

@@ -48,7 +48,7 @@ func newKeyer() (*keyer, error) {
 
 // key hashes the host, the family and each credential part. Parts are
 // length-prefixed so that ("ab","c") and ("a","bc") never collide.
-func (k *keyer) key(host string, family Family, parts ...string) Key {
+func (k *keyer) key(prefix, host string, family Family, parts ...string) string {
 	h := k.pool.Get().(*hasher)
 	defer k.pool.Put(h)
 	b := appendPart(h.buf[:0], host)
@@ -60,9 +60,9 @@ func (k *keyer) key(host string, family Family, parts ...string) Key {
 	h.mac.Write(b)
 	// The cache prefix goes in front here, so that looking a session up
 	// costs no second allocation.
-	b = h.mac.Sum(append(b[:0], prefixSession...))
+	b = h.mac.Sum(append(b[:0], prefix...))
 	h.buf = b[:0]
-	return Key(b)
+	return string(b)
 }
 
 func appendPart(b []byte, s string) []byte {

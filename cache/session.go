@@ -11,9 +11,12 @@ import (
 // Session is the state kept for one set of credentials.
 type Session struct {
 	mu       sync.Mutex
-	gate     gateTimes
+	ok       time.Time // last 2xx: the session's trust
+	input    time.Time // last forwarded new_user_input=true
 	inflight chan struct{} // closed when the last pending forward settles
 	pending  int
+
+	user UserKey // whose presence row the session writes; set by Bind
 
 	// convMu is held across a conversion's upstream call, so that two polls
 	// of one session never interleave their cursor updates.
@@ -36,6 +39,22 @@ type Conversion struct {
 	Days int64
 	// SyncedAt is when that full fetch was made.
 	SyncedAt time.Time
+}
+
+// Bind records the user the session's credentials belong to. It must be
+// called before any of the session's writes is forwarded, so that the
+// user's row sees them all.
+func (s *Session) Bind(u UserKey) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.user = u
+}
+
+// User returns the user bound to the session, or "" if none is yet.
+func (s *Session) User() UserKey {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.user
 }
 
 // sessionBaseCost is the memory of a Session without its snapshot rows.

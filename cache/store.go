@@ -1,6 +1,8 @@
 package cache
 
 import (
+	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -21,12 +23,14 @@ type Store struct {
 	cache *ristretto.Cache[string, any]
 	keys  *keyer
 	ttl   atomic.Int64
+	rowMu sync.Mutex // so that one user never gets two rows at once
 }
 
 // Key prefixes keep the three kinds of entries apart in one cache; session
 // keys carry theirs from the keyer.
 const (
 	prefixSession   = "s"
+	prefixUser      = "u"
 	prefixDirectory = "d"
 	prefixHost      = "h"
 )
@@ -73,7 +77,7 @@ func (s *Store) Destruct() error {
 // SessionKey derives the key of a session from its host, URL family and
 // credential parts.
 func (s *Store) SessionKey(host string, family Family, credential ...string) Key {
-	return s.keys.key(host, family, credential...)
+	return Key(s.keys.key(prefixSession, host, family, credential...))
 }
 
 // Session returns the session stored under k, if any.
@@ -85,6 +89,38 @@ func (s *Store) Session(k Key) (*Session, bool) {
 	sess, ok := v.(*Session)
 	return sess, ok
 }
+
+// UserKey derives the key of a user from the host and the user's email,
+// which Zulip compares without regard to case.
+func (s *Store) UserKey(host, email string) UserKey {
+	return UserKey(s.keys.key(prefixUser, host, FamilyAPI, strings.ToLower(strings.TrimSpace(email))))
+}
+
+// Row returns the mirror of a user's presence row, creating it if needed.
+// A row evicted and made anew knows only that nothing was stored after
+// now, which makes the gate forward until it has learned the row again.
+func (s *Store) Row(k UserKey, now time.Time) *Row {
+	if v, ok := s.cache.Get(string(k)); ok {
+		if r, ok := v.(*Row); ok {
+			return r
+		}
+	}
+	s.rowMu.Lock()
+	defer s.rowMu.Unlock()
+	if v, ok := s.cache.Get(string(k)); ok {
+		if r, ok := v.(*Row); ok {
+			return r
+		}
+	}
+	r := newRow(now)
+	if s.set(string(k), r, rowCost) {
+		s.cache.Wait()
+	}
+	return r
+}
+
+// rowCost is the memory of a Row.
+const rowCost = 96
 
 // LoadOrCreate returns the session stored under k, creating and storing an
 // empty one if there is none. Ristretto may refuse to keep the new entry;

@@ -34,6 +34,7 @@ type call struct {
 	kind   string
 	key    cache.Key
 	sess   *cache.Session
+	row    *cache.Row // the mirror of the user's presence row
 	body   *[]byte // the body as read; installed again before anything goes upstream
 }
 
@@ -66,6 +67,10 @@ func (c *call) serve() error {
 	}
 	c.key = c.h.store.SessionKey(hostOf(c.r), c.family, creds[:n]...)
 	c.sess = c.h.store.LoadOrCreate(c.key)
+	if !c.bindUser() {
+		c.sess = nil
+		return c.passThrough() // the server will say what is wrong
+	}
 	switch kind {
 	case presence.KindPing:
 		return c.ping()
@@ -74,6 +79,26 @@ func (c *call) serve() error {
 	default:
 		return c.convert()
 	}
+}
+
+// bindUser makes sure the session knows its user before any of its writes
+// goes upstream, and loads the mirror of that user's row.
+func (c *call) bindUser() bool {
+	u := c.sess.User()
+	var id int64
+	if u == "" {
+		var err error
+		if u, id, err = c.user(); err != nil {
+			c.debug("cannot tell whose session this is: " + err.Error())
+			return false
+		}
+		c.sess.Bind(u)
+	}
+	c.row = c.h.store.Row(u, c.h.now())
+	if id != 0 {
+		c.row.SetUserID(id)
+	}
+	return true
 }
 
 // write is the presence write the request carries.
@@ -86,7 +111,10 @@ func (c *call) window() time.Duration { return time.Duration(c.h.CoalesceWindow)
 // ping answers a ping locally when the server would only have done a
 // no-op write for a session it trusts, and forwards it otherwise.
 func (c *call) ping() error {
-	tk, forward, err := c.sess.Admit(c.r.Context(), c.h.now, c.write(), c.window())
+	if c.row.NeedsLearning(c.h.now(), c.window()) && c.sess.Trusted(c.h.now(), c.window()) {
+		c.learnRow()
+	}
+	tk, forward, err := c.sess.Admit(c.r.Context(), c.h.now, c.write(), c.window(), c.row)
 	if err != nil {
 		return c.passThrough() // client gone; behave as plain reverse_proxy
 	}
@@ -138,7 +166,7 @@ func (c *call) settle(tk cache.Ticket, status int, err error) {
 		return
 	}
 	o := outcomeOf(status, err)
-	c.sess.Settle(tk, o, c.h.now())
+	c.sess.Settle(tk, o, c.h.now(), c.window(), c.row)
 	switch o {
 	case cache.OutcomeOK:
 		c.h.store.Keep(c.key, c.sess)

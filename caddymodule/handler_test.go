@@ -2,6 +2,7 @@ package caddymodule
 
 import (
 	"bytes"
+	"math/rand/v2"
 	"net/http"
 	"strconv"
 	"strings"
@@ -340,5 +341,30 @@ func TestRateLimitReachesClient(t *testing.T) {
 	}
 	if p.header.Get("Retry-After") != d.header.Get("Retry-After") {
 		t.Fatalf("Retry-After %q, want %q", p.header.Get("Retry-After"), d.header.Get("Retry-After"))
+	}
+}
+
+// TestDevicesShareTheRow: Zulip's 55-second rule is per user, not per
+// session. A user's phone, browser and terminal ping at random through the
+// module; after every request the server's row must be what a direct run
+// stores, and the module must still answer some pings itself.
+func TestDevicesShareTheRow(t *testing.T) {
+	tw := newTwin(t, Handler{})
+	u := tw.addUser("hamlet@zulip.example", zuliptest.RoleMember)
+	devices := []*client{tw.apiClient("phone", u), tw.browser("browser", u), tw.apiClient("terminal", u)}
+	rng := rand.New(rand.NewPCG(3, 9))
+	local := 0
+	for range 300 {
+		tw.clk.Advance(time.Duration(rng.IntN(25_000)) * time.Millisecond)
+		c := devices[rng.IntN(len(devices))]
+		status := []string{"active", "idle"}[rng.IntN(3)/2]
+		if _, n := tw.post(c, form("status", status, "ping_only", "true")); n == 0 {
+			local++
+		}
+		tw.sameRows(u)
+	}
+	t.Logf("%d of 300 pings answered locally", local)
+	if local < 100 {
+		t.Fatalf("only %d of 300 pings answered locally", local)
 	}
 }

@@ -249,7 +249,13 @@ http://:9081 {
 		if status != 200 {
 			t.Fatalf("ping status %d", status)
 		}
-		return len(up.take())
+		writes := 0
+		for _, s := range up.take() {
+			if s.path == apiPresencePath {
+				writes++
+			}
+		}
+		return writes
 	}
 	if n := ping(9080); n != 1 {
 		t.Fatalf("first ping: %d upstream requests, want 1", n)

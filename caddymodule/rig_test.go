@@ -207,11 +207,15 @@ func (tw *twin) serveDirect(r *http.Request) answer {
 	return answer{rec.Code, rec.Header(), rec.Body.Bytes()}
 }
 
-// serveProxied runs r through the module and counts what reached upstream.
+// serveProxied runs r through the module and counts the presence writes
+// that reached upstream (the reads the module makes for itself, such as
+// GET /users/me, are not writes).
 func (tw *twin) serveProxied(r *http.Request) (answer, int) {
 	var upstream int
 	next := caddyhttp.HandlerFunc(func(w http.ResponseWriter, r *http.Request) error {
-		upstream++
+		if _, ok := presenceFamily(r); ok {
+			upstream++
+		}
 		tw.proxied.ServeHTTP(w, r)
 		return nil
 	})
