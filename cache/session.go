@@ -11,8 +11,8 @@ import (
 // Session is the state kept for one set of credentials.
 type Session struct {
 	mu       sync.Mutex
-	ok       time.Time // last 2xx: the session's trust
-	input    time.Time // last forwarded new_user_input=true
+	ok       time.Time     // last 2xx: the session's trust
+	input    time.Time     // last forwarded new_user_input=true
 	inflight chan struct{} // closed when the last pending forward settles
 	pending  int
 

@@ -35,7 +35,7 @@ type call struct {
 	key    cache.Key
 	sess   *cache.Session
 	row    *cache.Row // the mirror of the user's presence row
-	body   *[]byte // the body as read; installed again before anything goes upstream
+	body   *[]byte    // the body as read; installed again before anything goes upstream
 }
 
 func (c *call) serve() error {
