@@ -111,7 +111,7 @@ func (s *Session) Settle(t Ticket, o Outcome, now time.Time, window time.Duratio
 	case OutcomeOK:
 		row.confirm(t.at, t.w, window)
 	case OutcomeFailed:
-		row.unsure(t.at)
+		row.Unsure(t.at)
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()

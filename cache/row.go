@@ -58,6 +58,7 @@ type Row struct {
 	known     bool      // the bounds are tight enough to decide on
 	learnedAt time.Time // when the server was last asked for the row
 	userID    int64     // the user's id, once the server told it
+	joined    time.Time // the user's date_joined, which stands in for NULL
 }
 
 // newRow starts a mirror knowing only that nothing was stored after now.
@@ -82,11 +83,11 @@ func (r *Row) UserID() int64 {
 	return r.userID
 }
 
-// SetUserID records the user's id.
-func (r *Row) SetUserID(id int64) {
+// SetUser records the user's id and date_joined, as the server told them.
+func (r *Row) SetUser(id int64, joined time.Time) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	r.userID = id
+	r.userID, r.joined = id, joined
 }
 
 // Learn sets the row from what the server answered at now: the user's
@@ -105,8 +106,21 @@ func (r *Row) Learn(now time.Time, ok, exists bool, active, idle int64) {
 		r.connected, r.active = bounds{}, bounds{}
 		return
 	}
-	r.connected = secondOf(idle, now)
-	r.active = secondOf(active, now)
+	r.connected = r.learned(idle, now)
+	r.active = r.learned(active, now)
+}
+
+// learned turns a timestamp the server sent into bounds. Zulip sends the
+// user's date_joined where the stored time is NULL (never written), which
+// its write rule treats as a day old: such a value, or any value when
+// date_joined is unknown, gives no lower bound, so the next write is not
+// taken for a no-op.
+func (r *Row) learned(sec int64, now time.Time) bounds {
+	b := secondOf(sec, now)
+	if r.joined.IsZero() || sec == r.joined.Unix() {
+		b.lo = time.Time{}
+	}
+	return b
 }
 
 // secondOf is the second a whole-second timestamp truncated, bounded by now.
@@ -150,9 +164,10 @@ func (r *Row) confirm(t time.Time, w Write, window time.Duration) {
 	}
 }
 
-// unsure records a write made at t whose outcome is unknown (a 5xx or a
-// transport error): it may have been stored, so t becomes a possible value.
-func (r *Row) unsure(t time.Time) {
+// Unsure records a write made at t whose outcome is unknown: a 5xx, a
+// transport error, or a request the proxy passed through without reading.
+// It may have been stored, so t becomes a possible value.
+func (r *Row) Unsure(t time.Time) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.connected.hi = later(r.connected.hi, t)

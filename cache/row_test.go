@@ -39,6 +39,7 @@ func TestRowNeverHidesAWrite(t *testing.T) {
 			z.active = z.connected.Add(-time.Duration(rng.IntN(300)) * time.Second)
 		}
 		row := newRow(at(0))
+		row.SetUser(1, at(-1e6))
 		now, quiet, noops := 0.0, 0, 0
 		for range 400 {
 			now += float64(rng.IntN(40)) + rng.Float64()
@@ -60,10 +61,10 @@ func TestRowNeverHidesAWrite(t *testing.T) {
 			}
 			switch rng.IntN(10) {
 			case 0: // a 5xx after the write
-				row.unsure(at(now))
+				row.Unsure(at(now))
 			case 1: // refused before writing
 				z = before
-				row.unsure(at(now))
+				row.Unsure(at(now))
 			default:
 				row.confirm(at(now), w, window)
 			}

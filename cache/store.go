@@ -119,6 +119,16 @@ func (s *Store) Row(k UserKey, now time.Time) *Row {
 	return r
 }
 
+// ExistingRow returns the mirror of a user's row if there is one.
+func (s *Store) ExistingRow(k UserKey) *Row {
+	v, ok := s.cache.Get(string(k))
+	if !ok {
+		return nil
+	}
+	r, _ := v.(*Row)
+	return r
+}
+
 // rowCost is the memory of a Row.
 const rowCost = 96
 

@@ -85,18 +85,18 @@ func (c *call) serve() error {
 // goes upstream, and loads the mirror of that user's row.
 func (c *call) bindUser() bool {
 	u := c.sess.User()
-	var id int64
+	var profile *ownProfile
 	if u == "" {
 		var err error
-		if u, id, err = c.user(); err != nil {
+		if u, profile, err = c.user(); err != nil {
 			c.debug("cannot tell whose session this is: " + err.Error())
 			return false
 		}
 		c.sess.Bind(u)
 	}
 	c.row = c.h.store.Row(u, c.h.now())
-	if id != 0 {
-		c.row.SetUserID(id)
+	if profile != nil {
+		c.row.SetUser(profile.UserID, profile.DateJoined)
 	}
 	return true
 }
@@ -142,13 +142,55 @@ func (c *call) forward(tk cache.Ticket, outcome string) error {
 	return err
 }
 
-// passThrough sends the request upstream untouched, learning nothing.
+// passThrough sends the request upstream untouched. The server may still
+// have written the user's presence row, so the user's row mirror, if the
+// handler keeps one, learns that a write may have happened.
 func (c *call) passThrough() error {
 	c.restoreBody()
+	at := c.h.now()
 	rec := caddyhttp.NewResponseRecorder(c.w, nil, nil)
 	err := c.next.ServeHTTP(rec, c.r)
 	c.record(outcomePassthrough, rec.Size())
+	if mayHaveWritten(rec.Status(), err) {
+		if row := c.knownRow(); row != nil {
+			row.Unsure(at)
+		}
+	}
 	return err
+}
+
+// mayHaveWritten reports whether Zulip may have stored a presence write
+// for a request it answered so: it writes after authentication and
+// parameter checks, and a 5xx or a broken connection may come after it.
+func mayHaveWritten(status int, err error) bool {
+	return err != nil || (status >= 200 && status < 300) || status >= 500
+}
+
+// knownRow finds the row mirror of the request's user without asking the
+// server: from the session if it is bound, else from Basic credentials.
+// A browser session the handler never saw names no user it can know; its
+// writes reach only the server.
+func (c *call) knownRow() *cache.Row {
+	if c.row != nil {
+		return c.row
+	}
+	creds, n := credentials(c.r, c.family)
+	if n == 0 {
+		return nil
+	}
+	if sess, ok := c.h.store.Session(c.h.store.SessionKey(hostOf(c.r), c.family, creds[:n]...)); ok {
+		if u := sess.User(); u != "" {
+			return c.h.store.ExistingRow(u)
+		}
+	}
+	if c.family != cache.FamilyAPI {
+		return nil
+	}
+	email, err := basicEmail(c.r.Header.Get("Authorization"))
+	if err != nil {
+		return nil
+	}
+	return c.h.store.ExistingRow(c.h.store.UserKey(hostOf(c.r), email))
 }
 
 // restoreBody installs the body as read, so the request goes upstream as

@@ -171,7 +171,9 @@ func (c *call) fallback(rec *recorder) error {
 		c.h.metrics.observeUpstream(c.kind, rec.body.Len())
 	}
 	c.debug("conversion fell back to pass-through")
-	return c.forward(cache.Ticket{}, outcomeFallback)
+	// The original carries the write again; the gate learns from it like
+	// from any forwarded write.
+	return c.forward(c.sess.Reserve(c.h.now(), c.write(), c.window()), outcomeFallback)
 }
 
 func (c *call) debug(msg string, fields ...zap.Field) {

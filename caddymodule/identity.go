@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/zulip-presence/caddy-zulip-presence/cache"
 )
@@ -16,16 +17,16 @@ import (
 // nobody the proxy can see, so the server is asked once per session
 // (GET /json/users/me, with the client's own cookies).
 // It also returns the user's id when the server told it (0 otherwise).
-func (c *call) user() (cache.UserKey, int64, error) {
+func (c *call) user() (cache.UserKey, *ownProfile, error) {
 	if c.family == cache.FamilyAPI {
 		email, err := basicEmail(c.r.Header.Get("Authorization"))
-		return c.h.store.UserKey(hostOf(c.r), email), 0, err
+		return c.h.store.UserKey(hostOf(c.r), email), nil, err
 	}
 	p, err := c.fetchOwnProfile()
 	if err != nil {
-		return "", 0, err
+		return "", nil, err
 	}
-	return c.h.store.UserKey(hostOf(c.r), p.email()), p.UserID, nil
+	return c.h.store.UserKey(hostOf(c.r), p.email()), p, nil
 }
 
 // basicEmail is the user part of HTTP Basic credentials, as Zulip reads
@@ -51,10 +52,11 @@ func basicEmail(auth string) (string, error) {
 // Basic authentication takes the delivery email, which the user's own
 // profile carries; the API email is the fallback where it is the same.
 type ownProfile struct {
-	Result        string `json:"result"`
-	UserID        int64  `json:"user_id"`
-	Email         string `json:"email"`
-	DeliveryEmail string `json:"delivery_email"`
+	Result        string    `json:"result"`
+	UserID        int64     `json:"user_id"`
+	Email         string    `json:"email"`
+	DeliveryEmail string    `json:"delivery_email"`
+	DateJoined    time.Time `json:"date_joined"`
 }
 
 func (p *ownProfile) email() string {
@@ -115,7 +117,7 @@ func (c *call) learnRow() {
 			return
 		}
 		id = p.UserID
-		c.row.SetUserID(id)
+		c.row.SetUser(id, p.DateJoined)
 	}
 	path := c.prefix() + "/users/" + strconv.FormatInt(id, 10) + "/presence"
 	sub := subrequest(c.r, http.MethodGet, path, nil)

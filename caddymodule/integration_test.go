@@ -12,6 +12,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/caddyserver/caddy/v2/caddyconfig"
 	"github.com/caddyserver/caddy/v2/caddytest"
@@ -220,6 +221,7 @@ func TestIntegrationReloadKeepsState(t *testing.T) {
 	realm := up.sim.DefaultRealm()
 	u := realm.AddUser("hamlet@zulip.example", "Hamlet", zuliptest.RoleMember)
 	auth := realm.BasicAuth(u.ID)
+	realm.Advance(time.Hour) // the user joined well before the first write
 	accessLog := filepath.Join(t.TempDir(), "access.log")
 	config := func(resync string) string {
 		return globalOptions + fmt.Sprintf(`

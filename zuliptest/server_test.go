@@ -14,18 +14,20 @@ func TestUsersEndpoints(t *testing.T) {
 	c := e.newCast()
 	e.rm.Deactivate(c.cordelia.ID)
 	r := e.get(c.hamlet, "users")
+	// Every fixture user joined at the same instant (helpers_test.go).
+	const joined = `,"date_joined":"2022-07-04T18:15:39.628715+00:00"`
 	want := `{"result":"success","msg":"","members":[` +
-		`{"user_id":1,"email":"hamlet@zulip.com","full_name":"King Hamlet","is_active":true,"is_bot":false,"role":400},` +
-		`{"user_id":2,"email":"othello@zulip.com","full_name":"Othello","is_active":true,"is_bot":false,"role":400},` +
-		`{"user_id":3,"email":"iago@zulip.com","full_name":"Iago","is_active":true,"is_bot":false,"role":400},` +
-		`{"user_id":4,"email":"cordelia@zulip.com","full_name":"Cordelia","is_active":false,"is_bot":false,"role":400},` +
-		`{"user_id":5,"email":"polonius@zulip.com","full_name":"Polonius","is_active":true,"is_bot":false,"role":600},` +
-		`{"user_id":6,"email":"webhook-bot@zulip.com","full_name":"Webhook Bot","is_active":true,"is_bot":true,"role":400}]}` + "\n"
+		`{"user_id":1,"email":"hamlet@zulip.com","full_name":"King Hamlet","is_active":true,"is_bot":false,"role":400` + joined + `},` +
+		`{"user_id":2,"email":"othello@zulip.com","full_name":"Othello","is_active":true,"is_bot":false,"role":400` + joined + `},` +
+		`{"user_id":3,"email":"iago@zulip.com","full_name":"Iago","is_active":true,"is_bot":false,"role":400` + joined + `},` +
+		`{"user_id":4,"email":"cordelia@zulip.com","full_name":"Cordelia","is_active":false,"is_bot":false,"role":400` + joined + `},` +
+		`{"user_id":5,"email":"polonius@zulip.com","full_name":"Polonius","is_active":true,"is_bot":false,"role":600` + joined + `},` +
+		`{"user_id":6,"email":"webhook-bot@zulip.com","full_name":"Webhook Bot","is_active":true,"is_bot":true,"role":400` + joined + `}]}` + "\n"
 	if r.body != want {
 		t.Fatalf("GET users\n got %q\nwant %q", r.body, want)
 	}
 	r = e.get(c.bot, "users/me")
-	want = `{"result":"success","msg":"","user_id":6,"email":"webhook-bot@zulip.com","full_name":"Webhook Bot","is_active":true,"is_bot":true,"role":400}` + "\n"
+	want = `{"result":"success","msg":"","user_id":6,"email":"webhook-bot@zulip.com","full_name":"Webhook Bot","is_active":true,"is_bot":true,"role":400` + joined + `,"delivery_email":"webhook-bot@zulip.com"}` + "\n"
 	if r.body != want {
 		t.Fatalf("GET users/me\n got %q\nwant %q", r.body, want)
 	}

@@ -1,5 +1,7 @@
 package zuliptest
 
+import "time"
+
 // getUsers is GET users: every user of the realm, deactivated ones
 // included. A restricted guest sees only the users it can access, and the
 // bots, which guests can always see. The documented parameters are
@@ -31,6 +33,8 @@ func (c *call) getUsers(viewer *user) reply {
 func (c *call) getOwnUser(u *user) reply {
 	return c.success(func(j *jsonWriter) {
 		writeUserFields(j, u)
+		// One's own profile always shows the real (delivery) email.
+		j.str("delivery_email", u.Email)
 	})
 }
 
@@ -41,4 +45,15 @@ func writeUserFields(j *jsonWriter, u *user) {
 	j.bool("is_active", u.active)
 	j.bool("is_bot", u.Role == RoleBot)
 	j.int("role", u.Role.zulipRole())
+	j.str("date_joined", isoformat(u.dateJoined))
+}
+
+// isoformat is Python's datetime.isoformat for an aware UTC datetime:
+// microseconds only when there are some.
+func isoformat(t time.Time) string {
+	t = t.UTC()
+	if t.Nanosecond()/1000 == 0 {
+		return t.Format("2006-01-02T15:04:05+00:00")
+	}
+	return t.Format("2006-01-02T15:04:05.000000+00:00")
 }

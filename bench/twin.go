@@ -1,0 +1,653 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"os"
+	"runtime"
+	"sync/atomic"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/zulip-presence/caddy-zulip-presence/caddymodule"
+	"github.com/zulip-presence/caddy-zulip-presence/zuliptest"
+)
+
+// side is one of the two servers of the twin.
+type side int
+
+const (
+	sideDirect side = iota // clients talk to zuliptest straight
+	sideModule             // clients talk through the zulip_presence handler
+	numSides
+)
+
+// clock is the virtual clock the two servers and the handler share. It is
+// read concurrently by both sides, so it is atomic.
+type clock struct{ ns atomic.Int64 }
+
+func newClock() *clock {
+	c := &clock{}
+	c.ns.Store(clockStart.UnixNano())
+	return c
+}
+
+// Now returns the virtual time.
+func (c *clock) Now() time.Time { return time.Unix(0, c.ns.Load()).UTC() }
+
+// Advance moves the virtual time forward.
+func (c *clock) Advance(d time.Duration) { c.ns.Add(int64(d)) }
+
+// Totals are one side's upstream cost, as its zuliptest realm counted it.
+type Totals struct {
+	Requests    int64 // API requests the server answered
+	Bytes       int64 // response body bytes
+	RowsRead    int64 // presence entries in answers
+	RowsWritten int64 // presence row inserts and changes
+}
+
+// Minute is one simulated minute of upstream traffic.
+type Minute struct {
+	Requests      [numSides]int64
+	Bytes         [numSides]int64
+	IdealRequests float64
+	IdealBytes    int64
+}
+
+// KindTotals is the traffic of one client kind.
+type KindTotals struct {
+	Clients  int                     // clients started
+	Requests int64                   // client requests (the same on both sides)
+	Polls    int64                   // of them, requests for presence data
+	Upstream [numSides]int64         // requests that reached the server
+	Bytes    [numSides]int64         // upstream response bytes they caused
+	CPU      [numSides]time.Duration // server thread CPU they caused
+}
+
+// RealmResult is everything the report says about one realm.
+type RealmResult struct {
+	Spec           Spec
+	Totals         [numSides]Totals
+	Ideal          IdealTotals
+	ClientRequests int64
+	DirectErrors   int64 // non-2xx direct answers: the workload's own bugs
+	ByKind         [numKinds]KindTotals
+	Minutes        []Minute
+	Violations     int
+	Samples        []string // the first few violations
+	RowMismatches  int      // users whose rows differ at the end
+	LostWrites     int      // times a sender's row started to differ
+	Sessions       int      // credentials the module saw
+	StoreAccounted float64  // the store's own cost accounting, bytes
+	StoreHeap      int64    // heap freed when the store was dropped, bytes
+	StoreFixed     int64    // heap of the empty store, bytes
+	SnapshotRows   int64    // rows of the converted sessions' last answers
+	ServerCPU      [numSides]time.Duration
+	ProxyCPU       time.Duration
+	Outcomes       map[string]float64 // "kind/outcome" → requests
+	Wall           time.Duration
+	SideBusy       [numSides]time.Duration
+	CompareBusy    time.Duration
+}
+
+// worker runs one side's requests on a locked OS thread, so that the
+// thread's CPU clock measures exactly that side's work.
+type worker struct {
+	s     side
+	tw    *twin
+	in    chan []*job
+	done  chan struct{}
+	cur   *job
+	next  caddyhttp.Handler
+	free  [][]byte
+	seq   int64         // newest presence row update id on this side
+	rows  int64         // the server's RowsReturned at the last look
+	cpu   time.Duration // in the handler, upstream included (module side)
+	upCPU time.Duration // in the server
+	busy  time.Duration
+}
+
+func newWorker(tw *twin, s side) *worker {
+	w := &worker{s: s, tw: tw, in: make(chan []*job), done: make(chan struct{})}
+	w.next = caddyhttp.HandlerFunc(w.upstream)
+	return w
+}
+
+func (w *worker) loop() {
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	for jobs := range w.in {
+		start := time.Now()
+		for _, j := range jobs {
+			w.do(j)
+		}
+		w.busy += time.Since(start)
+		w.done <- struct{}{}
+	}
+}
+
+func (w *worker) buf() []byte {
+	if n := len(w.free); n > 0 {
+		b := w.free[n-1]
+		w.free = w.free[:n-1]
+		return b[:0]
+	}
+	return nil
+}
+
+// do sends one job to this side and records the answer.
+func (w *worker) do(j *job) {
+	req := j.request(w.s)
+	rec := &recorder{header: http.Header{}, body: w.buf()}
+	w.cur = j
+	if w.s == sideDirect {
+		w.serveDirect(j, rec, req)
+	} else {
+		w.serveModule(rec, req)
+	}
+	j.ans[w.s] = answer{status: rec.status, body: rec.body}
+	j.learn(w.s)
+	j.row[w.s] = w.tw.realm(w.s).PresenceRow(j.c.user.id)
+	w.seq = max(w.seq, j.row[w.s].LastUpdateID)
+	if w.s == sideDirect {
+		w.tw.ideal.observe(j, w.tw.sec)
+	}
+}
+
+// serveDirect has the direct server answer the client.
+func (w *worker) serveDirect(j *job, rec *recorder, req *http.Request) {
+	c0 := threadCPU()
+	w.tw.srv[sideDirect].ServeHTTP(rec, req)
+	spent := threadCPU() - c0
+	w.cpu += spent
+	w.upCPU += spent
+	j.cpu[sideDirect] = spent
+	j.up[sideDirect], j.upBytes[sideDirect] = 1, len(rec.body)
+	j.rows = w.rowsReturned()
+}
+
+// serveModule has the handler answer the client, calling the proxied
+// server through upstream; a handler error is what Caddy would turn into
+// a 502.
+func (w *worker) serveModule(rec *recorder, req *http.Request) {
+	c0 := threadCPU()
+	err := w.tw.h.ServeHTTP(rec, req, w.next)
+	w.cpu += threadCPU() - c0
+	if err != nil {
+		rec.status, rec.body = http.StatusBadGateway, append(rec.body[:0], err.Error()...)
+	}
+}
+
+// rowsReturned is how many presence entries the side's server returned
+// since the last call: the entries of the answer just given.
+func (w *worker) rowsReturned() int {
+	n := w.tw.realm(w.s).Stats().RowsReturned
+	d := n - w.rows
+	w.rows = n
+	return int(d)
+}
+
+// upstream is the module's next handler: the proxied zuliptest, as a
+// reverse_proxy to it would be, with its cost counted.
+func (w *worker) upstream(rw http.ResponseWriter, r *http.Request) error {
+	cw := &countingWriter{ResponseWriter: rw}
+	c0 := threadCPU()
+	w.tw.srv[sideModule].ServeHTTP(cw, r)
+	spent := threadCPU() - c0
+	w.upCPU += spent
+	w.cur.cpu[sideModule] += spent
+	w.cur.up[sideModule]++
+	w.cur.upBytes[sideModule] += cw.n
+	return nil
+}
+
+// twin runs two identical simulated Zulip servers on one virtual clock:
+// one answers clients directly, the other through the zulip_presence
+// handler. Every request goes to both in the same virtual second, and
+// every pair of answers is compared (design §6).
+type twin struct {
+	spec     Spec
+	clk      *clock
+	srv      [numSides]*zuliptest.Server
+	h        *caddymodule.Handler
+	cancel   context.CancelFunc
+	metrics  prometheus.Gatherer
+	workers  [numSides]*worker
+	queue    []*job
+	ideal    *ideal
+	cmp      *comparer
+	res      *RealmResult
+	sec      int
+	ids      []int64 // every user, bots included
+	creds    map[string]bool
+	snapRows map[string]int     // credential → entries of its last converted answer
+	diverged map[int64]bool     // users whose rows differ between the sides
+	seen     map[string]bool    // violation messages already sampled
+	before   map[string]float64 // module counters at the start
+	online   []int64            // online user-seconds per minute
+	last     [numSides]zuliptest.Stats
+}
+
+func newTwin(spec Spec) *twin {
+	clk := newClock()
+	tw := &twin{spec: spec, clk: clk, res: &RealmResult{Spec: spec}, creds: map[string]bool{}, snapRows: map[string]int{}, diverged: map[int64]bool{}, seen: map[string]bool{}}
+	for s := range numSides {
+		tw.srv[s] = zuliptest.New(clk.Now)
+	}
+	tw.online = make([]int64, spec.Minutes)
+	return tw
+}
+
+func (tw *twin) realm(s side) *zuliptest.Realm { return tw.srv[s].DefaultRealm() }
+
+// both applies an operation to the realm of each side.
+func (tw *twin) both(op func(r *zuliptest.Realm)) {
+	for s := range numSides {
+		op(tw.realm(s))
+	}
+}
+
+// addUser creates a user alike on both sides and returns its id.
+func (tw *twin) addUser(email string, role zuliptest.Role) int64 {
+	d := tw.realm(sideDirect).AddUser(email, email, role)
+	p := tw.realm(sideModule).AddUser(email, email, role)
+	if d.ID != p.ID {
+		panic(fmt.Sprintf("twins diverged: user ids %d and %d", d.ID, p.ID))
+	}
+	tw.ids = append(tw.ids, d.ID)
+	return d.ID
+}
+
+func (tw *twin) resetStats() {
+	tw.both(func(r *zuliptest.Realm) { r.ResetStats() })
+}
+
+func (tw *twin) enqueue(j *job) {
+	j.sec = tw.sec
+	tw.queue = append(tw.queue, j)
+}
+
+// provision attaches a fresh zulip_presence handler to the module side,
+// with the virtual clock injected.
+func (tw *twin) provision() error {
+	ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
+	h := &caddymodule.Handler{CacheName: fmt.Sprintf("bench-%s-%d", tw.spec.Name, time.Now().UnixNano())}
+	if err := quietly(func() error { return h.Provision(ctx) }); err != nil {
+		cancel()
+		return err
+	}
+	if err := h.Validate(); err != nil {
+		cancel()
+		return err
+	}
+	h.SetClock(tw.clk.Now)
+	tw.h, tw.cancel, tw.metrics = h, cancel, ctx.GetMetricsRegistry()
+	return nil
+}
+
+// quietly runs f with os.Stderr pointing at /dev/null. Outside a running
+// Caddy config, caddy.Context.Logger builds a zap development logger that
+// writes debug lines to the os.Stderr of the moment; provisioning with
+// stderr redirected binds that logger to /dev/null for good, without
+// touching the handler.
+func quietly(f func() error) error {
+	null, err := os.OpenFile(os.DevNull, os.O_WRONLY, 0)
+	if err != nil {
+		return f()
+	}
+	saved := os.Stderr
+	os.Stderr = null
+	defer func() { os.Stderr = saved }()
+	return f()
+}
+
+// run drives the workload for its whole duration, one virtual second at a
+// time, calling progress after every simulated minute.
+func (tw *twin) run(wl *workload, progress func(minute int)) error {
+	tw.ideal = newIdeal(tw.realm(sideDirect), tw.ids, tw.spec.Minutes)
+	fixedBase := heapAlloc()
+	if err := tw.provision(); err != nil {
+		return err
+	}
+	tw.res.StoreFixed = heapAlloc() - fixedBase
+	tw.before = gatherCounters(tw.metrics)
+	tw.cmp = newComparer()
+	for s := range numSides {
+		tw.workers[s] = newWorker(tw, side(s))
+		tw.workers[s].seq = tw.maxUpdateID(side(s))
+		go tw.workers[s].loop()
+	}
+	start := time.Now()
+	for sec := range tw.spec.Minutes * 60 {
+		tw.sec, wl.now = sec, sec
+		wl.fire()
+		tw.dispatch()
+		tw.online[sec/60] += int64(wl.online)
+		if (sec+1)%60 == 0 {
+			tw.sampleMinute(sec / 60)
+			progress(sec/60 + 1)
+		}
+		tw.clk.Advance(time.Second)
+	}
+	tw.settle(tw.cmp.wait())
+	tw.cmp.close()
+	tw.res.Wall = time.Since(start)
+	tw.finish()
+	return nil
+}
+
+// dispatch sends the queued jobs to both sides at once and waits for
+// both. Their answers are compared while the sides run the next second;
+// the previous second's, compared by now, are added to the counters.
+func (tw *twin) dispatch() {
+	jobs := tw.queue
+	if len(jobs) == 0 {
+		return
+	}
+	tw.queue = nil
+	for _, w := range tw.workers {
+		w.in <- jobs
+	}
+	for _, w := range tw.workers {
+		<-w.done
+	}
+	tw.settle(tw.cmp.wait())
+	tw.cmp.start(jobs)
+}
+
+// settle counts compared jobs and gives their answer buffers back to the
+// workers, which are idle whenever it runs.
+func (tw *twin) settle(jobs []*job) {
+	for _, j := range jobs {
+		tw.account(j)
+	}
+	for s, w := range tw.workers {
+		for _, j := range jobs {
+			w.free = append(w.free, j.ans[s].body)
+		}
+	}
+}
+
+// comparer checks one second's answer pairs on two goroutines, half each,
+// while the sides already run the next second.
+type comparer struct {
+	in      [2]chan []*job
+	done    chan time.Duration
+	scratch [2][]byte
+	pending []*job
+	busy    time.Duration
+}
+
+func newComparer() *comparer {
+	c := &comparer{done: make(chan time.Duration, 2)}
+	for i := range c.in {
+		c.in[i] = make(chan []*job, 1)
+		go c.loop(i)
+	}
+	return c
+}
+
+func (c *comparer) loop(i int) {
+	for jobs := range c.in[i] {
+		start := time.Now()
+		for _, j := range jobs {
+			j.err = compareJob(j, &c.scratch[i])
+		}
+		c.done <- time.Since(start)
+	}
+}
+
+// start compares jobs in the background.
+func (c *comparer) start(jobs []*job) {
+	half := len(jobs) / 2
+	c.in[0] <- jobs[:half]
+	c.in[1] <- jobs[half:]
+	c.pending = jobs
+}
+
+// wait returns the jobs in flight, compared; nil if there are none.
+func (c *comparer) wait() []*job {
+	if c.pending == nil {
+		return nil
+	}
+	c.busy += <-c.done
+	c.busy += <-c.done
+	jobs := c.pending
+	c.pending = nil
+	return jobs
+}
+
+func (c *comparer) close() {
+	for _, in := range c.in {
+		close(in)
+	}
+}
+
+// account adds a compared job to the counters.
+func (tw *twin) account(j *job) {
+	r := tw.res
+	d := j.ans[sideDirect]
+	r.ClientRequests++
+	if d.status < 200 || d.status > 299 {
+		r.DirectErrors++
+	}
+	if j.err != nil {
+		r.Violations++
+		tw.sample(j)
+	}
+	tw.trackRow(j)
+	k := &r.ByKind[j.c.kind]
+	k.Requests++
+	if j.poll {
+		k.Polls++
+	}
+	for s := range numSides {
+		k.Upstream[s] += int64(j.up[s])
+		k.Bytes[s] += int64(j.upBytes[s])
+		k.CPU[s] += j.cpu[s]
+	}
+	if !j.unusual {
+		tw.creds[credential(j.c)] = true
+	}
+	if j.converted() && !j.unusual && d.status == http.StatusOK {
+		tw.snapRows[credential(j.c)] = j.rows
+	}
+}
+
+// sample keeps the first few violations, one per distinct difference:
+// a stale row repeats in every answer that lists it.
+func (tw *twin) sample(j *job) {
+	msg := j.err.Error()
+	if len(tw.res.Samples) >= 5 || tw.seen[msg] {
+		return
+	}
+	tw.seen[msg] = true
+	tw.res.Samples = append(tw.res.Samples, fmt.Sprintf("%s at +%ds, %s: %s", j.c.kind, j.sec, j.form.Encode(), msg))
+}
+
+// trackRow counts a lost (or extra) write when the sender's row starts to
+// differ between the sides.
+func (tw *twin) trackRow(j *job) {
+	d, m := j.row[sideDirect], j.row[sideModule]
+	same := d.Exists == m.Exists && d.LastConnected.Equal(m.LastConnected) && d.LastActive.Equal(m.LastActive)
+	uid := j.c.user.id
+	if !same && !tw.diverged[uid] {
+		tw.res.LostWrites++
+	}
+	tw.diverged[uid] = !same
+}
+
+// credential names the module session a client's requests fall in.
+func credential(c *client) string {
+	if c.kind == KindWeb {
+		return "w" + c.session[sideModule]
+	}
+	return "a" + c.user.basic[sideModule]
+}
+
+// sampleMinute records the upstream counters of the minute that ended.
+func (tw *twin) sampleMinute(m int) {
+	var min Minute
+	for s := range numSides {
+		st := tw.realm(side(s)).Stats()
+		min.Requests[s] = requests(st) - requests(tw.last[s])
+		min.Bytes[s] = st.ResponseBytes - tw.last[s].ResponseBytes
+		tw.last[s] = st
+	}
+	min.IdealRequests = float64(tw.online[m]) / idealWriteEvery
+	min.IdealBytes = tw.ideal.minuteBytes[m]
+	tw.res.Minutes = append(tw.res.Minutes, min)
+}
+
+// requests sums the answered API requests; presence_error counts a subset
+// of presence again.
+func requests(st zuliptest.Stats) int64 {
+	var n int64
+	for k, v := range st.Requests {
+		if k != "presence_error" {
+			n += v
+		}
+	}
+	return n
+}
+
+// finish stops the workers and collects the totals, the final row check,
+// the module's own counters and the memory its store held.
+func (tw *twin) finish() {
+	r := tw.res
+	for s, w := range tw.workers {
+		close(w.in)
+		r.SideBusy[s] = w.busy
+		r.ServerCPU[s] = w.upCPU
+		if side(s) == sideModule {
+			r.ProxyCPU = w.cpu - w.upCPU
+		}
+	}
+	for s := range numSides {
+		st := tw.realm(side(s)).Stats()
+		r.Totals[s] = Totals{Requests: requests(st), Bytes: st.ResponseBytes, RowsRead: st.RowsReturned, RowsWritten: st.RowsWritten}
+	}
+	r.CompareBusy = tw.cmp.busy
+	r.Ideal = tw.ideal.totals(r.Totals[sideDirect].RowsWritten, tw.online)
+	r.RowMismatches = tw.rowMismatches()
+	r.Sessions = len(tw.creds)
+	r.Outcomes = diffCounters(gatherCounters(tw.metrics), tw.before)
+	r.StoreAccounted = gatherGauge(tw.metrics, "caddy_zulip_presence_store_bytes")
+	for _, n := range tw.snapRows {
+		r.SnapshotRows += int64(n)
+	}
+	tw.release()
+}
+
+// release drops the handler and measures the heap its store freed.
+func (tw *twin) release() {
+	held := heapAlloc()
+	_ = tw.h.Cleanup()
+	tw.cancel()
+	tw.h = nil
+	tw.res.StoreHeap = held - heapAlloc() - tw.res.StoreFixed
+}
+
+// maxUpdateID is the realm's presence_last_update_id: the newest row's id.
+func (tw *twin) maxUpdateID(s side) int64 {
+	var n int64
+	for _, id := range tw.ids {
+		n = max(n, tw.realm(s).PresenceRow(id).LastUpdateID)
+	}
+	return n
+}
+
+// pageLoadCursor is the presence_last_update_id a page load (/register)
+// hands a new web tab on side s. Only call it between dispatches.
+func (tw *twin) pageLoadCursor(s side) int64 { return tw.workers[s].seq }
+
+// rowMismatches counts users whose presence rows differ between the sides:
+// a lost or extra write.
+func (tw *twin) rowMismatches() int {
+	n := 0
+	for _, id := range tw.ids {
+		d, p := tw.realm(sideDirect).PresenceRow(id), tw.realm(sideModule).PresenceRow(id)
+		if d.Exists != p.Exists || !d.LastConnected.Equal(p.LastConnected) || !d.LastActive.Equal(p.LastActive) {
+			n++
+		}
+	}
+	return n
+}
+
+// heapAlloc returns the live heap after two collections (the second
+// empties the sync.Pools' victim caches).
+func heapAlloc() int64 {
+	runtime.GC()
+	runtime.GC()
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	return int64(ms.HeapAlloc)
+}
+
+// gatherCounters reads the handler's request counters by kind and outcome.
+func gatherCounters(g prometheus.Gatherer) map[string]float64 {
+	out := map[string]float64{}
+	mfs, err := g.Gather()
+	if err != nil {
+		return out
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != "caddy_zulip_presence_requests_total" {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			var kind, outcome string
+			for _, l := range m.GetLabel() {
+				switch l.GetName() {
+				case "kind":
+					kind = l.GetValue()
+				case "outcome":
+					outcome = l.GetValue()
+				}
+			}
+			out[kind+"/"+outcome] = m.GetCounter().GetValue()
+		}
+	}
+	return out
+}
+
+// gatherGauge reads one gauge of the handler's metrics.
+func gatherGauge(g prometheus.Gatherer, name string) float64 {
+	mfs, err := g.Gather()
+	if err != nil {
+		return 0
+	}
+	for _, mf := range mfs {
+		if mf.GetName() == name && len(mf.GetMetric()) > 0 {
+			return mf.GetMetric()[0].GetGauge().GetValue()
+		}
+	}
+	return 0
+}
+
+// diffCounters subtracts the counters at the start: the handler's
+// collectors are process-wide.
+func diffCounters(after, before map[string]float64) map[string]float64 {
+	out := map[string]float64{}
+	for k, v := range after {
+		if d := v - before[k]; d > 0 {
+			out[k] = d
+		}
+	}
+	return out
+}
+
+// runRealm builds, runs and measures one realm.
+func runRealm(spec Spec, seed uint64, progress func(minute int)) (*RealmResult, error) {
+	tw := newTwin(spec)
+	wl := newWorkload(spec, seed, tw)
+	wl.setup()
+	if err := tw.run(wl, progress); err != nil {
+		return nil, err
+	}
+	return tw.res, nil
+}
