@@ -2,11 +2,9 @@ package main
 
 import (
 	"bytes"
-	"mime/multipart"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
-	"sort"
 	"strconv"
 	"time"
 
@@ -71,7 +69,7 @@ func (j *job) request(s side) *http.Request {
 		}
 		f.Set("last_update_id", strconv.FormatInt(j.t.cursor[s], 10))
 	}
-	body, ctype := encodeForm(f, j.c.kind == KindScript && j.c.script.multipart)
+	body, ctype := zuliptest.EncodeForm(f, j.c.kind == KindScript && j.c.script.multipart)
 	path := apiPresencePath
 	if j.c.kind == KindWeb {
 		path = jsonPresencePath
@@ -109,28 +107,6 @@ func lastUpdateID(body []byte) (int64, bool) {
 	}
 	id, err := strconv.ParseInt(string(body[i:i+n]), 10, 64)
 	return id, err == nil
-}
-
-// encodeForm encodes a form as a urlencoded body, or as multipart/form-data
-// the way zulip-js posts it.
-func encodeForm(f url.Values, asMultipart bool) ([]byte, string) {
-	if !asMultipart {
-		return []byte(f.Encode()), "application/x-www-form-urlencoded"
-	}
-	var buf bytes.Buffer
-	mw := multipart.NewWriter(&buf)
-	keys := make([]string, 0, len(f))
-	for k := range f {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	for _, k := range keys {
-		for _, v := range f[k] {
-			_ = mw.WriteField(k, v)
-		}
-	}
-	_ = mw.Close()
-	return buf.Bytes(), mw.FormDataContentType()
 }
 
 // answer is one HTTP answer.

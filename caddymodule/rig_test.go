@@ -3,11 +3,9 @@ package caddymodule
 import (
 	"bytes"
 	"context"
-	"mime/multipart"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
-	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -161,7 +159,7 @@ func (c *client) request(proxied bool, form url.Values) *http.Request {
 	if c.json {
 		path = jsonPresencePath
 	}
-	body, ctype := encodeForm(form, c.multipart)
+	body, ctype := zuliptest.EncodeForm(form, c.multipart)
 	r := httptest.NewRequest(http.MethodPost, "http://zulip.example"+path, bytes.NewReader(body))
 	r.Header.Set("Content-Type", ctype)
 	if c.json {
@@ -172,26 +170,6 @@ func (c *client) request(proxied bool, form url.Values) *http.Request {
 		r.Header.Set("Authorization", auth)
 	}
 	return r
-}
-
-func encodeForm(form url.Values, asMultipart bool) ([]byte, string) {
-	if !asMultipart {
-		return []byte(form.Encode()), "application/x-www-form-urlencoded"
-	}
-	var buf bytes.Buffer
-	mw := multipart.NewWriter(&buf)
-	keys := make([]string, 0, len(form))
-	for k := range form {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	for _, k := range keys {
-		for _, v := range form[k] {
-			_ = mw.WriteField(k, v)
-		}
-	}
-	_ = mw.Close()
-	return buf.Bytes(), mw.FormDataContentType()
 }
 
 // answer is one HTTP answer.
