@@ -28,14 +28,6 @@ func presenceFamily(r *http.Request) (cache.Family, bool) {
 	return 0, false
 }
 
-// usersPath is the user list endpoint under the same prefix as a request.
-func usersPath(f cache.Family) string {
-	if f == cache.FamilyAPI {
-		return "/api/v1/users"
-	}
-	return "/json/users"
-}
-
 // Zulip's production cookies carry the __Host- prefix; development servers
 // and older installs use the bare names.
 var (

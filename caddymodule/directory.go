@@ -1,7 +1,6 @@
 package caddymodule
 
 import (
-	"encoding/json"
 	"fmt"
 	"net/http"
 	"time"
@@ -56,20 +55,13 @@ type usersAnswer struct {
 
 // fetchMembers asks the server for the realm's users, as the client.
 func (c *call) fetchMembers() (map[int64]cache.Member, error) {
-	rec, err := fetch(c.next, subrequest(c.r, http.MethodGet, usersPath(c.family), nil))
-	if err != nil {
-		return nil, err
-	}
-	c.h.metrics.observeUpstream("users", rec.body.Len())
-	if !rec.ok() {
-		return nil, fmt.Errorf("status %d", rec.status)
-	}
 	var ans usersAnswer
-	if err := json.Unmarshal(rec.body.Bytes(), &ans); err != nil {
+	status, err := c.getJSON(c.prefix()+"/users", "", "users", &ans)
+	switch {
+	case err != nil:
 		return nil, err
-	}
-	if ans.Result != "success" {
-		return nil, fmt.Errorf("result %q", ans.Result)
+	case status != http.StatusOK || ans.Result != "success":
+		return nil, fmt.Errorf("status %d, result %q", status, ans.Result)
 	}
 	members := make(map[int64]cache.Member, len(ans.Members))
 	for _, m := range ans.Members {

@@ -2,7 +2,6 @@ package caddymodule
 
 import (
 	"encoding/base64"
-	"encoding/json"
 	"fmt"
 	"net/http"
 	"strconv"
@@ -68,20 +67,13 @@ func (p *ownProfile) email() string {
 
 // fetchOwnProfile asks the server who the client is.
 func (c *call) fetchOwnProfile() (*ownProfile, error) {
-	rec, err := fetch(c.next, subrequest(c.r, http.MethodGet, c.prefix()+"/users/me", nil))
-	if err != nil {
-		return nil, err
-	}
-	c.h.metrics.observeUpstream("users_me", rec.body.Len())
-	if !rec.ok() {
-		return nil, fmt.Errorf("status %d", rec.status)
-	}
 	var p ownProfile
-	if err := json.Unmarshal(rec.body.Bytes(), &p); err != nil {
+	status, err := c.getJSON(c.prefix()+"/users/me", "", "users_me", &p)
+	switch {
+	case err != nil:
 		return nil, err
-	}
-	if p.Result != "success" || p.email() == "" || p.UserID == 0 {
-		return nil, fmt.Errorf("no user in the profile")
+	case status != http.StatusOK || p.Result != "success" || p.email() == "" || p.UserID == 0:
+		return nil, fmt.Errorf("status %d: no user in the profile", status)
 	}
 	return &p, nil
 }
@@ -120,20 +112,14 @@ func (c *call) learnRow() {
 		c.row.SetUser(id, p.DateJoined)
 	}
 	path := c.prefix() + "/users/" + strconv.FormatInt(id, 10) + "/presence"
-	sub := subrequest(c.r, http.MethodGet, path, nil)
-	sub.URL.RawQuery = "slim_presence=true"
-	rec, err := fetch(c.next, sub)
-	if err != nil {
-		c.row.Learn(now, false, false, 0, 0)
-		return
-	}
-	c.h.metrics.observeUpstream("user_presence", rec.body.Len())
 	var ans userPresence
-	_ = json.Unmarshal(rec.body.Bytes(), &ans)
+	status, err := c.getJSON(path, "slim_presence=true", "user_presence", &ans)
 	switch {
-	case rec.ok() && ans.Presence != nil && ans.Presence.Active != nil && ans.Presence.Idle != nil:
+	case err != nil:
+		c.row.Learn(now, false, false, 0, 0)
+	case status == http.StatusOK && ans.Presence != nil && ans.Presence.Active != nil && ans.Presence.Idle != nil:
 		c.row.Learn(now, true, true, *ans.Presence.Active, *ans.Presence.Idle)
-	case rec.status == http.StatusBadRequest && strings.HasPrefix(ans.Msg, "No presence data for "):
+	case status == http.StatusBadRequest && strings.HasPrefix(ans.Msg, "No presence data for "):
 		c.row.Learn(now, true, false, 0, 0) // no row yet: the next write creates it
 	default:
 		c.row.Learn(now, false, false, 0, 0)

@@ -2,6 +2,7 @@ package caddymodule
 
 import (
 	"bytes"
+	"encoding/json"
 	"net/http"
 
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
@@ -68,6 +69,23 @@ func subrequest(r *http.Request, method, path string, form []byte) *http.Request
 	}
 	replaceForm(sub, form)
 	return sub
+}
+
+// getJSON makes a GET through next with the client's credentials, counts
+// the answer's bytes under kind, and decodes its body into v. It returns
+// the status; err is a transport error, or a 2xx body that did not decode.
+func (c *call) getJSON(path, rawQuery, kind string, v any) (status int, err error) {
+	sub := subrequest(c.r, http.MethodGet, path, nil)
+	sub.URL.RawQuery = rawQuery
+	rec, err := fetch(c.next, sub)
+	if err != nil {
+		return 0, err
+	}
+	c.h.metrics.observeUpstream(kind, rec.body.Len())
+	if err := json.Unmarshal(rec.body.Bytes(), v); err != nil && rec.ok() {
+		return rec.status, err
+	}
+	return rec.status, nil
 }
 
 // fetch makes an upstream call through next and records its answer.
