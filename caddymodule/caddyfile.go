@@ -11,9 +11,10 @@ import (
 func init() {
 	httpcaddyfile.RegisterHandlerDirective("zulip_presence", parseCaddyfile)
 	// After request_body, so that its max_size applies before we read the
-	// body; before handle and route, so that it runs even when the
-	// operator wraps reverse_proxy in one of them.
-	httpcaddyfile.RegisterDirectiveOrder("zulip_presence", httpcaddyfile.After, "request_body")
+	// body, and after encode, so that the full tables we render are
+	// compressed like any answer; before handle and route, so that it
+	// runs even when the operator wraps reverse_proxy in one of them.
+	httpcaddyfile.RegisterDirectiveOrder("zulip_presence", httpcaddyfile.After, "encode")
 }
 
 func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
@@ -34,7 +35,7 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //	}
 //
 // Every subdirective is optional; sizes take units such as 64KiB or 256MiB.
-// The directive is ordered after request_body by default.
+// The directive is ordered after request_body and encode by default.
 func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	d.Next() // directive name
 	if d.NextArg() {

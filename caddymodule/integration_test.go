@@ -2,6 +2,7 @@ package caddymodule
 
 import (
 	"bytes"
+	"compress/gzip"
 	"fmt"
 	"io"
 	"mime/multipart"
@@ -337,5 +338,52 @@ func TestCaddyfileAdapt(t *testing.T) {
 				t.Fatalf("adapt error = %v, want one containing %q", err, expected)
 			}
 		})
+	}
+}
+
+// TestIntegrationConvertedPollIsCompressed: with the default order the
+// handler runs inside encode, so the full table it renders reaches a
+// client that accepts gzip compressed, and decompresses to Zulip's JSON.
+func TestIntegrationConvertedPollIsCompressed(t *testing.T) {
+	up := newUpstream(t)
+	realm := up.sim.DefaultRealm()
+	tester := caddytest.NewTester(t)
+	tester.InitServer(globalOptions+fmt.Sprintf(`
+http://:9080 {
+	encode gzip
+	zulip_presence {
+		cache_name %s
+	}
+	reverse_proxy %s
+}
+`, t.Name(), up.addr()), "caddyfile")
+	u := realm.AddUser("hamlet@zulip.example", "Hamlet", zuliptest.RoleMember)
+	for i := range 200 {
+		other := realm.AddUser(fmt.Sprintf("user%d@zulip.example", i), "x", zuliptest.RoleMember)
+		realm.SetPresenceRow(other.ID, realm.Now(), realm.Now())
+	}
+	r := presenceReq(t, 9080, realm.BasicAuth(u.ID), "", strings.NewReader("status=active&slim_presence=true"), "application/x-www-form-urlencoded")
+	r.Header.Set("Accept-Encoding", "gzip")
+	resp, err := (&http.Client{Transport: &http.Transport{DisableCompression: true}}).Do(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.Header.Get("Content-Encoding") != "gzip" {
+		t.Fatalf("Content-Encoding %q, want gzip", resp.Header.Get("Content-Encoding"))
+	}
+	zr, err := gzip.NewReader(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, err := io.ReadAll(zr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.StatusCode != 200 || !bytes.HasPrefix(body, []byte(`{"result":"success","msg":"","presences":{`)) || !bytes.HasSuffix(body, []byte("}\n")) {
+		t.Fatalf("%d %s", resp.StatusCode, body)
+	}
+	if got := up.take(); len(got) != 1 || !strings.Contains(got[0].body, "last_update_id=-1") {
+		t.Fatalf("upstream saw %+v, want one converted request", got)
 	}
 }

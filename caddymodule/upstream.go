@@ -54,7 +54,8 @@ func copyHeader(dst, src http.Header) {
 // subrequest clones r for another upstream call through next: same
 // context, host and credentials, so the operator's proxy settings apply.
 // Accept-Encoding is dropped because the handler must read the answer; the
-// operator's encode directive can still compress what the client gets.
+// encode directive, which runs before this handler, compresses what the
+// client gets.
 func subrequest(r *http.Request, method, path string, form []byte) *http.Request {
 	sub := r.Clone(r.Context())
 	sub.Method = method
