@@ -44,8 +44,9 @@ const (
 // answers it merges into a per-session snapshot. Upstream calls go through
 // the next handler, normally the operator's reverse_proxy.
 type Handler struct {
-	// CoalesceWindow is how long after a forwarded write a further write of
-	// the same session may be answered locally. It must not exceed Zulip's
+	// CoalesceWindow bounds local answers: a ping is answered locally only
+	// when its session had a 2xx within the window and the user's presence
+	// row was surely stored within it. It must not exceed Zulip's
 	// PRESENCE_UPDATE_MIN_FREQ_SECONDS (55 s), or writes the server would
 	// make could be lost. Default: 55s.
 	CoalesceWindow caddy.Duration `json:"coalesce_window,omitempty"`
