@@ -100,17 +100,13 @@ func (s *Store) UserKey(host, email string) UserKey {
 // A row evicted and made anew knows only that nothing was stored after
 // now, which makes the gate forward until it has learned the row again.
 func (s *Store) Row(k UserKey, now time.Time) *Row {
-	if v, ok := s.cache.Get(string(k)); ok {
-		if r, ok := v.(*Row); ok {
-			return r
-		}
+	if r := s.ExistingRow(k); r != nil {
+		return r
 	}
 	s.rowMu.Lock()
 	defer s.rowMu.Unlock()
-	if v, ok := s.cache.Get(string(k)); ok {
-		if r, ok := v.(*Row); ok {
-			return r
-		}
+	if r := s.ExistingRow(k); r != nil {
+		return r
 	}
 	r := newRow(now)
 	if s.set(string(k), r, rowCost) {

@@ -111,7 +111,9 @@ func (c *call) window() time.Duration { return time.Duration(c.h.CoalesceWindow)
 // ping answers a ping locally when the server would only have done a
 // no-op write for a session it trusts, and forwards it otherwise.
 func (c *call) ping() error {
-	if c.row.NeedsLearning(c.h.now(), c.window()) && c.sess.Trusted(c.h.now(), c.window()) {
+	// Reading the row is worth a request only for a session whose ping
+	// could be answered locally, that is a trusted one.
+	if now := c.h.now(); c.row.NeedsLearning(now, c.window()) && c.sess.Trusted(now, c.window()) {
 		c.learnRow()
 	}
 	tk, forward, err := c.sess.Admit(c.r.Context(), c.h.now, c.write(), c.window(), c.row)

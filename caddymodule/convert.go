@@ -20,8 +20,8 @@ import (
 // it asked for, rendered from the snapshot.
 func (c *call) convert() error {
 	host := hostOf(c.r)
-	if c.h.store.IncrementalUnsupported(host, c.h.now()) {
-		return c.forward(c.sess.Reserve(c.h.now(), c.write(), c.window()), outcomeForwarded)
+	if now := c.h.now(); c.h.store.IncrementalUnsupported(host, now) {
+		return c.forward(c.sess.Reserve(now, c.write(), c.window()), outcomeForwarded)
 	}
 	conv := c.sess.LockConversion()
 	defer c.sess.UnlockConversion()
