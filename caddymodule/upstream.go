@@ -2,7 +2,9 @@ package caddymodule
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
+	"maps"
 	"net/http"
 
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
@@ -57,7 +59,7 @@ func copyHeader(dst, src http.Header) {
 // encode directive, which runs before this handler, compresses what the
 // client gets.
 func subrequest(r *http.Request, method, path string, form []byte) *http.Request {
-	sub := r.Clone(r.Context())
+	sub := r.Clone(ownVars(r.Context()))
 	sub.Method = method
 	sub.URL.Path, sub.URL.RawPath, sub.URL.RawQuery = path, "", ""
 	sub.RequestURI = path
@@ -70,6 +72,19 @@ func subrequest(r *http.Request, method, path string, form []byte) *http.Request
 	}
 	replaceForm(sub, form)
 	return sub
+}
+
+// ownVars gives an upstream call its own copy of Caddy's request variables.
+// reverse_proxy writes the dial address into them, and the transport may
+// still be dialing for one call, reading them from another goroutine, when
+// the next call writes: one shared, unlocked map would be a concurrent map
+// access, which crashes the process.
+func ownVars(ctx context.Context) context.Context {
+	vars, ok := ctx.Value(caddyhttp.VarsCtxKey).(map[string]any)
+	if !ok {
+		return ctx
+	}
+	return context.WithValue(ctx, caddyhttp.VarsCtxKey, maps.Clone(vars))
 }
 
 // getJSON makes a GET through next with the client's credentials, counts
