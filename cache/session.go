@@ -24,6 +24,7 @@ type Session struct {
 	conv       Conversion
 	cost       atomic.Int64 // bytes, for ristretto; updated after each conversion
 	storedCost atomic.Int64 // the cost ristretto was last given
+	storedAt   atomic.Int64 // when, in Unix nanoseconds of the real clock ristretto's TTL runs on
 }
 
 // Conversion is one session's picture of its realm's presence, built from

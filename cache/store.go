@@ -138,6 +138,7 @@ func (s *Store) LoadOrCreate(k Key) *Session {
 	sess := &Session{}
 	sess.cost.Store(sessionBaseCost)
 	sess.storedCost.Store(sessionBaseCost)
+	sess.storedAt.Store(time.Now().UnixNano())
 	if s.set(string(k), sess, sessionBaseCost) {
 		// Sets are applied asynchronously; wait so that the session's
 		// next request finds it.
@@ -147,9 +148,17 @@ func (s *Store) LoadOrCreate(k Key) *Session {
 }
 
 // Keep stores the session again with its current cost, which also renews
-// its time to live.
+// its time to live. A session whose cost has not changed is stored again
+// only once a quarter of its time to live has passed: every ristretto Set
+// wakes its policy goroutine, which on a busy proxy costs more than the
+// rest of a forwarded request's handling.
 func (s *Store) Keep(k Key, sess *Session) {
 	cost := sess.cost.Load()
+	now := time.Now().UnixNano()
+	if cost == sess.storedCost.Load() && now-sess.storedAt.Load() < s.ttl.Load()/4 {
+		return
+	}
+	sess.storedAt.Store(now)
 	grown := cost - sess.storedCost.Swap(cost)
 	if grown > 0 && s.Used()+grown > s.cache.MaxCost() {
 		// Ristretto evicts only to admit new keys; an update that grows

@@ -164,3 +164,28 @@ func TestGrowingSessionsStayBounded(t *testing.T) {
 		t.Fatalf("store holds %d bytes, budget is %d", used, 1<<20)
 	}
 }
+
+// TestKeepRenewsTimeToLive: Keep stores an unchanged session again only now
+// and then, but often enough that a session in use never expires, while
+// one left alone does. Ristretto's TTL runs on the real clock.
+func TestKeepRenewsTimeToLive(t *testing.T) {
+	const ttl = 2 * time.Second
+	s, err := New(Config{MaxCost: 1 << 20, TTL: ttl})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Destruct()
+	k := s.SessionKey("h", FamilyAPI, "kept")
+	sess := s.LoadOrCreate(k)
+	for end := time.Now().Add(ttl * 3 / 2); time.Now().Before(end); time.Sleep(50 * time.Millisecond) {
+		s.Keep(k, sess)
+		s.cache.Wait()
+		if got, ok := s.Session(k); !ok || got != sess {
+			t.Fatal("a session kept in use expired")
+		}
+	}
+	time.Sleep(ttl + 100*time.Millisecond)
+	if _, ok := s.Session(k); ok {
+		t.Fatal("a session left alone outlived its time to live")
+	}
+}
