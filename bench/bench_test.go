@@ -168,6 +168,53 @@ func TestReport(t *testing.T) {
 	}
 }
 
+// TestScope: the report's mode line names what the run covered.
+func TestScope(t *testing.T) {
+	full := &Report{E2E: &E2EResult{Config: fullConfig(1).E2E}}
+	for _, spec := range fullConfig(1).Specs {
+		full.Realms = append(full.Realms, &RealmResult{Spec: spec})
+	}
+	forwarded := &E2EResult{Config: E2EConfig{Duration: 20 * time.Second}}
+	if err := forwarded.Config.only("forwarded"); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		r    *Report
+		want string
+	}{
+		{full, "R200, R2k and R10k for 30 simulated minutes each, 20 s end-to-end run"},
+		{fakeReport(), "R200 for 30 simulated minutes"},
+		{&Report{E2E: forwarded}, "no realm replays, 20 s end-to-end run of forwarded requests only"},
+	} {
+		if got := scope(tc.r); got != tc.want {
+			t.Errorf("scope = %q, want %q", got, tc.want)
+		}
+	}
+}
+
+// TestE2EKinds: -e2e picks the kinds the end-to-end load sends, and only
+// those.
+func TestE2EKinds(t *testing.T) {
+	var cfg E2EConfig
+	if err := cfg.only("ping, forwarded"); err != nil {
+		t.Fatal(err)
+	}
+	rng := rand.New(rand.NewPCG(1, 2))
+	var seen [numE2EKinds]int
+	for range 1000 {
+		seen[pickKind(rng, cfg.weights())]++
+	}
+	if seen[e2eSlim] != 0 || seen[e2ePing] < 400 || seen[e2eModern] < 400 {
+		t.Errorf("kinds sent for -e2e ping,forwarded: %v", seen)
+	}
+	if err := cfg.only("pings"); err == nil {
+		t.Error("an unknown kind was accepted")
+	}
+	if (E2EConfig{}).weights() != e2eMix {
+		t.Error("no -e2e must mean the default mix")
+	}
+}
+
 // TestE2E runs a tiny end-to-end load through real Caddy sites; it checks
 // that every request kind got answers on both sites, never their timing.
 func TestE2E(t *testing.T) {

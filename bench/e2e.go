@@ -28,6 +28,17 @@ type E2EConfig struct {
 	Workers  int           // concurrent load generators
 	Duration time.Duration // measured phase
 	MaxPairs int           // bound on request pairs
+	// Weights is the share of each request kind in the load; all zero
+	// means e2eMix.
+	Weights [numE2EKinds]float64
+}
+
+// weights is the load's share of each request kind.
+func (c E2EConfig) weights() [numE2EKinds]float64 {
+	if c.Weights == ([numE2EKinds]float64{}) {
+		return e2eMix
+	}
+	return c.Weights
 }
 
 // Request kinds of the end-to-end run.
@@ -40,8 +51,11 @@ const (
 
 var e2eKindNames = [numE2EKinds]string{"ping (ping_only)", "slim full poll (converted)", "incremental poll (forwarded)"}
 
-// e2eWeights is the share of each kind in the load.
-var e2eWeights = [numE2EKinds]float64{0.4, 0.3, 0.3}
+// e2eKindFlags name the kinds on the command line.
+var e2eKindFlags = [numE2EKinds]string{"ping", "slim", "forwarded"}
+
+// e2eMix is the share of each kind in the default load.
+var e2eMix = [numE2EKinds]float64{0.4, 0.3, 0.3}
 
 // Sites of the end-to-end run.
 const (
@@ -212,9 +226,10 @@ func (g *e2eGen) measure(seed uint64) []e2eSample {
 		go func() {
 			defer wg.Done()
 			rng := rand.New(rand.NewPCG(seed, uint64(w)))
+			weights := g.cfg.weights()
 			mine := g.users[w*len(g.users)/g.cfg.Workers : (w+1)*len(g.users)/g.cfg.Workers]
 			for i := 0; i < perWorker && time.Now().Before(deadline); i++ {
-				k, u := pickKind(rng), mine[rng.IntN(len(mine))]
+				k, u := pickKind(rng, weights), mine[rng.IntN(len(mine))]
 				for _, s := range [2][numSites]int{{siteModule, sitePlain}, {sitePlain, siteModule}}[i%2] {
 					d, ok := g.do(s, k, u)
 					out[w] = append(out[w], e2eSample{kind: k, site: s, d: d, ok: ok})
@@ -226,15 +241,24 @@ func (g *e2eGen) measure(seed uint64) []e2eSample {
 	return slices.Concat(out...)
 }
 
-func pickKind(rng *rand.Rand) int {
-	x := rng.Float64()
-	for k := range numE2EKinds {
-		if x < e2eWeights[k] {
+func pickKind(rng *rand.Rand, weights [numE2EKinds]float64) int {
+	var total float64
+	for _, w := range weights {
+		total += w
+	}
+	x := rng.Float64() * total
+	last := e2ePing
+	for k, w := range weights {
+		if w == 0 {
+			continue
+		}
+		if x < w {
 			return k
 		}
-		x -= e2eWeights[k]
+		x -= w
+		last = k
 	}
-	return e2ePing
+	return last // rounding at the top end
 }
 
 // do sends one request and returns its latency, the body read to the end.

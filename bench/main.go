@@ -6,6 +6,7 @@
 //
 //	go run ./bench          # the full run: R200, R2k and R10k, 30 simulated minutes each
 //	go run ./bench -short   # R200 for 5 simulated minutes and a small end-to-end run
+//	go run ./bench -realms none -e2e forwarded   # only forwarded polls, end to end
 package main
 
 import (
@@ -18,6 +19,7 @@ import (
 	"runtime"
 	"runtime/debug"
 	"runtime/pprof"
+	"slices"
 	"strings"
 	"time"
 
@@ -62,12 +64,13 @@ func main() {
 	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of the run to this file")
 	realms := flag.String("realms", "", "comma-separated realms to run instead of the mode's (R200, R2k, R10k)")
 	minutes := flag.Int("minutes", 0, "simulated minutes per realm instead of the mode's")
+	e2eKinds := flag.String("e2e", "", "comma-separated request kinds the end-to-end run sends, in equal shares, instead of its mix (ping, slim, forwarded)")
 	flag.Parse()
 	cfg := fullConfig(*seed)
 	if *short {
 		cfg = shortConfig(*seed)
 	}
-	if err := cfg.override(*realms, *minutes); err != nil {
+	if err := cfg.override(*realms, *minutes, *e2eKinds); err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		os.Exit(2)
 	}
@@ -77,9 +80,17 @@ func main() {
 	}
 }
 
-// override replaces the mode's realms and durations, for runs of one
-// realm while working on the handler.
-func (cfg *Config) override(realms string, minutes int) error {
+// override replaces the mode's realms, durations and end-to-end mix, for
+// runs of one realm, or of one request kind end to end ("-realms none
+// -e2e forwarded"), while working on the handler.
+func (cfg *Config) override(realms string, minutes int, e2eKinds string) error {
+	if err := cfg.E2E.only(e2eKinds); err != nil {
+		return err
+	}
+	if realms == "none" {
+		cfg.Specs = nil
+		return nil
+	}
 	if realms != "" {
 		cfg.Specs = nil
 		for _, name := range strings.Split(realms, ",") {
@@ -99,6 +110,23 @@ func (cfg *Config) override(realms string, minutes int) error {
 }
 
 var specsByName = map[string]Spec{"R200": specR200, "R2k": specR2k, "R10k": specR10k}
+
+// only makes the end-to-end load the named kinds, in equal shares.
+func (c *E2EConfig) only(kinds string) error {
+	if kinds == "" {
+		return nil
+	}
+	var w [numE2EKinds]float64
+	for _, name := range strings.Split(kinds, ",") {
+		k := slices.Index(e2eKindFlags[:], strings.TrimSpace(name))
+		if k < 0 {
+			return fmt.Errorf("unknown end-to-end request kind %q (want ping, slim or forwarded)", name)
+		}
+		w[k] = 1
+	}
+	c.Weights = w
+	return nil
+}
 
 func run(cfg Config, out, cpuprofile string) error {
 	if cpuprofile != "" {
