@@ -161,7 +161,7 @@ func targets(r *Report) []target {
 	if e := r.E2E; e != nil && e.Stats[e2eModern][siteModule].N > 0 {
 		st := e.Stats[e2eModern]
 		ratio := div(float64(st[siteModule].P50), float64(st[sitePlain].P50))
-		ts = append(ts, check("forwarded request latency, module/plain `reverse_proxy`", "≤ 1.05", fmt.Sprintf("%.2f (p50 of incremental polls; p99 %.2f)", ratio, div(float64(st[siteModule].P99), float64(st[sitePlain].P99))), ratio <= 1.05))
+		ts = append(ts, check("forwarded request latency, module/plain `reverse_proxy`", "≤ 1.05", fmt.Sprintf("%.3f (p50 of incremental polls; p99 %.3f)", ratio, div(float64(st[siteModule].P99), float64(st[sitePlain].P99))), ratio <= 1.05))
 	}
 	return ts
 }
