@@ -51,6 +51,23 @@ const (
 
 var e2eKindNames = [numE2EKinds]string{"ping (ping_only)", "slim full poll (converted)", "incremental poll (forwarded)"}
 
+// only makes the end-to-end load the named kinds, in equal shares.
+func (c *E2EConfig) only(kinds string) error {
+	if kinds == "" {
+		return nil
+	}
+	var w [numE2EKinds]float64
+	for _, name := range strings.Split(kinds, ",") {
+		k := slices.Index(e2eKindFlags[:], strings.TrimSpace(name))
+		if k < 0 {
+			return fmt.Errorf("unknown end-to-end request kind %q (want ping, slim or forwarded)", name)
+		}
+		w[k] = 1
+	}
+	c.Weights = w
+	return nil
+}
+
 // e2eKindFlags name the kinds on the command line.
 var e2eKindFlags = [numE2EKinds]string{"ping", "slim", "forwarded"}
 

@@ -19,7 +19,6 @@ import (
 	"runtime"
 	"runtime/debug"
 	"runtime/pprof"
-	"slices"
 	"strings"
 	"time"
 
@@ -110,23 +109,6 @@ func (cfg *Config) override(realms string, minutes int, e2eKinds string) error {
 }
 
 var specsByName = map[string]Spec{"R200": specR200, "R2k": specR2k, "R10k": specR10k}
-
-// only makes the end-to-end load the named kinds, in equal shares.
-func (c *E2EConfig) only(kinds string) error {
-	if kinds == "" {
-		return nil
-	}
-	var w [numE2EKinds]float64
-	for _, name := range strings.Split(kinds, ",") {
-		k := slices.Index(e2eKindFlags[:], strings.TrimSpace(name))
-		if k < 0 {
-			return fmt.Errorf("unknown end-to-end request kind %q (want ping, slim or forwarded)", name)
-		}
-		w[k] = 1
-	}
-	c.Weights = w
-	return nil
-}
 
 func run(cfg Config, out, cpuprofile string) error {
 	if cpuprofile != "" {

@@ -65,45 +65,43 @@ func (p *printer) header(r *Report) {
 }
 
 // scope says what the run covered, as "R200 and R2k for 30 simulated
-// minutes each, 20 s end-to-end run".
+// minutes each, 20 s end-to-end run". Every realm of a run replays the same
+// number of minutes (-minutes sets them all).
 func scope(r *Report) string {
-	var parts []string
-	if len(r.Realms) == 0 {
-		parts = append(parts, "no realm replays")
-	} else {
-		var names []string
-		minutes := map[int]bool{}
-		for _, rr := range r.Realms {
-			names = append(names, fmt.Sprintf("%s (%d min)", rr.Spec.Name, rr.Spec.Minutes))
-			minutes[rr.Spec.Minutes] = true
-		}
-		if len(minutes) == 1 {
-			for i, rr := range r.Realms {
-				names[i] = rr.Spec.Name
-			}
-			each := ""
-			if len(names) > 1 {
-				each = " each"
-			}
-			parts = append(parts, fmt.Sprintf("%s for %d simulated minutes%s", andList(names), r.Realms[0].Spec.Minutes, each))
-		} else {
-			parts = append(parts, andList(names)+" simulated")
-		}
-	}
+	parts := []string{realmScope(r.Realms)}
 	if e := r.E2E; e != nil {
-		run := fmt.Sprintf("%g s end-to-end run", e.Config.Duration.Seconds())
-		if e.Config.weights() != e2eMix {
-			var kinds []string
-			for k, w := range e.Config.weights() {
-				if w > 0 {
-					kinds = append(kinds, e2eKindFlags[k])
-				}
-			}
-			run += " of " + andList(kinds) + " requests only"
-		}
-		parts = append(parts, run)
+		parts = append(parts, e2eScope(e.Config))
 	}
 	return strings.Join(parts, ", ")
+}
+
+func realmScope(rs []*RealmResult) string {
+	if len(rs) == 0 {
+		return "no realm replays"
+	}
+	var names []string
+	for _, rr := range rs {
+		names = append(names, rr.Spec.Name)
+	}
+	each := ""
+	if len(names) > 1 {
+		each = " each"
+	}
+	return fmt.Sprintf("%s for %d simulated minutes%s", andList(names), rs[0].Spec.Minutes, each)
+}
+
+func e2eScope(c E2EConfig) string {
+	run := fmt.Sprintf("%g s end-to-end run", c.Duration.Seconds())
+	if c.weights() == e2eMix {
+		return run
+	}
+	var kinds []string
+	for k, w := range c.weights() {
+		if w > 0 {
+			kinds = append(kinds, e2eKindFlags[k])
+		}
+	}
+	return run + " of " + andList(kinds) + " requests only"
 }
 
 // andList joins "a", "b" and "c" as "a, b and c".
