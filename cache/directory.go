@@ -10,38 +10,61 @@ type Member struct {
 	Active bool
 	// Bot is true for bots, whom Zulip leaves out too.
 	Bot bool
+	// Guest is true for guests, whose view of the realm the server may
+	// restrict.
+	Guest bool
 }
 
-// Directory is a realm's user list as some client's GET /users returned it.
+// Directory is a realm's user list as clients' GET /users returned it.
 // It is immutable once stored, so readers need no lock.
 type Directory struct {
 	// Members maps user id to member.
 	Members map[int64]Member
-	// FetchedAt is when the list was fetched.
+	// FetchedAt is when a complete list, one fetched by a user who is no
+	// guest, was last fetched.
 	FetchedAt time.Time
+	// CheckedAt is when any list was last fetched.
+	CheckedAt time.Time
 }
 
-// Merged returns a new directory holding d's members updated by fresh ones.
-// A guest's list names only the users the guest can see, so a fetch never
-// drops members another client's fetch contributed.
-func (d *Directory) Merged(fresh map[int64]Member, at time.Time) *Directory {
-	out := &Directory{Members: make(map[int64]Member, len(fresh)), FetchedAt: at}
+// Merged returns the directory updated by a list fetched at at. A complete
+// list replaces d. A guest's list names only the users the guest can see,
+// so it updates the members it names, keeps the others, and does not make
+// the directory fresh: a user it leaves out may have changed since.
+func (d *Directory) Merged(fetched map[int64]Member, at time.Time, complete bool) *Directory {
+	if complete {
+		return &Directory{Members: fetched, FetchedAt: at, CheckedAt: at}
+	}
+	out := &Directory{Members: make(map[int64]Member, len(fetched)), CheckedAt: at}
 	if d != nil {
 		for id, m := range d.Members {
 			out.Members[id] = m
 		}
+		out.FetchedAt = d.FetchedAt
 	}
-	for id, m := range fresh {
+	for id, m := range fetched {
 		out.Members[id] = m
 	}
 	return out
 }
 
-// cost estimates the directory's memory in bytes.
+// Fresh reports whether the directory may name a requester's rows at now
+// without a new fetch: a complete list fetched within refresh, or for a
+// guest, whose own fetch could not make it complete, any list fetched
+// within refresh.
+func (d *Directory) Fresh(now time.Time, refresh time.Duration, guest bool) bool {
+	if guest {
+		return now.Sub(d.CheckedAt) < refresh
+	}
+	return now.Sub(d.FetchedAt) < refresh
+}
+
+// cost estimates the directory's memory in bytes: the map's buckets and
+// each member's email, with ristretto's entry (see TestCostsMatchHeap).
 func (d *Directory) cost() int64 {
-	c := int64(64)
+	c := int64(512)
 	for _, m := range d.Members {
-		c += 48 + int64(len(m.Email))
+		c += 80 + int64(len(m.Email))
 	}
 	return c
 }

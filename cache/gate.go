@@ -1,9 +1,6 @@
 package cache
 
-import (
-	"context"
-	"time"
-)
+import "time"
 
 // Write describes the presence write a request carries.
 type Write struct {
@@ -13,69 +10,71 @@ type Write struct {
 	Input bool
 }
 
+// Policy holds the windows the gate decides with.
+type Policy struct {
+	// Window is Zulip's write rule as configured (coalesce_window): a
+	// stored time younger than this is not written again.
+	Window time.Duration
+	// Trust is how long a session's last success lets it be answered
+	// without the server (trust_window).
+	Trust time.Duration
+}
+
 // Outcome is what the server answered to a forwarded write.
 type Outcome uint8
 
 const (
-	// OutcomeOK is a 2xx: the write happened and the session is trusted.
+	// OutcomeOK is Zulip's JSON success: the credentials work.
 	OutcomeOK Outcome = iota
 	// OutcomeDenied is a 401 or 403: the credentials no longer work.
 	OutcomeDenied
-	// OutcomeFailed is any other answer or a transport error.
+	// OutcomeFailed is any other answer, a transport error, or an
+	// aborted request.
 	OutcomeFailed
+)
+
+// Decision is the gate's answer to a ping.
+type Decision uint8
+
+const (
+	// Local: the ping may be answered without the server.
+	Local Decision = iota
+	// Forward: the write is reserved; forward it and Settle the Ticket.
+	Forward
+	// Wait: another forward of the session decides this ping's fate; wait
+	// for it to settle, then ask again.
+	Wait
 )
 
 // Ticket is a reserved forward. It must be settled exactly once.
 type Ticket struct {
 	at        time.Time
-	w         Write
 	prevInput time.Time
 	valid     bool
 }
 
-// needsWrite reports whether the server must see this write now: when the
-// session is not trusted, when the write may change the user's row, or when
-// it reports new input the server has not heard of within the window.
-func (s *Session) needsWrite(now time.Time, w Write, window time.Duration, row *Row) bool {
-	switch {
-	case s.ok.IsZero() || now.Sub(s.ok) > window:
-		return true // no trust: only the server may answer
-	case w.Input && now.Sub(s.input) >= window:
-		return true
-	}
-	return !row.quiet(now, w, window)
-}
-
-// Admit decides whether a ping's write must be forwarded. It returns
-// forward=false when the session is trusted and the write would surely be
-// a no-op on the user's row, so the ping can be answered locally.
-// Otherwise the write is reserved and the returned Ticket must be passed
-// to Settle.
+// Admit decides a ping at now (the proxy's clock). serverNow is the latest
+// the server's clock can read at that moment, and known is false when the
+// proxy cannot tell; row is the mirror of the user's row, nil when the
+// session is not bound to a user yet.
 //
-// While another forward of the session is in flight, Admit waits for its
-// outcome: a local answer must never rest on a write the server may still
-// refuse, and two tabs must not forward the same write.
-func (s *Session) Admit(ctx context.Context, now func() time.Time, w Write, window time.Duration, row *Row) (Ticket, bool, error) {
-	for {
-		s.mu.Lock()
-		if s.inflight == nil {
-			t := now()
-			if !s.needsWrite(t, w, window, row) {
-				s.mu.Unlock()
-				return Ticket{}, false, nil
-			}
-			tk := s.reserveLocked(t, w, window)
-			s.mu.Unlock()
-			return tk, true, nil
-		}
-		wait := s.inflight
-		s.mu.Unlock()
-		select {
-		case <-wait:
-		case <-ctx.Done():
-			return Ticket{}, false, ctx.Err()
-		}
+// A ping is answered locally only when the session is trusted, its input
+// report is not due, and the write would surely be a no-op on the user's
+// row. Such a ping needs no other forward's outcome, so it never waits.
+// Otherwise, while another forward of the session is in flight, the ping
+// waits for it: its outcome decides whether this ping still needs the
+// server, and two tabs must not forward the same write.
+func (s *Session) Admit(now, serverNow time.Time, known bool, w Write, p Policy, row *Row) (Ticket, Decision, <-chan struct{}) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	inputDue := w.Input && (s.inflight != nil || now.Sub(s.inputAt) >= p.Window)
+	if s.trustedLocked(now, p.Trust) && !inputDue && known && row != nil && row.Quiet(serverNow, w, p.Window) {
+		return Ticket{}, Local, nil
 	}
+	if s.inflight != nil {
+		return Ticket{}, Wait, s.inflight
+	}
+	return s.reserveLocked(now, w, p.Window), Forward, nil
 }
 
 // Reserve records a write that is forwarded whatever the gate says (polls
@@ -91,53 +90,58 @@ func (s *Session) reserveLocked(now time.Time, w Write, window time.Duration) Ti
 		s.inflight = make(chan struct{})
 	}
 	s.pending++
-	tk := Ticket{at: now, w: w, prevInput: s.input, valid: true}
-	if w.Input && now.Sub(s.input) >= window {
-		s.input = now
+	tk := Ticket{at: now, prevInput: s.inputAt, valid: true}
+	if w.Input && now.Sub(s.inputAt) >= window {
+		s.inputAt = now
 	}
 	return tk
 }
 
-// Settle records the server's answer to a reserved write: a 2xx refreshes
-// the session's trust and moves the user's row as Zulip moved it; a 401 or
-// 403 forgets what the session knew; anything else may or may not have
-// been written, and the session's input report is rolled back so that the
-// next request retries it.
-func (s *Session) Settle(t Ticket, o Outcome, now time.Time, window time.Duration, row *Row) {
+// Settle records the server's answer to a reserved write: a success makes
+// the session trusted from the moment the write was sent; a 401 or 403
+// forgets the trust; anything else may or may not have been processed, so
+// the session's input report is rolled back for the next request to retry.
+// Settling a ticket twice, or the zero Ticket, does nothing.
+func (s *Session) Settle(t *Ticket, o Outcome) {
 	if !t.valid {
 		return
 	}
-	switch o {
-	case OutcomeOK:
-		row.confirm(t.at, t.w, window)
-	case OutcomeFailed:
-		row.Unsure(t.at)
-	}
+	t.valid = false
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	switch o {
 	case OutcomeOK:
-		s.ok = now
+		s.trustedAt = later(s.trustedAt, t.at)
 	case OutcomeDenied:
-		// The caller also drops the session from the store, so the
-		// conversion state goes with it.
-		s.ok, s.input = time.Time{}, time.Time{}
+		s.trustedAt, s.inputAt = time.Time{}, time.Time{}
 	default:
-		if s.input.Equal(t.at) {
-			s.input = t.prevInput
+		if s.inputAt.Equal(t.at) {
+			s.inputAt = t.prevInput
 		}
 	}
 	s.pending--
-	if s.pending == 0 && s.inflight != nil {
+	if s.pending == 0 {
 		close(s.inflight)
 		s.inflight = nil
 	}
 }
 
-// Trusted reports whether the server answered this session with a 2xx
-// within the window before now.
-func (s *Session) Trusted(now time.Time, window time.Duration) bool {
+// Revoke forgets the session's trust: the server refused its credentials
+// on a request the proxy made for it.
+func (s *Session) Revoke() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return !s.ok.IsZero() && now.Sub(s.ok) <= window
+	s.trustedAt, s.inputAt = time.Time{}, time.Time{}
+}
+
+// Trusted reports whether the server answered this session with a success
+// within the trust window before now.
+func (s *Session) Trusted(now time.Time, trust time.Duration) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.trustedLocked(now, trust)
+}
+
+func (s *Session) trustedLocked(now time.Time, trust time.Duration) bool {
+	return !s.trustedAt.IsZero() && now.Sub(s.trustedAt) <= trust
 }

@@ -1,29 +1,32 @@
 package cache
 
 import (
-	"context"
-	"sync"
 	"testing"
 	"time"
 )
 
 const window = 55 * time.Second
 
+var policy = Policy{Window: window, Trust: window}
+
 var t0 = time.Date(2026, 11, 2, 9, 0, 0, 0, time.UTC)
 
 func at(sec float64) time.Time { return t0.Add(time.Duration(sec * float64(time.Second))) }
 
-func clockAt(sec float64) func() time.Time { return func() time.Time { return at(sec) } }
-
-// trusted returns a session and its user's row, after writes the server
-// confirmed at -100 s (so the row is known exactly) and at 0.
-func trusted() (*Session, *Row) {
-	s, row := &Session{}, newRow(at(-200))
-	for _, sec := range []float64{-100, 0} {
-		tk := s.Reserve(at(sec), Write{}, window)
-		s.Settle(tk, OutcomeOK, at(sec), window, row)
-	}
+// trusted returns a session the server accepted at 0, and its user's row,
+// stored at 0 by the server's clock, which reads skew ahead of the proxy's.
+func trusted(skew time.Duration) (*Session, *Row) {
+	s, row := &Session{}, &Row{}
+	tk := s.Reserve(at(0), Write{}, window)
+	s.Settle(&tk, OutcomeOK)
+	row.SetUser(1, at(-1e6))
+	row.Observe(true, at(0).Add(skew).Unix(), at(0).Add(skew).Unix(), true)
 	return s, row
+}
+
+func admit(s *Session, row *Row, sec float64, skew time.Duration, w Write) (Ticket, Decision) {
+	tk, d, _ := s.Admit(at(sec), at(sec).Add(skew), true, w, policy, row)
+	return tk, d
 }
 
 func TestGateDecisions(t *testing.T) {
@@ -32,137 +35,107 @@ func TestGateDecisions(t *testing.T) {
 		prepare func(s *Session, row *Row)
 		now     float64
 		w       Write
-		forward bool
+		want    Decision
 	}{
-		{"repeat idle within window", nil, 54, Write{}, false},
-		{"repeat idle at the window", nil, 55, Write{}, false},
-		{"repeat idle past the window", nil, 55.001, Write{}, true},
-		{"first active after idle writes", nil, 10, Write{Active: true}, true},
-		{"first input", nil, 10, Write{Input: true}, true},
-		{"trust lapsed after a failure", func(s *Session, row *Row) {
-			tk := s.Reserve(at(30), Write{}, window)
-			s.Settle(tk, OutcomeFailed, at(30), window, row)
-		}, 56, Write{}, true},
-		{"active repeat within window", func(s *Session, row *Row) {
-			tk := s.Reserve(at(10), Write{Active: true, Input: true}, window)
-			s.Settle(tk, OutcomeOK, at(10), window, row)
-		}, 40, Write{Active: true, Input: true}, false},
+		{"repeat idle within window", nil, 54, Write{}, Local},
+		{"repeat idle at the window", nil, 55, Write{}, Local},
+		{"repeat idle past the window", nil, 55.001, Write{}, Forward},
+		{"first active after idle writes", func(s *Session, row *Row) { row.active = time.Time{} }, 10, Write{Active: true}, Forward},
+		{"first input", nil, 10, Write{Input: true}, Forward},
+		{"input repeated within the window", func(s *Session, row *Row) {
+			tk := s.Reserve(at(5), Write{Input: true}, window)
+			s.Settle(&tk, OutcomeOK)
+		}, 10, Write{Input: true}, Local},
+		{"input retried after a failure", func(s *Session, row *Row) {
+			tk := s.Reserve(at(5), Write{Input: true}, window)
+			s.Settle(&tk, OutcomeFailed)
+		}, 10, Write{Input: true}, Forward},
 		{"denied forgets the trust", func(s *Session, row *Row) {
 			tk := s.Reserve(at(10), Write{}, window)
-			s.Settle(tk, OutcomeDenied, at(10), window, row)
-		}, 11, Write{}, true},
+			s.Settle(&tk, OutcomeDenied)
+		}, 11, Write{}, Forward},
+		{"trust lapses after its window", nil, 55.5, Write{}, Forward},
 	}
-	for _, tc := range tests {
-		t.Run(tc.name, func(t *testing.T) {
-			s, row := trusted()
-			if tc.prepare != nil {
-				tc.prepare(s, row)
-			}
-			tk, forward, err := s.Admit(context.Background(), clockAt(tc.now), tc.w, window, row)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if forward != tc.forward {
-				t.Fatalf("forward = %v, want %v", forward, tc.forward)
-			}
-			if forward {
-				s.Settle(tk, OutcomeOK, at(tc.now), window, row)
-			}
-		})
+	for _, skew := range []time.Duration{0, -60 * time.Second, 60 * time.Second} {
+		for _, tc := range tests {
+			t.Run(tc.name, func(t *testing.T) {
+				s, row := trusted(skew)
+				if tc.prepare != nil {
+					tc.prepare(s, row)
+				}
+				tk, d := admit(s, row, tc.now, skew, tc.w)
+				if d != tc.want {
+					t.Fatalf("skew %v: decision %d, want %d", skew, d, tc.want)
+				}
+				s.Settle(&tk, OutcomeOK)
+			})
+		}
 	}
-	if _, forward, _ := (&Session{}).Admit(context.Background(), clockAt(0), Write{}, window, newRow(at(0))); !forward {
+	if _, d, _ := (&Session{}).Admit(at(0), at(0), true, Write{}, policy, &Row{}); d != Forward {
 		t.Fatal("a session without state was answered locally")
 	}
-}
-
-// TestPollWithinWindowKeepsWriteTime: a poll forwarded 20 s after a write
-// is a no-op on the server, so it must not move the time the next write is
-// due; otherwise a ping 56 s after the real write would be answered
-// locally while Zulip would have written.
-func TestPollWithinWindowKeepsWriteTime(t *testing.T) {
-	s, row := trusted()
-	tk := s.Reserve(at(20), Write{}, window)
-	s.Settle(tk, OutcomeOK, at(20), window, row)
-	if _, forward, _ := s.Admit(context.Background(), clockAt(56), Write{}, window, row); !forward {
-		t.Fatal("the write due at 56 s was answered locally")
+	s, row := trusted(0)
+	if _, d, _ := s.Admit(at(1), time.Time{}, false, Write{}, policy, row); d != Forward {
+		t.Fatal("a ping was answered locally with the server's clock unknown")
 	}
 }
 
-// TestRowSharedBySessions is the phone-and-browser case: the phone writes
-// the row at 0; the browser's write at 30 is a no-op for Zulip; at 60 Zulip
-// writes again, so the browser's ping must be forwarded.
-func TestRowSharedBySessions(t *testing.T) {
-	row := newRow(at(-1000))
-	phone, browser := &Session{}, &Session{}
-	for _, step := range []struct {
-		s   *Session
-		sec float64
-	}{{phone, -200}, {phone, 0}, {browser, 30}} {
-		tk := step.s.Reserve(at(step.sec), Write{}, window)
-		step.s.Settle(tk, OutcomeOK, at(step.sec), window, row)
+// TestAdmitDoesNotWaitWhenQuiet: a ping whose write is a no-op whatever
+// the in-flight forward's outcome is answered at once; one that the
+// outcome decides waits for it, and after a failure exactly one of the
+// waiting pings is forwarded.
+func TestAdmitDoesNotWaitWhenQuiet(t *testing.T) {
+	s, row := trusted(0)
+	inflight := s.Reserve(at(10), Write{}, window) // a slow poll
+	if _, d := admit(s, row, 11, 0, Write{}); d != Local {
+		t.Fatalf("a quiet ping waited for the in-flight poll: decision %d", d)
 	}
-	if _, forward, _ := browser.Admit(context.Background(), clockAt(56), Write{}, window, row); !forward {
-		t.Fatal("the write Zulip makes at 56 s was answered locally")
+	_, d, wait := s.Admit(at(11), at(11), true, Write{Input: true}, policy, row)
+	if d != Wait || wait == nil {
+		t.Fatalf("an input report did not wait for the in-flight write: decision %d", d)
 	}
-}
-
-func TestFailedInputIsRetried(t *testing.T) {
-	s, row := trusted()
-	tk := s.Reserve(at(10), Write{Input: true}, window)
-	s.Settle(tk, OutcomeFailed, at(10), window, row)
-	if _, forward, _ := s.Admit(context.Background(), clockAt(11), Write{Input: true}, window, row); !forward {
-		t.Fatal("a failed new_user_input was not retried")
+	s.Settle(&inflight, OutcomeFailed)
+	select {
+	case <-wait:
+	default:
+		t.Fatal("settling did not release the waiting ping")
 	}
-}
-
-// TestAdmitWaitsForInflight: a ping arriving while a write of its session
-// is in flight is not answered locally until that write is confirmed, and
-// concurrent pings never forward the same write twice.
-func TestAdmitWaitsForInflight(t *testing.T) {
-	s, row := trusted()
-	tk := s.Reserve(at(60), Write{}, window)
-	var wg sync.WaitGroup
-	var mu sync.Mutex
-	forwards := 0
-	for range 8 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			tk, forward, err := s.Admit(context.Background(), clockAt(61), Write{}, window, row)
-			if err != nil {
-				t.Error(err)
-				return
-			}
-			if forward {
-				mu.Lock()
-				forwards++
-				mu.Unlock()
-				s.Settle(tk, OutcomeOK, at(61), window, row)
-			}
-		}()
+	first, d := admit(s, row, 11, 0, Write{Input: true})
+	if d != Forward {
+		t.Fatalf("after the failure the input report was not forwarded: decision %d", d)
 	}
-	time.Sleep(20 * time.Millisecond) // let them block on the in-flight write
-	s.Settle(tk, OutcomeFailed, at(61), window, row)
-	wg.Wait()
-	if forwards != 1 {
-		t.Fatalf("%d pings forwarded after the in-flight write failed, want exactly 1", forwards)
+	if _, d := admit(s, row, 11, 0, Write{Input: true}); d != Wait {
+		t.Fatalf("a second tab forwarded the same input report: decision %d", d)
+	}
+	s.Settle(&first, OutcomeOK)
+	if _, d := admit(s, row, 12, 0, Write{Input: true}); d != Local {
+		t.Fatalf("the reported input was forwarded again: decision %d", d)
 	}
 }
 
-func TestAdmitGivesUpWithTheClient(t *testing.T) {
-	s, row := trusted()
-	s.Reserve(at(60), Write{}, window)
-	ctx, cancel := context.WithCancel(context.Background())
-	cancel()
-	if _, _, err := s.Admit(ctx, clockAt(61), Write{}, window, row); err == nil {
-		t.Fatal("Admit did not return when the request was cancelled")
+// TestSettleIsIdempotent: a ticket settled by the handler and again by its
+// release on the way out settles once.
+func TestSettleIsIdempotent(t *testing.T) {
+	s := &Session{}
+	a := s.Reserve(at(0), Write{}, window)
+	b := s.Reserve(at(0), Write{}, window)
+	s.Settle(&a, OutcomeOK)
+	s.Settle(&a, OutcomeFailed)
+	if _, d, _ := s.Admit(at(1), at(1), true, Write{}, policy, &Row{}); d != Wait {
+		t.Fatal("settling one ticket twice released another's reservation")
+	}
+	s.Settle(&b, OutcomeFailed)
+	var zero Ticket
+	s.Settle(&zero, OutcomeFailed)
+	if _, d, _ := s.Admit(at(1), at(1), true, Write{}, policy, &Row{}); d != Forward {
+		t.Fatal("the session still waits after every ticket settled")
 	}
 }
 
 func TestTrusted(t *testing.T) {
-	s, _ := trusted()
+	s, _ := trusted(0)
 	if !s.Trusted(at(55), window) || s.Trusted(at(55.001), window) {
-		t.Fatal("trust must last exactly the window after the last 2xx")
+		t.Fatal("trust must last exactly the window after the last success")
 	}
 	if (&Session{}).Trusted(at(0), window) {
 		t.Fatal("a new session is trusted")

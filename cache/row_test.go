@@ -6,13 +6,18 @@ import (
 	"time"
 )
 
-// zulipRow is Zulip's own write rule (zerver/actions/presence.py), the
-// reference the mirror is checked against.
+// zulipRow is Zulip's own write rule (zerver/actions/presence.py) and its
+// invisible mode (zerver/actions/user_settings.py), the reference the
+// mirror is checked against.
 type zulipRow struct {
 	connected, active time.Time // zero: NULL
+	invisible         bool
 }
 
 func (z *zulipRow) write(t time.Time, active bool, window time.Duration) (changed bool) {
+	if z.invisible {
+		return false
+	}
 	if z.connected.IsZero() || t.Sub(z.connected) > window {
 		z.connected, changed = t, true
 	}
@@ -25,52 +30,133 @@ func (z *zulipRow) write(t time.Time, active bool, window time.Duration) (change
 	return changed
 }
 
-// TestRowNeverHidesAWrite drives random writes of several sessions of one
-// user (some failing, some whose outcome is unknown), reading the row from
-// the server whenever the mirror asks to. Before each write it checks that
-// the mirror never calls quiet a write Zulip would make, and that it does
-// follow the row: most writes Zulip ignores are found quiet.
+// setInvisible is do_change_user_setting for presence_enabled: turning it
+// off backdates a recent row by 265 s, turning it on writes the row now.
+func (z *zulipRow) setInvisible(on bool, now time.Time) {
+	z.invisible = on
+	if !on {
+		z.connected, z.active = now, now
+		return
+	}
+	b := now.Add(-265 * time.Second)
+	if z.connected.After(b) {
+		z.connected = b
+	}
+	if z.active.After(b) {
+		z.active = b
+	}
+}
+
+// TestRowNeverHidesAWrite drives random writes of a user: some through the
+// proxy, some by writers it never sees (another instance, a client going
+// straight to Zulip), invisible mode toggled now and then, and the row
+// read from the server whenever the mirror asks to. Before each write it
+// checks that the mirror never calls quiet a write Zulip would make, and
+// that it still follows the row: most writes Zulip ignores are found
+// quiet. The server's clock runs skew ahead of the proxy's.
 func TestRowNeverHidesAWrite(t *testing.T) {
-	for seed := range uint64(50) {
+	for seed := range uint64(60) {
 		rng := rand.New(rand.NewPCG(seed, seed))
+		skew := time.Duration(rng.IntN(121)-60) * time.Second
 		var z zulipRow
+		joined := at(-1e6)
 		if rng.IntN(2) == 0 { // a row from before the proxy started
 			z.connected = at(-float64(rng.IntN(300)))
 			z.active = z.connected.Add(-time.Duration(rng.IntN(300)) * time.Second)
 		}
-		row := newRow(at(0))
-		row.SetUser(1, at(-1e6))
+		row := &Row{}
+		row.SetUser(1, joined)
 		now, quiet, noops := 0.0, 0, 0
 		for range 400 {
 			now += float64(rng.IntN(40)) + rng.Float64()
+			server := at(now).Add(skew)
+			switch rng.IntN(20) {
+			case 0:
+				z.write(server, rng.IntN(2) == 0, window) // unseen writer
+			case 1:
+				z.setInvisible(!z.invisible, server)
+			}
 			w := Write{Active: rng.IntN(3) > 0}
-			if row.NeedsLearning(at(now), window) {
-				row.Learn(at(now), true, !z.connected.IsZero(), z.active.Unix(), z.connected.Unix())
+			if row.NeedsRead(at(now), window) {
+				row.StartRead()
+				row.Observe(!z.connected.IsZero(), timestampOrJoined(z.active, joined), z.connected.Unix(), true)
 			}
 			before := z
-			changed := z.write(at(now), w.Active, window)
-			if !changed {
+			changed := z.write(server, w.Active, window)
+			// While invisible every write is a no-op the mirror cannot
+			// see: the server shows the backdated row.
+			visibleNoop := !changed && !z.invisible
+			if visibleNoop {
 				noops++
 			}
-			if row.quiet(at(now), w, window) {
-				quiet++
+			if row.Quiet(server, w, window) {
+				if visibleNoop {
+					quiet++
+				}
 				if changed {
 					t.Fatalf("seed %d at %.3f s: the mirror called quiet a write Zulip makes (row %+v, mirror %+v)", seed, now, before, row)
 				}
 				continue // answered locally: the server never sees it
 			}
-			switch rng.IntN(10) {
-			case 0: // a 5xx after the write
-				row.Unsure(at(now))
-			case 1: // refused before writing
-				z = before
-				row.Unsure(at(now))
-			default:
-				row.confirm(at(now), w, window)
-			}
+			row.Wrote()
 		}
 		if quiet < noops*3/4 {
 			t.Errorf("seed %d: only %d of %d no-op writes were found quiet", seed, quiet, noops)
 		}
+	}
+}
+
+// timestampOrJoined is what Zulip's API shows for a stored time: its Unix
+// seconds, or date_joined where it is NULL.
+func timestampOrJoined(t, joined time.Time) int64 {
+	if t.IsZero() {
+		return joined.Unix()
+	}
+	return t.Unix()
+}
+
+// TestRowLowerBounds: a value the server reports bounds the stored time
+// from below, to the second; date_joined bounds nothing, and neither does
+// any value while date_joined is unknown.
+func TestRowLowerBounds(t *testing.T) {
+	row := &Row{}
+	row.Observe(true, 1000, 1000, true)
+	if row.Quiet(time.Unix(1010, 0), Write{}, window) {
+		t.Fatal("a value was trusted before date_joined was known")
+	}
+	row.SetUser(7, time.Unix(500, 0))
+	row.Observe(true, 500, 1000, true)
+	switch {
+	case !row.Quiet(time.Unix(1055, 0), Write{}, window):
+		t.Fatal("a row stored at 1000 is not quiet at 1055")
+	case row.Quiet(time.Unix(1055, 1), Write{}, window):
+		t.Fatal("a row stored at 1000.0 was called quiet after 1055")
+	case row.Quiet(time.Unix(1010, 0), Write{Active: true}, window):
+		t.Fatal("date_joined shown for a NULL last_active_time was taken for a write")
+	}
+	row.Observe(true, 900, 900, false) // an older answer never lowers a bound
+	if !row.Quiet(time.Unix(1050, 0), Write{}, window) {
+		t.Fatal("an older answer lowered the bound")
+	}
+}
+
+func TestRowNeedsRead(t *testing.T) {
+	row := &Row{}
+	if !row.NeedsRead(at(0), window) {
+		t.Fatal("a row never read needs no read")
+	}
+	row.StartRead()
+	row.FailRead(at(0))
+	if row.NeedsRead(at(30), window) || !row.NeedsRead(at(56), window) {
+		t.Fatal("a failed read must be retried after a window, not before")
+	}
+	row.StartRead()
+	row.Observe(false, 0, 0, true)
+	if row.NeedsRead(at(57), window) {
+		t.Fatal("a row just read needs another read")
+	}
+	row.Wrote()
+	if !row.NeedsRead(at(58), window) {
+		t.Fatal("a write since the read did not make the row stale")
 	}
 }

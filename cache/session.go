@@ -10,13 +10,17 @@ import (
 
 // Session is the state kept for one set of credentials.
 type Session struct {
-	mu       sync.Mutex
-	ok       time.Time     // last 2xx: the session's trust
-	input    time.Time     // last forwarded new_user_input=true
-	inflight chan struct{} // closed when the last pending forward settles
-	pending  int
+	mu        sync.Mutex
+	trustedAt time.Time     // when the write of the last success was sent
+	inputAt   time.Time     // last forwarded new_user_input=true
+	inflight  chan struct{} // closed when the last pending forward settles
+	pending   int
 
 	user UserKey // whose presence row the session writes; set by Bind
+
+	// Profile is held by the request asking the server whose session this
+	// is (GET /json/users/me), so that a burst asks once.
+	Profile Flight
 
 	// convMu is held across a conversion's upstream call, so that two polls
 	// of one session never interleave their cursor updates.
@@ -25,6 +29,7 @@ type Session struct {
 	cost       atomic.Int64 // bytes, for ristretto; updated after each conversion
 	storedCost atomic.Int64 // the cost ristretto was last given
 	storedAt   atomic.Int64 // when, in Unix nanoseconds of the real clock ristretto's TTL runs on
+	kept       atomic.Bool  // Keep stored it once: the server accepted it
 }
 
 // Conversion is one session's picture of its realm's presence, built from

@@ -20,10 +20,23 @@ type Config struct {
 // Store is the proxy's state: sessions, user directories and host facts,
 // all in one ristretto cache so that one byte budget bounds them all.
 type Store struct {
-	cache *ristretto.Cache[string, any]
-	keys  *keyer
-	ttl   atomic.Int64
-	rowMu sync.Mutex // so that one user never gets two rows at once
+	cache  *ristretto.Cache[string, any]
+	keys   *keyer
+	ttl    atomic.Int64
+	rowMu  sync.Mutex // so that one user never gets two rows at once
+	hostMu sync.Mutex // so that one host never gets two Hosts at once
+
+	// Sessions the server has not accepted yet live only while requests
+	// hold them: a flood of credentials the server refuses costs nothing
+	// once its requests are done, and concurrent requests of a new session
+	// still share one gate.
+	pendingMu sync.Mutex
+	pending   map[Key]*pendingSession
+}
+
+type pendingSession struct {
+	sess *Session
+	refs int
 }
 
 // Key prefixes keep the three kinds of entries apart in one cache; session
@@ -54,7 +67,7 @@ func New(cfg Config) (*Store, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Store{cache: c, keys: keys}
+	s := &Store{cache: c, keys: keys, pending: make(map[Key]*pendingSession)}
 	s.ttl.Store(int64(cfg.TTL))
 	return s, nil
 }
@@ -97,9 +110,10 @@ func (s *Store) UserKey(host, email string) UserKey {
 }
 
 // Row returns the mirror of a user's presence row, creating it if needed.
-// A row evicted and made anew knows only that nothing was stored after
-// now, which makes the gate forward until it has learned the row again.
-func (s *Store) Row(k UserKey, now time.Time) *Row {
+// Call it only for a user whose credentials the server accepted. A row
+// evicted and made anew knows nothing, which makes the gate forward until
+// it has read the row again.
+func (s *Store) Row(k UserKey) *Row {
 	if r := s.ExistingRow(k); r != nil {
 		return r
 	}
@@ -108,7 +122,7 @@ func (s *Store) Row(k UserKey, now time.Time) *Row {
 	if r := s.ExistingRow(k); r != nil {
 		return r
 	}
-	r := newRow(now)
+	r := &Row{}
 	if s.set(string(k), r, rowCost) {
 		s.cache.Wait()
 	}
@@ -125,36 +139,63 @@ func (s *Store) ExistingRow(k UserKey) *Row {
 	return r
 }
 
-// rowCost is the memory of a Row.
-const rowCost = 96
-
-// LoadOrCreate returns the session stored under k, creating and storing an
-// empty one if there is none. Ristretto may refuse to keep the new entry;
-// that costs one more forwarded request later, never a wrong answer.
-func (s *Store) LoadOrCreate(k Key) *Session {
+// Acquire returns the session of k for one request, which must Release it
+// when done, on every path. A session the store does not keep yet is
+// shared by the requests that hold it and kept only once Keep is called.
+func (s *Store) Acquire(k Key) *Session {
 	if sess, ok := s.Session(k); ok {
 		return sess
 	}
-	sess := &Session{}
-	sess.cost.Store(sessionBaseCost)
-	sess.storedCost.Store(sessionBaseCost)
-	sess.storedAt.Store(time.Now().UnixNano())
-	if s.set(string(k), sess, sessionBaseCost) {
-		// Sets are applied asynchronously; wait so that the session's
-		// next request finds it.
-		s.cache.Wait()
+	s.pendingMu.Lock()
+	defer s.pendingMu.Unlock()
+	p := s.pending[k]
+	if p == nil {
+		sess := &Session{}
+		sess.cost.Store(sessionBaseCost)
+		p = &pendingSession{sess: sess}
+		s.pending[k] = p
 	}
-	return sess
+	p.refs++
+	return p.sess
 }
 
-// Keep stores the session again with its current cost, which also renews
-// its time to live. A session whose cost has not changed is stored again
+// Release ends one request's hold on a session from Acquire.
+func (s *Store) Release(k Key, sess *Session) {
+	s.pendingMu.Lock()
+	defer s.pendingMu.Unlock()
+	if p := s.pending[k]; p != nil && p.sess == sess {
+		if p.refs--; p.refs == 0 {
+			delete(s.pending, k)
+		}
+	}
+}
+
+// Pending is how many sessions requests hold that the store does not keep.
+func (s *Store) Pending() int {
+	s.pendingMu.Lock()
+	defer s.pendingMu.Unlock()
+	return len(s.pending)
+}
+
+// Keep stores the session with its current cost, which also renews its
+// time to live. Call it only after the server accepted the session's
+// credentials. A kept session whose cost has not changed is stored again
 // only once a quarter of its time to live has passed: every ristretto Set
 // wakes its policy goroutine, which on a busy proxy costs more than the
 // rest of a forwarded request's handling.
 func (s *Store) Keep(k Key, sess *Session) {
 	cost := sess.cost.Load()
 	now := time.Now().UnixNano()
+	if !sess.kept.Swap(true) {
+		sess.storedCost.Store(cost)
+		sess.storedAt.Store(now)
+		if s.set(string(k), sess, cost) {
+			// Sets are applied asynchronously; wait so that the
+			// session's next request finds it.
+			s.cache.Wait()
+		}
+		return
+	}
 	if cost == sess.storedCost.Load() && now-sess.storedAt.Load() < s.ttl.Load()/4 {
 		return
 	}
@@ -174,8 +215,11 @@ func (s *Store) Keep(k Key, sess *Session) {
 	s.set(string(k), sess, cost)
 }
 
-// Forget drops the session stored under k.
-func (s *Store) Forget(k Key) {
+// Forget drops the session stored under k and its trust: the server
+// refused its credentials.
+func (s *Store) Forget(k Key, sess *Session) {
+	sess.Revoke()
+	sess.kept.Store(false)
 	s.cache.Del(string(k))
 }
 
@@ -196,29 +240,32 @@ func (s *Store) PutDirectory(host string, d *Directory) {
 	}
 }
 
-// hostFacts is what the store learned about an upstream host.
-type hostFacts struct {
-	noIncrementalUntil time.Time
-}
-
-// IncrementalUnsupported reports whether the host was found, before now,
-// not to understand last_update_id (Zulip before 9.0) and that finding is
-// still fresh.
-func (s *Store) IncrementalUnsupported(host string, now time.Time) bool {
+// Host returns what the store knows of a host, or nil.
+func (s *Store) Host(host string) *Host {
 	v, ok := s.cache.Get(prefixHost + host)
 	if !ok {
-		return false
+		return nil
 	}
-	f, _ := v.(*hostFacts)
-	return f != nil && now.Before(f.noIncrementalUntil)
+	h, _ := v.(*Host)
+	return h
 }
 
-// MarkIncrementalUnsupported records that the host ignored last_update_id,
-// so that conversion stops for it until the given time.
-func (s *Store) MarkIncrementalUnsupported(host string, until time.Time) {
-	if s.set(prefixHost+host, &hostFacts{noIncrementalUntil: until}, 64) {
+// HostFor returns the Host of host, creating it if needed. Call it only
+// once the server accepted a session of the host.
+func (s *Store) HostFor(host string) *Host {
+	if h := s.Host(host); h != nil {
+		return h
+	}
+	s.hostMu.Lock()
+	defer s.hostMu.Unlock()
+	if h := s.Host(host); h != nil {
+		return h
+	}
+	h := &Host{}
+	if s.set(prefixHost+host, h, hostCost) {
 		s.cache.Wait()
 	}
+	return h
 }
 
 // Used is the cost, in bytes, of what the store holds now.

@@ -48,17 +48,43 @@ func TestSessionKeys(t *testing.T) {
 	}
 }
 
-func TestLoadOrCreateKeepsSessions(t *testing.T) {
+// TestPendingSessions: concurrent requests of a session the server has not
+// accepted share it, and nothing of it stays once they are done; a kept
+// session is found again until it is forgotten.
+func TestPendingSessions(t *testing.T) {
 	s := newStore(t)
 	k := s.SessionKey("h", FamilyAPI, "a")
-	sess := s.LoadOrCreate(k)
-	if got := s.LoadOrCreate(k); got != sess {
-		t.Fatal("a stored session was not found again")
+	a, b := s.Acquire(k), s.Acquire(k)
+	if a != b {
+		t.Fatal("two requests of one new session got two sessions")
 	}
-	s.Forget(k)
+	s.Release(k, a)
+	s.Release(k, b)
+	if _, ok := s.Session(k); ok || s.Pending() != 0 {
+		t.Fatal("a session the server never accepted outlived its requests")
+	}
+	sess := s.Acquire(k)
+	s.Keep(k, sess)
+	s.Release(k, sess)
+	if got := s.Acquire(k); got != sess {
+		t.Fatal("a kept session was not found again")
+	}
+	s.Release(k, sess)
+	s.Forget(k, sess)
 	if _, ok := s.Session(k); ok {
 		t.Fatal("a forgotten session is still stored")
 	}
+	if sess.Trusted(time.Now(), time.Hour) {
+		t.Fatal("a forgotten session is still trusted")
+	}
+}
+
+// keep stores a session as if the server had accepted it.
+func keep(s *Store, k Key) *Session {
+	sess := s.Acquire(k)
+	s.Keep(k, sess)
+	s.Release(k, sess)
+	return sess
 }
 
 // TestStoreIsBounded: a flood of new credentials evicts; it does not grow
@@ -72,7 +98,7 @@ func TestStoreIsBounded(t *testing.T) {
 	// Some sessions with snapshots first, then the flood.
 	for i := range 100 {
 		k := s.SessionKey("h", FamilyAPI, fmt.Sprint("snap", i))
-		sess := s.LoadOrCreate(k)
+		sess := keep(s, k)
 		conv := sess.LockConversion()
 		rows := make([]presence.Row, 200)
 		for j := range rows {
@@ -83,8 +109,7 @@ func TestStoreIsBounded(t *testing.T) {
 		s.Keep(k, sess)
 	}
 	for i := range 20_000 {
-		k := s.SessionKey("h", FamilyAPI, fmt.Sprint(i))
-		s.Keep(k, s.LoadOrCreate(k))
+		keep(s, s.SessionKey("h", FamilyAPI, fmt.Sprint(i)))
 	}
 	s.cache.Wait()
 	if used := s.Used(); used > 1<<20 {
@@ -92,32 +117,77 @@ func TestStoreIsBounded(t *testing.T) {
 	}
 }
 
-func TestDirectoryMergeKeepsOthers(t *testing.T) {
+// TestDirectoryMerge: a guest's list updates the members it names, keeps
+// the others, and does not make the directory fresh for members; a
+// complete list replaces it.
+func TestDirectoryMerge(t *testing.T) {
 	s := newStore(t)
-	full := (*Directory)(nil).Merged(map[int64]Member{1: {Email: "a@x", Active: true}, 2: {Email: "b@x", Active: true}}, t0)
+	full := (*Directory)(nil).Merged(map[int64]Member{1: {Email: "a@x", Active: true}, 2: {Email: "b@x", Active: true}}, t0, true)
 	s.PutDirectory("h", full)
-	guest := s.Directory("h").Merged(map[int64]Member{2: {Email: "b@x", Active: false}}, t0.Add(time.Minute))
+	later := t0.Add(20 * time.Minute)
+	guest := s.Directory("h").Merged(map[int64]Member{2: {Email: "b@x", Active: false}}, later, false)
 	s.PutDirectory("h", guest)
 	got := s.Directory("h")
-	if got.Members[1].Email != "a@x" || got.Members[2].Active || !got.FetchedAt.Equal(t0.Add(time.Minute)) {
+	switch {
+	case got.Members[1].Email != "a@x" || got.Members[2].Active:
 		t.Fatalf("merged directory = %+v", got)
-	}
-	if full.Members[2].Active != true {
+	case got.Fresh(later, 10*time.Minute, false):
+		t.Fatal("a guest's list made the directory fresh for members")
+	case !got.Fresh(later, 10*time.Minute, true):
+		t.Fatal("a guest's own list is not fresh for guests")
+	case full.Members[2].Active != true:
 		t.Fatal("Merged changed the directory it was called on")
+	}
+	complete := got.Merged(map[int64]Member{2: {Email: "b@x", Active: true}}, later, true)
+	if _, ok := complete.Members[1]; ok || !complete.Fresh(later, 10*time.Minute, false) {
+		t.Fatalf("a complete list did not replace the directory: %+v", complete)
 	}
 }
 
-func TestIncrementalUnsupported(t *testing.T) {
+func TestHostFacts(t *testing.T) {
 	s := newStore(t)
-	if s.IncrementalUnsupported("h", t0) {
+	if s.Host("h") != nil {
+		t.Fatal("a host nobody was accepted on has facts")
+	}
+	h := s.HostFor("h")
+	if h.IncrementalUnsupported(t0) {
 		t.Fatal("unknown host marked")
 	}
-	s.MarkIncrementalUnsupported("h", t0.Add(10*time.Minute))
-	if !s.IncrementalUnsupported("h", t0.Add(time.Minute)) || s.IncrementalUnsupported("h", t0.Add(10*time.Minute)) {
+	h.MarkIncrementalUnsupported(t0.Add(10 * time.Minute))
+	if !h.IncrementalUnsupported(t0.Add(time.Minute)) || h.IncrementalUnsupported(t0.Add(10*time.Minute)) {
 		t.Fatal("the mark must hold until the given time, and no longer")
 	}
-	if s.IncrementalUnsupported("other", t0) {
+	if s.HostFor("h") != h || s.HostFor("other").IncrementalUnsupported(t0) {
 		t.Fatal("the mark leaked to another host")
+	}
+}
+
+// TestServerClock: exchanges narrow the interval the server's clock lies
+// in; one that contradicts it (a clock that jumped) starts it over.
+func TestServerClock(t *testing.T) {
+	h := &Host{}
+	if _, known := h.ServerLatest(t0); known {
+		t.Fatal("a clock never observed is known")
+	}
+	skew := 42 * time.Second
+	// Sent at 0, answered at 2, the server's Date said 0+skew (whole second).
+	h.ObserveClock(at(0), at(2), at(0).Add(skew), time.Second)
+	if got, _ := h.ServerLatest(at(10)); !got.Equal(at(11).Add(skew)) {
+		t.Fatalf("latest server time %v, want %v", got, at(11).Add(skew))
+	}
+	// An exact server_timestamp of a quick exchange narrows it.
+	h.ObserveClock(at(20), at(20.1), at(20.05).Add(skew), 0)
+	latest, _ := h.ServerLatest(at(30))
+	if d := latest.Sub(at(30).Add(skew)); d < 0 || d > 100*time.Millisecond {
+		t.Fatalf("latest server time is %v after the true one, want within 100ms", d)
+	}
+	if est := h.ServerEstimate(at(30)); est.Sub(at(30).Add(skew)).Abs() > 100*time.Millisecond {
+		t.Fatalf("estimate off by %v", est.Sub(at(30).Add(skew)))
+	}
+	// The server's clock jumps back a minute.
+	h.ObserveClock(at(40), at(40), at(40).Add(skew-time.Minute), 0)
+	if got, _ := h.ServerLatest(at(50)); !got.Equal(at(50).Add(skew - time.Minute)) {
+		t.Fatalf("after the jump the latest server time is %v, want %v", got, at(50).Add(skew-time.Minute))
 	}
 }
 
@@ -153,7 +223,7 @@ func TestGrowingSessionsStayBounded(t *testing.T) {
 	}
 	for i := range 200 {
 		k := s.SessionKey("h", FamilyAPI, fmt.Sprint(i))
-		sess := s.LoadOrCreate(k)
+		sess := keep(s, k)
 		conv := sess.LockConversion()
 		conv.Snapshot.Replace(rows)
 		sess.UnlockConversion()
@@ -176,7 +246,7 @@ func TestKeepRenewsTimeToLive(t *testing.T) {
 	}
 	defer s.Destruct()
 	k := s.SessionKey("h", FamilyAPI, "kept")
-	sess := s.LoadOrCreate(k)
+	sess := keep(s, k)
 	for end := time.Now().Add(ttl * 3 / 2); time.Now().Before(end); time.Sleep(50 * time.Millisecond) {
 		s.Keep(k, sess)
 		s.cache.Wait()

@@ -27,6 +27,7 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //
 //	zulip_presence [<matcher>] {
 //		coalesce_window <duration>
+//		trust_window    <duration>
 //		resync_interval <duration>
 //		users_refresh   <duration>
 //		max_body        <size>
@@ -62,6 +63,8 @@ func (h *Handler) unmarshalSubdirective(d *caddyfile.Dispenser) error {
 	switch name {
 	case "coalesce_window":
 		h.CoalesceWindow, err = parseDuration(d, name, val)
+	case "trust_window":
+		h.TrustWindow, err = parseDuration(d, name, val)
 	case "resync_interval":
 		h.ResyncInterval, err = parseDuration(d, name, val)
 	case "users_refresh":

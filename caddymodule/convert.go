@@ -1,6 +1,7 @@
 package caddymodule
 
 import (
+	"errors"
 	"net/http"
 	"slices"
 	"strconv"
@@ -8,7 +9,6 @@ import (
 	"time"
 
 	"go.uber.org/zap"
-	"go.uber.org/zap/zapcore"
 
 	"github.com/zulip-presence/caddy-zulip-presence/cache"
 	"github.com/zulip-presence/caddy-zulip-presence/presence"
@@ -19,13 +19,24 @@ import (
 // is merged into the session's snapshot, and the client gets the full table
 // it asked for, rendered from the snapshot.
 func (c *call) convert() error {
-	host := hostOf(c.r)
-	if now := c.h.now(); c.h.store.IncrementalUnsupported(host, now) {
-		return c.forward(c.sess.Reserve(now, c.write(), c.window()), outcomeForwarded)
+	if h := c.hostInfo(); h != nil && h.IncrementalUnsupported(c.h.now()) {
+		c.reserve()
+		return c.forward(outcomeForwarded)
 	}
 	conv := c.sess.LockConversion()
-	defer c.sess.UnlockConversion()
+	accepted, err := c.convertLocked(conv)
+	c.sess.UnlockConversion()
+	if accepted {
+		// The snapshot may have grown: charge it to the store now, not
+		// on the session's next request.
+		c.h.store.Keep(c.key, c.sess)
+	}
+	return err
+}
 
+// convertLocked does convert's work with the session's conversion state
+// locked. accepted reports Zulip's success to the converted request.
+func (c *call) convertLocked(conv *cache.Conversion) (accepted bool, err error) {
 	now := c.h.now()
 	days := c.req.WindowDays()
 	full := conv.NeedsFullFetch(now, days, time.Duration(c.h.ResyncInterval))
@@ -37,26 +48,36 @@ func (c *call) convert() error {
 	up.Sent |= presence.ParamLastUpdateID
 	up.LastUpdateID = cursor
 
-	tk := c.sess.Reserve(now, c.write(), c.window())
+	c.reserve()
 	rec, err := fetch(c.next, subrequest(c.r, http.MethodPost, c.r.URL.Path, []byte(up.Encode())))
 	if err != nil {
-		c.settle(tk, 0, err)
+		c.settle(cache.OutcomeFailed)
+		if errors.Is(err, errAborted) {
+			// As plain reverse_proxy would: the client's answer is cut off.
+			panic(http.ErrAbortHandler)
+		}
 		c.record(outcomeFallback, 0)
-		return err // the same failure plain reverse_proxy would have had
+		return false, err // the same failure plain reverse_proxy would have had
 	}
-	c.settle(tk, rec.status, nil)
-	if !rec.ok() {
-		// Errors reach the client exactly as the server wrote them.
+	received := c.h.now()
+	o := zulipOutcome(rec.status, rec.header, rec.body.Bytes(), nil)
+	c.settle(o)
+	if o != cache.OutcomeOK {
+		// Errors, and anything else that is not Zulip's success, reach
+		// the client exactly as the server wrote them.
 		c.record(outcomeForwarded, rec.body.Len())
-		return rec.replay(c.w)
+		return false, rec.replay(c.w)
 	}
+	host := c.h.store.HostFor(c.host)
+	observeDate(host, rec.header, now, received)
 	ans, err := presence.DecodeModern(rec.body.Bytes())
 	if err != nil || !ans.HasLastUpdateID || slices.Contains(ans.Ignored, "last_update_id") {
 		conv.Reset()
-		return c.oldServerOrFallback(host, rec, now)
+		return true, c.oldServerOrFallback(host, rec, now)
 	}
+	c.learnAnswer(host, ans, now, received)
 	applyAnswer(conv, ans, full, cursor, days, now)
-	return c.render(conv, ans, rec, days, host)
+	return true, c.render(conv, ans, rec, days)
 }
 
 // applyAnswer merges an upstream answer into the session's snapshot.
@@ -81,7 +102,7 @@ var rowPool = sync.Pool{New: func() any { return new([]presence.Row) }}
 var bufPool = sync.Pool{New: func() any { return new([]byte) }}
 
 // render writes the full answer the client asked for.
-func (c *call) render(conv *cache.Conversion, ans presence.Response, rec *recorder, days int64, host string) error {
+func (c *call) render(conv *cache.Conversion, ans presence.Response, rec *recorder, days int64) error {
 	rowsp := rowPool.Get().(*[]presence.Row)
 	defer rowPool.Put(rowsp)
 	rows := (*rowsp)[:0]
@@ -98,7 +119,7 @@ func (c *call) render(conv *cache.Conversion, ans presence.Response, rec *record
 	if c.req.Kind() == presence.KindSlim {
 		*bufp = presence.AppendModern((*bufp)[:0], rows, a)
 	} else {
-		dir := c.directory(host, rows)
+		dir := c.directory(rows)
 		if dir == nil {
 			return c.fallback(rec)
 		}
@@ -153,12 +174,12 @@ func writeAnswer(w http.ResponseWriter, upstream http.Header, status int, body [
 // client's, once last_update_id is taken out of ignored_parameters_unsupported,
 // and the host is not converted for again until the next resync. Anything
 // else gets the original request sent upstream.
-func (c *call) oldServerOrFallback(host string, rec *recorder, now time.Time) error {
+func (c *call) oldServerOrFallback(host *cache.Host, rec *recorder, now time.Time) error {
 	body, ok := dropIgnored(rec.body.Bytes(), "last_update_id")
 	if !ok {
 		return c.fallback(rec)
 	}
-	c.h.store.MarkIncrementalUnsupported(host, now.Add(time.Duration(c.h.ResyncInterval)))
+	host.MarkIncrementalUnsupported(now.Add(time.Duration(c.h.ResyncInterval)))
 	c.record(outcomeForwarded, rec.body.Len())
 	return writeAnswer(c.w, rec.header, rec.status, body)
 }
@@ -173,11 +194,6 @@ func (c *call) fallback(rec *recorder) error {
 	c.debug("conversion fell back to pass-through")
 	// The original carries the write again; the gate learns from it like
 	// from any forwarded write.
-	return c.forward(c.sess.Reserve(c.h.now(), c.write(), c.window()), outcomeFallback)
-}
-
-func (c *call) debug(msg string, fields ...zap.Field) {
-	if ce := c.h.logger.Check(zapcore.DebugLevel, msg); ce != nil {
-		ce.Write(append(fields, zap.String("kind", c.kind))...)
-	}
+	c.reserve()
+	return c.forward(outcomeFallback)
 }

@@ -1,8 +1,10 @@
 package caddymodule
 
 import (
+	"encoding/base64"
 	"net/http"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/zulip-presence/caddy-zulip-presence/cache"
 )
@@ -29,41 +31,162 @@ func presenceFamily(r *http.Request) (cache.Family, bool) {
 }
 
 // Zulip's production cookies carry the __Host- prefix; development servers
-// and older installs use the bare names.
+// and older installs use the bare names. Which one a server reads is its
+// setting, so a request carrying both is not understood.
 var (
-	sessionCookies = []string{"__Host-sessionid", "sessionid"}
-	csrfCookies    = []string{"__Host-csrftoken", "csrftoken"}
+	sessionCookies = [2]string{"__Host-sessionid", "sessionid"}
+	csrfCookies    = [2]string{"__Host-csrftoken", "csrftoken"}
 )
 
-// credentials returns what identifies the caller to Zulip, as Zulip reads
-// it: HTTP Basic on /api, the session cookie on /json. For /json the CSRF
-// token (cookie and header) and Origin are part of it too, because the
-// server rejects a request whose token does not match, and such a request
-// must never be answered from another request's trust.
-// It returns the parts and how many there are; none means no credentials.
-func credentials(r *http.Request, f cache.Family) (parts [4]string, n int) {
-	if f == cache.FamilyAPI {
-		auth := r.Header.Get("Authorization")
-		if auth == "" {
-			return parts, 0
-		}
-		parts[0] = auth
-		return parts, 1
-	}
-	session := cookieValue(r, sessionCookies)
-	if session == "" {
-		return parts, 0
-	}
-	return [4]string{session, cookieValue(r, csrfCookies), r.Header.Get("X-CSRFToken"), r.Header.Get("Origin")}, 4
+// credentials identify a caller to Zulip. parts[:n] make the session key.
+type credentials struct {
+	parts [4]string
+	n     int
+	email string // /api: the email of the Basic credentials
 }
 
-func cookieValue(r *http.Request, names []string) string {
-	for _, name := range names {
-		if c, err := r.Cookie(name); err == nil && c.Value != "" {
-			return c.Value
+// readCredentials returns the request's credentials as Zulip reads them:
+// HTTP Basic on /api (zerver/lib/rest.py get_basic_credentials), the
+// session cookie with the CSRF token and Origin on /json (Django's session
+// and CSRF middleware). ok is false when there are none, or when the
+// handler cannot be sure to read them as the server does (duplicated
+// headers or cookies, both cookie names, odd encodings): such a request
+// must pass through, never be answered from another request's trust.
+func readCredentials(r *http.Request, f cache.Family) (credentials, bool) {
+	if ambiguousHeaders(r.Header) {
+		return credentials{}, false
+	}
+	if f == cache.FamilyAPI {
+		return basicCredentials(r.Header["Authorization"])
+	}
+	return sessionCredentials(r)
+}
+
+// basicCredentials reads Basic credentials as Zulip does: the header split
+// on whitespace into exactly a scheme and a token, the scheme "basic" in
+// any case, the token base64 of "email:key" with exactly one colon. Zulip
+// compares the email without regard to case, so the key holds it in lower
+// case: one API key makes one session however its email is spelt.
+func basicCredentials(values []string) (credentials, bool) {
+	if len(values) != 1 {
+		return credentials{}, false
+	}
+	fields := strings.Fields(values[0])
+	if len(fields) != 2 || !isASCII(fields[0]) || strings.ToLower(fields[0]) != "basic" {
+		return credentials{}, false
+	}
+	raw, err := base64.StdEncoding.Strict().DecodeString(fields[1])
+	if err != nil || !utf8.Valid(raw) {
+		return credentials{}, false
+	}
+	email, key, ok := strings.Cut(string(raw), ":")
+	if !ok || email == "" || key == "" || strings.Contains(key, ":") {
+		return credentials{}, false
+	}
+	return credentials{parts: [4]string{lowerASCII(email), key}, n: 2, email: email}, true
+}
+
+// sessionCredentials reads the session cookie, the CSRF cookie, the
+// X-CSRFToken header and Origin (or, without Origin, Referer, which
+// Django's CSRF check then reads). The server rejects a request whose
+// token or origin does not match, so all are part of the session: such a
+// request must never be answered from another request's trust.
+func sessionCredentials(r *http.Request) (credentials, bool) {
+	cookies := r.Header["Cookie"]
+	if len(cookies) != 1 {
+		return credentials{}, false
+	}
+	session, ok := onlyCookie(cookies[0], sessionCookies)
+	if !ok || session == "" {
+		return credentials{}, false
+	}
+	csrf, ok := onlyCookie(cookies[0], csrfCookies)
+	if !ok {
+		return credentials{}, false
+	}
+	token, ok := onlyHeader(r.Header, "X-Csrftoken")
+	if !ok || token == "" {
+		return credentials{}, false
+	}
+	origin, ok := onlyHeader(r.Header, "Origin")
+	if !ok {
+		return credentials{}, false
+	}
+	if origin == "" {
+		if origin, ok = onlyHeader(r.Header, "Referer"); !ok {
+			return credentials{}, false
 		}
 	}
-	return ""
+	return credentials{parts: [4]string{session, csrf, token, origin}, n: 4}, true
+}
+
+// onlyCookie finds the value of the one cookie among names that a Cookie
+// header carries, splitting it as Django's parse_cookie does (on ";", then
+// at the first "=", spaces trimmed). It reports false when the header
+// carries more than one of them, or one twice, as then which one the
+// server reads depends on its settings.
+func onlyCookie(header string, names [2]string) (string, bool) {
+	var value string
+	found := 0
+	for chunk := range strings.SplitSeq(header, ";") {
+		name, val, _ := strings.Cut(chunk, "=")
+		name = strings.TrimSpace(name)
+		if name == names[0] || name == names[1] {
+			found++
+			value = strings.TrimSpace(val)
+		}
+	}
+	return value, found <= 1
+}
+
+// onlyHeader returns a header's value, "" when absent, and false when the
+// request carries it more than once (Zulip's WSGI server joins repeated
+// headers, which then match nothing).
+func onlyHeader(h http.Header, name string) (string, bool) {
+	switch v := h[name]; len(v) {
+	case 0:
+		return "", true
+	case 1:
+		return v[0], true
+	}
+	return "", false
+}
+
+// credentialHeaders are the headers Zulip reads credentials from.
+var credentialHeaders = map[string]bool{
+	"AUTHORIZATION": true, "COOKIE": true, "X-CSRFTOKEN": true, "ORIGIN": true, "REFERER": true,
+}
+
+// ambiguousHeaders reports a header whose name a WSGI server may read as
+// one Zulip takes credentials from although Go does not: WSGI turns "-"
+// and "_" alike into "_", so X_CSRFToken can stand for X-CSRFToken.
+func ambiguousHeaders(h http.Header) bool {
+	for name := range h {
+		if strings.IndexByte(name, '_') >= 0 && credentialHeaders[strings.ToUpper(strings.ReplaceAll(name, "_", "-"))] {
+			return true
+		}
+	}
+	return false
+}
+
+func isASCII(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] >= utf8.RuneSelf {
+			return false
+		}
+	}
+	return true
+}
+
+// lowerASCII lowers ASCII letters only: Python's and Go's lower-casing of
+// other letters differ, and a key that differs costs only a session.
+func lowerASCII(s string) string {
+	return strings.Map(func(r rune) rune {
+		if 'A' <= r && r <= 'Z' {
+			return r + 'a' - 'A'
+		}
+		return r
+	}, s)
 }
 
 // hostOf is the host part of keys; letter case does not name another realm.

@@ -9,28 +9,74 @@ import (
 	"github.com/zulip-presence/caddy-zulip-presence/presence"
 )
 
+// roleGuest is Zulip's UserProfile.ROLE_GUEST.
+const roleGuest = 600
+
 // directory returns the host's user list, fetched with the client's own
-// credentials when missing, stale, or lacking a user the rows name. It
-// returns nil when some row still cannot be named, so the caller can fall
-// back to the server's own answer.
-func (c *call) directory(host string, rows []presence.Row) *cache.Directory {
+// credentials when missing, stale, or lacking a user the rows name. One
+// request of a burst fetches; the others wait for it. It returns nil when
+// some row still cannot be named, so the caller can fall back to the
+// server's own answer.
+func (c *call) directory(rows []presence.Row) *cache.Directory {
 	now := c.h.now()
-	dir := c.h.store.Directory(host)
-	fresh := dir != nil && now.Sub(dir.FetchedAt) < time.Duration(c.h.UsersRefresh)
-	if fresh && names(dir, rows) {
+	refresh := time.Duration(c.h.UsersRefresh)
+	dir := c.h.store.Directory(c.host)
+	if dir != nil && names(dir, rows) && dir.Fresh(now, refresh, c.isGuest(dir)) {
 		return dir
 	}
+	host := c.h.store.HostFor(c.host)
+	if lead, wait := host.Members.Begin(); !lead {
+		select {
+		case <-wait:
+		case <-c.r.Context().Done():
+		}
+		if dir = c.h.store.Directory(c.host); dir != nil && names(dir, rows) {
+			return dir
+		}
+		return nil
+	}
+	defer host.Members.End()
 	members, err := c.fetchMembers()
 	if err != nil {
 		c.debug("fetching the user list failed: " + err.Error())
 		return nil
 	}
-	dir = dir.Merged(members, now)
-	c.h.store.PutDirectory(host, dir)
+	dir = dir.Merged(members, now, c.listIsComplete(members))
+	c.h.store.PutDirectory(c.host, dir)
 	if !names(dir, rows) {
 		return nil
 	}
 	return dir
+}
+
+// isGuest reports whether the directory names the requester as a guest.
+func (c *call) isGuest(dir *cache.Directory) bool {
+	if c.row == nil {
+		return false
+	}
+	m, ok := dir.Members[c.row.UserID()]
+	return ok && m.Guest
+}
+
+// listIsComplete reports whether the requester of a user list sees every
+// user: it names the requester, who is no guest. The requester's id comes
+// from its row mirror, or else from GET /users/me once.
+func (c *call) listIsComplete(members map[int64]cache.Member) bool {
+	row := c.userRow()
+	if row == nil {
+		return false
+	}
+	id := row.UserID()
+	if id == 0 {
+		p, err := c.fetchOwnProfile()
+		if err != nil {
+			return false
+		}
+		id = p.UserID
+		row.SetUser(id, p.DateJoined)
+	}
+	m, ok := members[id]
+	return ok && !m.Guest
 }
 
 func names(dir *cache.Directory, rows []presence.Row) bool {
@@ -50,6 +96,7 @@ type usersAnswer struct {
 		Email    string `json:"email"`
 		IsActive bool   `json:"is_active"`
 		IsBot    bool   `json:"is_bot"`
+		Role     int    `json:"role"`
 	} `json:"members"`
 }
 
@@ -65,7 +112,7 @@ func (c *call) fetchMembers() (map[int64]cache.Member, error) {
 	}
 	members := make(map[int64]cache.Member, len(ans.Members))
 	for _, m := range ans.Members {
-		members[m.UserID] = cache.Member{Email: m.Email, Active: m.IsActive, Bot: m.IsBot}
+		members[m.UserID] = cache.Member{Email: m.Email, Active: m.IsActive, Bot: m.IsBot, Guest: m.Role == roleGuest}
 	}
 	return members, nil
 }

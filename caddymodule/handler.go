@@ -34,6 +34,7 @@ const (
 	defaultCacheName      = "default"
 	defaultCacheSize      = 256 << 20
 	minCacheSize          = 1 << 20
+	maxTrustWindow        = time.Hour
 )
 
 // Handler is a Caddy HTTP handler for Zulip's POST /users/me/presence
@@ -50,6 +51,13 @@ type Handler struct {
 	// PRESENCE_UPDATE_MIN_FREQ_SECONDS (55 s), or writes the server would
 	// make could be lost. Default: 55s.
 	CoalesceWindow caddy.Duration `json:"coalesce_window,omitempty"`
+
+	// TrustWindow is how long a session's last success from the server
+	// lets its pings be answered without the server. It is a security
+	// setting: it bounds how long a revoked API key, a deactivated user or
+	// a logged-out browser can still be answered locally. At most 1h.
+	// Default: coalesce_window.
+	TrustWindow caddy.Duration `json:"trust_window,omitempty"`
 
 	// ResyncInterval is how often a session's snapshot is rebuilt from a
 	// full fetch, because incremental answers never report deactivations,
@@ -113,6 +121,9 @@ func (h *Handler) fillDefaults() {
 	if h.CoalesceWindow == 0 {
 		h.CoalesceWindow = caddy.Duration(defaultCoalesceWindow)
 	}
+	if h.TrustWindow == 0 {
+		h.TrustWindow = h.CoalesceWindow
+	}
 	if h.ResyncInterval == 0 {
 		h.ResyncInterval = caddy.Duration(defaultResync)
 	}
@@ -133,7 +144,7 @@ func (h *Handler) fillDefaults() {
 func (h *Handler) storeConfig() cache.Config {
 	// Nothing a session holds is useful after a resync interval without
 	// traffic: its trust has lapsed and its snapshot must be rebuilt.
-	ttl := max(time.Duration(h.ResyncInterval), time.Duration(h.CoalesceWindow)) * 2
+	ttl := max(time.Duration(h.ResyncInterval), time.Duration(h.TrustWindow)) * 2
 	return cache.Config{MaxCost: h.CacheSize, TTL: ttl}
 }
 
@@ -144,6 +155,10 @@ func (h *Handler) Validate() error {
 		return fmt.Errorf("coalesce_window must be positive")
 	case time.Duration(h.CoalesceWindow) > defaultCoalesceWindow:
 		return fmt.Errorf("coalesce_window %v exceeds Zulip's 55s write threshold: writes would be lost", time.Duration(h.CoalesceWindow))
+	case h.TrustWindow <= 0:
+		return fmt.Errorf("trust_window must be positive")
+	case time.Duration(h.TrustWindow) > maxTrustWindow:
+		return fmt.Errorf("trust_window %v exceeds %v: a revoked key could be answered that long", time.Duration(h.TrustWindow), maxTrustWindow)
 	case time.Duration(h.ResyncInterval) < time.Duration(h.CoalesceWindow):
 		return fmt.Errorf("resync_interval must be at least coalesce_window")
 	case h.UsersRefresh <= 0:

@@ -1,7 +1,7 @@
 package caddymodule
 
 import (
-	"encoding/base64"
+	"errors"
 	"fmt"
 	"net/http"
 	"strconv"
@@ -11,40 +11,38 @@ import (
 	"github.com/zulip-presence/caddy-zulip-presence/cache"
 )
 
-// user finds whose presence row the session writes. On /api the Basic
-// credentials name the user's email; on /json the session cookie names
-// nobody the proxy can see, so the server is asked once per session
-// (GET /json/users/me, with the client's own cookies).
-// It also returns the user's id when the server told it (0 otherwise).
-func (c *call) user() (cache.UserKey, *ownProfile, error) {
-	if c.family == cache.FamilyAPI {
-		email, err := basicEmail(c.r.Header.Get("Authorization"))
-		return c.h.store.UserKey(hostOf(c.r), email), nil, err
+// bindUser makes sure the session knows whose presence row it writes. On
+// /api the Basic credentials name the user's email; on /json the session
+// cookie names nobody the proxy can see, so the server is asked once per
+// session (GET /json/users/me, with the client's own cookies), and only
+// once the session was accepted. It returns false when the server refused
+// the credentials; any other failure leaves the user unknown, so the ping
+// is forwarded.
+func (c *call) bindUser() bool {
+	if c.family == cache.FamilyAPI || c.sess.User() != "" {
+		return true
 	}
+	lead, wait := c.sess.Profile.Begin()
+	if !lead {
+		select {
+		case <-wait:
+		case <-c.r.Context().Done():
+		}
+		return c.sess.Trusted(c.h.now(), time.Duration(c.h.TrustWindow))
+	}
+	defer c.sess.Profile.End()
 	p, err := c.fetchOwnProfile()
-	if err != nil {
-		return "", nil, err
+	switch {
+	case errors.Is(err, errDenied):
+		return false
+	case err != nil:
+		c.debug("cannot tell whose session this is: " + err.Error())
+		return true
 	}
-	return c.h.store.UserKey(hostOf(c.r), p.email()), p, nil
-}
-
-// basicEmail is the user part of HTTP Basic credentials, as Zulip reads
-// them (zerver/lib/rest.py): scheme case-insensitive, email before the
-// first colon.
-func basicEmail(auth string) (string, error) {
-	scheme, encoded, ok := strings.Cut(auth, " ")
-	if !ok || !strings.EqualFold(scheme, "basic") {
-		return "", fmt.Errorf("not basic authentication")
-	}
-	raw, err := base64.StdEncoding.DecodeString(strings.TrimSpace(encoded))
-	if err != nil {
-		return "", err
-	}
-	email, _, ok := strings.Cut(string(raw), ":")
-	if !ok || email == "" {
-		return "", fmt.Errorf("no email in basic credentials")
-	}
-	return email, nil
+	u := c.h.store.UserKey(c.host, p.email())
+	c.sess.Bind(u)
+	c.h.store.Row(u).SetUser(p.UserID, p.DateJoined)
+	return true
 }
 
 // ownProfile is the part of GET /users/me that names the user. Zulip's
@@ -96,32 +94,52 @@ type userPresence struct {
 	} `json:"presence"`
 }
 
-// learnRow reads the user's presence row from the server, so that the
-// gate knows in which phase Zulip's 55-second rule stores the user's
-// writes. Any failure leaves the row unknown: pings are then forwarded.
-func (c *call) learnRow() {
-	now := c.h.now()
-	id := c.row.UserID()
+// readRow reads the user's presence row from the server, so that the gate
+// knows when Zulip last stored it. One request of a burst reads; the
+// others wait for it. It returns false when the server refused the
+// session's credentials; any other failure leaves the row as it was, so
+// the ping is forwarded.
+func (c *call) readRow(row *cache.Row) bool {
+	lead, wait := row.Reading.Begin()
+	if !lead {
+		select {
+		case <-wait:
+		case <-c.r.Context().Done():
+		}
+		return true
+	}
+	defer row.Reading.End()
+	row.StartRead()
+	err := c.fetchRow(row)
+	if err != nil {
+		row.FailRead(c.h.now())
+		c.debug("reading the user's presence row failed: " + err.Error())
+	}
+	return !errors.Is(err, errDenied)
+}
+
+func (c *call) fetchRow(row *cache.Row) error {
+	id := row.UserID()
 	if id == 0 {
 		p, err := c.fetchOwnProfile()
 		if err != nil {
-			c.row.Learn(now, false, false, 0, 0)
-			return
+			return err
 		}
 		id = p.UserID
-		c.row.SetUser(id, p.DateJoined)
+		row.SetUser(id, p.DateJoined)
 	}
 	path := c.prefix() + "/users/" + strconv.FormatInt(id, 10) + "/presence"
 	var ans userPresence
 	status, err := c.getJSON(path, "slim_presence=true", "user_presence", &ans)
 	switch {
 	case err != nil:
-		c.row.Learn(now, false, false, 0, 0)
-	case status == http.StatusOK && ans.Presence != nil && ans.Presence.Active != nil && ans.Presence.Idle != nil:
-		c.row.Learn(now, true, true, *ans.Presence.Active, *ans.Presence.Idle)
+		return err
+	case status == http.StatusOK && ans.Result == "success" && ans.Presence != nil && ans.Presence.Active != nil && ans.Presence.Idle != nil:
+		row.Observe(true, *ans.Presence.Active, *ans.Presence.Idle, true)
 	case status == http.StatusBadRequest && strings.HasPrefix(ans.Msg, "No presence data for "):
-		c.row.Learn(now, true, false, 0, 0) // no row yet: the next write creates it
+		row.Observe(false, 0, 0, true) // no row yet: the next write creates it
 	default:
-		c.row.Learn(now, false, false, 0, 0)
+		return fmt.Errorf("status %d", status)
 	}
+	return nil
 }

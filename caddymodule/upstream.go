@@ -4,10 +4,13 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"maps"
 	"net/http"
 
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+
+	"github.com/zulip-presence/caddy-zulip-presence/cache"
 )
 
 // recorder buffers an upstream answer that the handler reads before the
@@ -87,26 +90,54 @@ func ownVars(ctx context.Context) context.Context {
 	return context.WithValue(ctx, caddyhttp.VarsCtxKey, maps.Clone(vars))
 }
 
+// errDenied is the error of a request the handler made for a session
+// whose credentials the server refused (401 or 403).
+var errDenied = errors.New("the server refused the session's credentials")
+
 // getJSON makes a GET through next with the client's credentials, counts
 // the answer's bytes under kind, and decodes its body into v. It returns
-// the status; err is a transport error, or a 2xx body that did not decode.
+// the status; err is a transport error, errDenied (and the session is
+// forgotten), or a success body that did not decode.
 func (c *call) getJSON(path, rawQuery, kind string, v any) (status int, err error) {
 	sub := subrequest(c.r, http.MethodGet, path, nil)
 	sub.URL.RawQuery = rawQuery
+	sent := c.h.now()
 	rec, err := fetch(c.next, sub)
 	if err != nil {
 		return 0, err
 	}
 	c.h.metrics.observeUpstream(kind, rec.body.Len())
-	if err := json.Unmarshal(rec.body.Bytes(), v); err != nil && rec.ok() {
-		return rec.status, err
+	switch zulipOutcome(rec.status, rec.header, rec.body.Bytes(), nil) {
+	case cache.OutcomeDenied:
+		c.h.store.Forget(c.key, c.sess)
+		return rec.status, errDenied
+	case cache.OutcomeOK:
+		if host := c.hostInfo(); host != nil {
+			observeDate(host, rec.header, sent, c.h.now())
+		}
+		return rec.status, json.Unmarshal(rec.body.Bytes(), v)
 	}
+	_ = json.Unmarshal(rec.body.Bytes(), v) // errors carry msg, which callers read
 	return rec.status, nil
 }
 
-// fetch makes an upstream call through next and records its answer.
-func fetch(next caddyhttp.Handler, req *http.Request) (*recorder, error) {
-	rec := newRecorder()
+// errAborted is the error of an upstream call that reverse_proxy aborted
+// with panic(http.ErrAbortHandler): its answer was cut off mid-body.
+var errAborted = errors.New("the upstream answer was cut off")
+
+// fetch makes an upstream call through next and records its answer. An
+// aborted answer is an error here: the call was the handler's own, and the
+// client's connection is still good.
+func fetch(next caddyhttp.Handler, req *http.Request) (rec *recorder, err error) {
+	defer func() {
+		if v := recover(); v != nil {
+			if v != http.ErrAbortHandler {
+				panic(v)
+			}
+			rec, err = nil, errAborted
+		}
+	}()
+	rec = newRecorder()
 	if err := next.ServeHTTP(rec, req); err != nil {
 		return nil, err
 	}

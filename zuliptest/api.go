@@ -150,6 +150,10 @@ func (c *call) writeReply(w http.ResponseWriter, rp reply) {
 		}
 		h.Set("Expires", now.UTC().Format(http.TimeFormat))
 	}
+	// The server's own clock dates every answer, as the web server in
+	// front of a real Zulip does; over real HTTP this replaces the Date
+	// net/http would add from the machine's clock.
+	h.Set("Date", c.rm.Now().UTC().Format(http.TimeFormat))
 	c.rate.setHeaders(h)
 	w.WriteHeader(rp.status)
 	w.Write(rp.body)

@@ -1,0 +1,111 @@
+package cache
+
+import (
+	"sync"
+	"time"
+)
+
+// Host is what the proxy learned about one upstream host (one Zulip realm):
+// how its clock stands to the proxy's, whether it understands incremental
+// fetches, and the headers it sends with a ping's answer. It is created only
+// once a session of the host was accepted by the server, so made-up Host
+// headers cost nothing lasting.
+type Host struct {
+	mu                 sync.Mutex
+	offset             offset
+	noIncrementalUntil time.Time
+	pingHeader         map[string][]string
+
+	// Members is held by the request fetching the host's user list, so
+	// that a burst of legacy polls fetches it once.
+	Members Flight
+}
+
+// hostCost is the memory of a Host with a typical ping header template,
+// ristretto's entry for it included (see TestCostsMatchHeap).
+const hostCost = 1024
+
+// offset bounds the server's clock minus the proxy's: it lies in [lo, hi].
+type offset struct {
+	lo, hi time.Duration
+	known  bool
+	at     time.Time // proxy time of the exchange that started the interval
+}
+
+// offsetMaxAge is how long exchanges keep narrowing one interval before a
+// new one starts, so that slow drift of either clock is followed.
+const offsetMaxAge = 10 * time.Minute
+
+// ObserveClock records one upstream exchange: the proxy sent the request at
+// sent and had the answer at received (its own clock), and the server's
+// clock read server, to within res (0 for server_timestamp, a second for
+// an HTTP Date), while it handled the request. The server's clock minus
+// the proxy's then lies in [server-received, server+res-sent].
+func (h *Host) ObserveClock(sent, received, server time.Time, res time.Duration) {
+	lo, hi := server.Sub(received), server.Add(res).Sub(sent)
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	o := &h.offset
+	if o.known && received.Sub(o.at) < offsetMaxAge && lo <= o.hi && hi >= o.lo {
+		o.lo, o.hi = max(o.lo, lo), min(o.hi, hi)
+		return
+	}
+	// The first exchange, an old interval, or a clock that jumped: start
+	// over from what this exchange says.
+	*o = offset{lo: lo, hi: hi, known: true, at: received}
+}
+
+// ServerLatest returns the latest time the server's clock can read while
+// the proxy's reads now, and false when no exchange has told it yet.
+func (h *Host) ServerLatest(now time.Time) (time.Time, bool) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if !h.offset.known {
+		return time.Time{}, false
+	}
+	return now.Add(h.offset.hi), true
+}
+
+// ServerEstimate returns the server's clock as best known while the
+// proxy's reads now: the middle of the interval, or now if none is known.
+func (h *Host) ServerEstimate(now time.Time) time.Time {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if !h.offset.known {
+		return now
+	}
+	return now.Add(h.offset.lo + (h.offset.hi-h.offset.lo)/2)
+}
+
+// IncrementalUnsupported reports whether the host was found not to
+// understand last_update_id (Zulip before 9.0) and that finding still holds
+// at now.
+func (h *Host) IncrementalUnsupported(now time.Time) bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return now.Before(h.noIncrementalUntil)
+}
+
+// MarkIncrementalUnsupported stops conversion for the host until the given
+// time.
+func (h *Host) MarkIncrementalUnsupported(until time.Time) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.noIncrementalUntil = until
+}
+
+// SetPingHeader keeps the headers of the server's latest answer to a ping,
+// for the pings answered locally. The map must not be modified afterwards.
+func (h *Host) SetPingHeader(hdr map[string][]string) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.pingHeader = hdr
+}
+
+// PingHeader returns the headers kept by SetPingHeader, nil if none; the
+// caller must not modify the map.
+func (h *Host) PingHeader() map[string][]string {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.pingHeader
+}

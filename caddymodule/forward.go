@@ -1,0 +1,185 @@
+package caddymodule
+
+import (
+	"bytes"
+	"io"
+	"mime"
+	"net/http"
+	"time"
+
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+
+	"github.com/zulip-presence/caddy-zulip-presence/cache"
+	"github.com/zulip-presence/caddy-zulip-presence/presence"
+)
+
+// forward sends the request upstream as it came and learns from the
+// answer, which streams to the client unchanged. The request's write must
+// be reserved.
+func (c *call) forward(outcome string) error {
+	c.restoreBody()
+	// The handler reads the answer to learn from it; the encode directive,
+	// which runs before this handler, compresses what the client gets.
+	c.r.Header.Del("Accept-Encoding")
+	sent := c.h.now()
+	t := newTap(c.w, forwardCaptureLimit)
+	err := c.next.ServeHTTP(t, c.r)
+	o := zulipOutcome(t.status, t.Header(), t.head, err)
+	c.settle(o)
+	if o == cache.OutcomeOK {
+		c.learnForwarded(t, sent, c.h.now())
+	}
+	c.record(outcome, t.size)
+	return err
+}
+
+// forwardCaptureLimit is how much of a forwarded answer the handler keeps
+// to learn from: a ping's whole answer, and the deltas the web app polls.
+const forwardCaptureLimit = 64 << 10
+
+// learnForwarded learns from Zulip's success to a forwarded request: the
+// server's clock, the headers of a ping's answer, and the user's own row
+// when a poll's delta names it.
+func (c *call) learnForwarded(t *tap, sent, received time.Time) {
+	host := c.h.store.HostFor(c.host)
+	observeDate(host, t.Header(), sent, received)
+	if c.req.Kind() == presence.KindPing {
+		host.SetPingHeader(pingHeaderOf(t.Header()))
+		return
+	}
+	if t.size > len(t.head) {
+		return // too large to have been kept whole
+	}
+	if ans, err := presence.DecodeModern(t.head); err == nil {
+		c.learnAnswer(host, ans, sent, received)
+	}
+}
+
+// learnAnswer learns from a presence answer the server sent: its clock
+// from server_timestamp, and the user's own row if the answer holds it.
+// Zulip writes the requester's row before it builds the answer, so the row
+// is as fresh as the write the request carried.
+func (c *call) learnAnswer(host *cache.Host, ans presence.Response, sent, received time.Time) {
+	host.ObserveClock(sent, received, floatTime(ans.ServerTimestamp), 0)
+	row := c.userRow()
+	if row == nil {
+		return
+	}
+	id := row.UserID()
+	if id == 0 {
+		return
+	}
+	for _, r := range ans.Rows {
+		if r.UserID == id {
+			row.StartRead()
+			row.Observe(true, r.Active, r.Idle, true)
+			return
+		}
+	}
+}
+
+// floatTime converts a server_timestamp (Unix seconds as a float).
+func floatTime(sec float64) time.Time {
+	return time.Unix(0, int64(sec*float64(time.Second)))
+}
+
+// observeDate learns the server's clock from an answer's Date header, which
+// has whole seconds.
+func observeDate(host *cache.Host, hdr http.Header, sent, received time.Time) {
+	if d, err := http.ParseTime(hdr.Get("Date")); err == nil {
+		host.ObserveClock(sent, received, d, time.Second)
+	}
+}
+
+// zulipOutcome classifies an upstream answer. Only Zulip's JSON success
+// counts as one: a proxy or load balancer in between can answer 200 with
+// an HTML page, which says nothing of the credentials.
+func zulipOutcome(status int, hdr http.Header, body []byte, err error) cache.Outcome {
+	switch {
+	case err != nil:
+		return cache.OutcomeFailed
+	case status == http.StatusUnauthorized || status == http.StatusForbidden:
+		return cache.OutcomeDenied
+	case status >= 200 && status < 300 && isZulipSuccess(hdr, body):
+		return cache.OutcomeOK
+	}
+	return cache.OutcomeFailed
+}
+
+// zulipSuccessPrefix starts every success body Zulip's json_success writes.
+var zulipSuccessPrefix = []byte(`{"result":"success","msg":""`)
+
+func isZulipSuccess(hdr http.Header, body []byte) bool {
+	if enc := hdr.Get("Content-Encoding"); enc != "" && enc != "identity" {
+		return false
+	}
+	mt, _, err := mime.ParseMediaType(hdr.Get("Content-Type"))
+	return err == nil && mt == "application/json" && bytes.HasPrefix(body, zulipSuccessPrefix)
+}
+
+// passThrough sends the request upstream untouched. Nothing is learned from
+// the answer but a refusal of the session's credentials: the handler did
+// not understand the request, so the server may have read its credentials
+// otherwise than the handler would.
+func (c *call) passThrough() error {
+	c.restoreBody()
+	rec := caddyhttp.NewResponseRecorder(c.w, nil, nil)
+	err := c.next.ServeHTTP(rec, c.r)
+	c.record(outcomePassthrough, rec.Size())
+	if c.sess != nil && zulipOutcome(rec.Status(), nil, nil, err) == cache.OutcomeDenied {
+		c.h.store.Forget(c.key, c.sess)
+	}
+	return err
+}
+
+// restoreBody installs the body as read, so the request goes upstream as
+// it came; its buffer now belongs to the transport.
+func (c *call) restoreBody() {
+	if c.body != nil {
+		setBody(c.r, *c.body)
+		c.body = nil
+	}
+}
+
+// tap passes an answer through to the client while keeping its status,
+// its size and the first bytes of its body, so that the handler can tell
+// Zulip's success from anything else and learn from it.
+type tap struct {
+	*caddyhttp.ResponseWriterWrapper
+	status int
+	size   int
+	head   []byte
+	limit  int
+}
+
+func newTap(w http.ResponseWriter, limit int) *tap {
+	return &tap{ResponseWriterWrapper: &caddyhttp.ResponseWriterWrapper{ResponseWriter: w}, limit: limit}
+}
+
+func (t *tap) WriteHeader(status int) {
+	// 1xx answers are informational; the final status comes after them.
+	if t.status == 0 && status >= 200 {
+		t.status = status
+	}
+	t.ResponseWriterWrapper.WriteHeader(status)
+}
+
+func (t *tap) Write(p []byte) (int, error) {
+	if t.status == 0 {
+		t.status = http.StatusOK
+	}
+	if room := t.limit - len(t.head); room > 0 {
+		t.head = append(t.head, p[:min(room, len(p))]...)
+	}
+	n, err := t.ResponseWriterWrapper.Write(p)
+	t.size += n
+	return n, err
+}
+
+// ReadFrom copies through Write, so that no byte bypasses the tap.
+func (t *tap) ReadFrom(r io.Reader) (int64, error) {
+	return io.Copy(writerOnly{t}, r)
+}
+
+// writerOnly hides every method of a writer but Write.
+type writerOnly struct{ io.Writer }

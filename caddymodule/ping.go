@@ -1,0 +1,128 @@
+package caddymodule
+
+import (
+	"net/http"
+	"time"
+
+	"github.com/zulip-presence/caddy-zulip-presence/cache"
+	"github.com/zulip-presence/caddy-zulip-presence/presence"
+)
+
+// ping answers a ping locally when the server would only have done a
+// no-op write for a session it trusts, and forwards it otherwise.
+func (c *call) ping() error {
+	for {
+		now := c.h.now()
+		// Knowing the user's row is worth requests only for a session
+		// whose ping could be answered locally, that is a trusted one.
+		if c.sess.Trusted(now, time.Duration(c.h.TrustWindow)) && !c.prepareRow(now) {
+			return c.passThrough() // the server refused the credentials
+		}
+		serverNow, known := c.serverLatest(now)
+		tk, decision, wait := c.sess.Admit(now, serverNow, known, c.write(), c.policy(), c.row)
+		switch decision {
+		case cache.Local:
+			return c.answerPing(now)
+		case cache.Forward:
+			c.ticket = tk
+			return c.forward(outcomeForwarded)
+		}
+		select {
+		case <-wait:
+		case <-c.r.Context().Done():
+			return c.passThrough() // client gone; behave as plain reverse_proxy
+		}
+	}
+}
+
+// serverLatest is the latest the host's clock can read while the proxy's
+// reads now; known is false before the host answered anything.
+func (c *call) serverLatest(now time.Time) (time.Time, bool) {
+	if h := c.hostInfo(); h != nil {
+		return h.ServerLatest(now)
+	}
+	return time.Time{}, false
+}
+
+// prepareRow binds the session to its user and, when that may let the ping
+// be answered locally, reads the user's row from the server. It returns
+// false when the server refused the session's credentials on the way.
+func (c *call) prepareRow(now time.Time) bool {
+	if !c.bindUser() {
+		return false
+	}
+	row := c.userRow()
+	if row == nil {
+		return true // the user is unknown: the ping is forwarded
+	}
+	if serverNow, known := c.serverLatest(now); known && row.Quiet(serverNow, c.write(), c.window()) {
+		return true
+	}
+	if !row.NeedsRead(now, c.window()) {
+		return true
+	}
+	return c.readRow(row)
+}
+
+// answerPing sends Zulip's answer to a ping, with the headers the server
+// sent on its latest answer to one (Cache-Control above all, so that no
+// cache in front stores it), dated by the server's clock.
+func (c *call) answerPing(now time.Time) error {
+	releaseBody(c.body)
+	c.body = nil
+	hdr := c.w.Header()
+	host := c.hostInfo()
+	var tmpl http.Header
+	if host != nil {
+		tmpl = host.PingHeader()
+	}
+	if tmpl == nil {
+		tmpl = defaultPingHeader
+	}
+	for k, v := range tmpl {
+		hdr[k] = v
+	}
+	if host != nil {
+		date := host.ServerEstimate(now).UTC().Format(http.TimeFormat)
+		for _, k := range []string{"Date", "Expires"} {
+			if _, ok := tmpl[k]; ok {
+				hdr[k] = []string{date}
+			}
+		}
+	}
+	// net/http adds the Content-Length of so short an answer itself.
+	c.w.WriteHeader(http.StatusOK)
+	_, err := c.w.Write(presence.PingAnswer)
+	c.record(outcomeLocal, 0)
+	return err
+}
+
+// defaultPingHeader is what Zulip sends with a ping's answer
+// (default_never_cache_responses), for a host whose template was evicted.
+var defaultPingHeader = http.Header{
+	"Content-Type":  {"application/json"},
+	"Cache-Control": {"max-age=0, no-cache, no-store, must-revalidate, private"},
+	"Expires":       nil,
+}
+
+// pingHeaderSkip are the headers of a ping's answer that belong to that one
+// answer (framing, cookies, the rate-limit count), not to every answer.
+var pingHeaderSkip = map[string]bool{
+	"Content-Length": true, "Transfer-Encoding": true, "Connection": true, "Keep-Alive": true,
+	"Set-Cookie": true, "Retry-After": true, "X-Ratelimit-Limit": true,
+	"X-Ratelimit-Remaining": true, "X-Ratelimit-Reset": true,
+}
+
+// pingHeaderOf keeps what a local answer should repeat of the server's
+// answer to a ping.
+func pingHeaderOf(upstream http.Header) http.Header {
+	out := make(http.Header, len(upstream))
+	for k, v := range upstream {
+		if !pingHeaderSkip[k] {
+			// Clipped, so that a handler appending to a local answer's
+			// header copies instead of writing into the template.
+			out[k] = v[:len(v):len(v)]
+		}
+	}
+	return out
+}
