@@ -44,6 +44,9 @@ const (
 	// Wait: another forward of the session decides this ping's fate; wait
 	// for it to settle, then ask again.
 	Wait
+	// Prepare: the session is trusted, so knowing the user's row may let
+	// the ping be answered locally; find the row, then ask again.
+	Prepare
 )
 
 // Ticket is a reserved forward. It must be settled exactly once.
@@ -56,7 +59,8 @@ type Ticket struct {
 // Admit decides a ping at now (the proxy's clock). serverNow is the latest
 // the server's clock can read at that moment, and known is false when the
 // proxy cannot tell; row is the mirror of the user's row, nil when the
-// session is not bound to a user yet.
+// session is not bound to a user yet; prepared tells that the caller
+// already tried to find it.
 //
 // A ping is answered locally only when the session is trusted, its input
 // report is not due, and the write would surely be a no-op on the user's
@@ -64,11 +68,15 @@ type Ticket struct {
 // Otherwise, while another forward of the session is in flight, the ping
 // waits for it: its outcome decides whether this ping still needs the
 // server, and two tabs must not forward the same write.
-func (s *Session) Admit(now, serverNow time.Time, known bool, w Write, p Policy, row *Row) (Ticket, Decision, <-chan struct{}) {
+func (s *Session) Admit(now, serverNow time.Time, known bool, w Write, p Policy, row *Row, prepared bool) (Ticket, Decision, <-chan struct{}) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	trusted := s.trustedLocked(now, p.Trust)
+	if trusted && !prepared {
+		return Ticket{}, Prepare, nil
+	}
 	inputDue := w.Input && (s.inflight != nil || now.Sub(s.inputAt) >= p.Window)
-	if s.trustedLocked(now, p.Trust) && !inputDue && known && row != nil && row.Quiet(serverNow, w, p.Window) {
+	if trusted && !inputDue && known && row != nil && row.Quiet(serverNow, w, p.Window) {
 		return Ticket{}, Local, nil
 	}
 	if s.inflight != nil {

@@ -25,7 +25,7 @@ func trusted(skew time.Duration) (*Session, *Row) {
 }
 
 func admit(s *Session, row *Row, sec float64, skew time.Duration, w Write) (Ticket, Decision) {
-	tk, d, _ := s.Admit(at(sec), at(sec).Add(skew), true, w, policy, row)
+	tk, d, _ := s.Admit(at(sec), at(sec).Add(skew), true, w, policy, row, true)
 	return tk, d
 }
 
@@ -71,11 +71,11 @@ func TestGateDecisions(t *testing.T) {
 			})
 		}
 	}
-	if _, d, _ := (&Session{}).Admit(at(0), at(0), true, Write{}, policy, &Row{}); d != Forward {
+	if _, d, _ := (&Session{}).Admit(at(0), at(0), true, Write{}, policy, &Row{}, true); d != Forward {
 		t.Fatal("a session without state was answered locally")
 	}
 	s, row := trusted(0)
-	if _, d, _ := s.Admit(at(1), time.Time{}, false, Write{}, policy, row); d != Forward {
+	if _, d, _ := s.Admit(at(1), time.Time{}, false, Write{}, policy, row, true); d != Forward {
 		t.Fatal("a ping was answered locally with the server's clock unknown")
 	}
 }
@@ -90,7 +90,7 @@ func TestAdmitDoesNotWaitWhenQuiet(t *testing.T) {
 	if _, d := admit(s, row, 11, 0, Write{}); d != Local {
 		t.Fatalf("a quiet ping waited for the in-flight poll: decision %d", d)
 	}
-	_, d, wait := s.Admit(at(11), at(11), true, Write{Input: true}, policy, row)
+	_, d, wait := s.Admit(at(11), at(11), true, Write{Input: true}, policy, row, true)
 	if d != Wait || wait == nil {
 		t.Fatalf("an input report did not wait for the in-flight write: decision %d", d)
 	}
@@ -121,13 +121,13 @@ func TestSettleIsIdempotent(t *testing.T) {
 	b := s.Reserve(at(0), Write{}, window)
 	s.Settle(&a, OutcomeOK)
 	s.Settle(&a, OutcomeFailed)
-	if _, d, _ := s.Admit(at(1), at(1), true, Write{}, policy, &Row{}); d != Wait {
+	if _, d, _ := s.Admit(at(1), at(1), true, Write{}, policy, &Row{}, true); d != Wait {
 		t.Fatal("settling one ticket twice released another's reservation")
 	}
 	s.Settle(&b, OutcomeFailed)
 	var zero Ticket
 	s.Settle(&zero, OutcomeFailed)
-	if _, d, _ := s.Admit(at(1), at(1), true, Write{}, policy, &Row{}); d != Forward {
+	if _, d, _ := s.Admit(at(1), at(1), true, Write{}, policy, &Row{}, true); d != Forward {
 		t.Fatal("the session still waits after every ticket settled")
 	}
 }

@@ -212,7 +212,10 @@ func (s *Store) Keep(k Key, sess *Session) {
 		}
 		return
 	}
-	s.set(string(k), sess, cost)
+	if s.set(string(k), sess, cost) && grown != 0 {
+		// Charged at once, so that what the store reports holds.
+		s.cache.Wait()
+	}
 }
 
 // Forget drops the session stored under k and its trust: the server

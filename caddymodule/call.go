@@ -19,6 +19,11 @@ const (
 	outcomeConverted   = "converted"   // a full poll served from an incremental fetch
 	outcomePassthrough = "passthrough" // not understood or not ours: sent upstream untouched
 	outcomeFallback    = "fallback"    // a conversion gave up and sent the original request
+	// A full poll whose converted request failed or got an error: the
+	// client gets that answer.
+	outcomeUpstreamError = "upstream_error"
+	// A full poll answered by a server older than Zulip 9.0, rewritten.
+	outcomeOldServer = "old_server"
 )
 
 // kindOther labels requests that were not classified (unparsed, oversize).
@@ -122,8 +127,13 @@ func (c *call) policy() cache.Policy {
 func (c *call) hostInfo() *cache.Host { return c.h.store.Host(c.host) }
 
 // settle tells the session what became of its reserved write, and keeps
-// or drops the session accordingly.
-func (c *call) settle(o cache.Outcome) {
+// or drops the session accordingly. The answer's header, and when the
+// request was sent and answered, date the server's clock; it is learned
+// before the session is trusted, so that a ping trusting it can use it.
+func (c *call) settle(o cache.Outcome, hdr http.Header, sent, received time.Time) {
+	if o == cache.OutcomeOK {
+		observeDate(c.h.store.HostFor(c.host), hdr, sent, received)
+	}
 	c.sess.Settle(&c.ticket, o)
 	switch o {
 	case cache.OutcomeOK:

@@ -51,25 +51,24 @@ func (c *call) convertLocked(conv *cache.Conversion) (accepted bool, err error) 
 	c.reserve()
 	rec, err := fetch(c.next, subrequest(c.r, http.MethodPost, c.r.URL.Path, []byte(up.Encode())))
 	if err != nil {
-		c.settle(cache.OutcomeFailed)
+		c.settle(cache.OutcomeFailed, nil, now, now)
+		c.record(outcomeUpstreamError, 0)
 		if errors.Is(err, errAborted) {
 			// As plain reverse_proxy would: the client's answer is cut off.
 			panic(http.ErrAbortHandler)
 		}
-		c.record(outcomeFallback, 0)
 		return false, err // the same failure plain reverse_proxy would have had
 	}
 	received := c.h.now()
 	o := zulipOutcome(rec.status, rec.header, rec.body.Bytes(), nil)
-	c.settle(o)
+	c.settle(o, rec.header, now, received)
 	if o != cache.OutcomeOK {
 		// Errors, and anything else that is not Zulip's success, reach
 		// the client exactly as the server wrote them.
-		c.record(outcomeForwarded, rec.body.Len())
+		c.record(outcomeUpstreamError, rec.body.Len())
 		return false, rec.replay(c.w)
 	}
 	host := c.h.store.HostFor(c.host)
-	observeDate(host, rec.header, now, received)
 	ans, err := presence.DecodeModern(rec.body.Bytes())
 	if err != nil || !ans.HasLastUpdateID || slices.Contains(ans.Ignored, "last_update_id") {
 		conv.Reset()
@@ -180,7 +179,7 @@ func (c *call) oldServerOrFallback(host *cache.Host, rec *recorder, now time.Tim
 		return c.fallback(rec)
 	}
 	host.MarkIncrementalUnsupported(now.Add(time.Duration(c.h.ResyncInterval)))
-	c.record(outcomeForwarded, rec.body.Len())
+	c.record(outcomeOldServer, rec.body.Len())
 	return writeAnswer(c.w, rec.header, rec.status, body)
 }
 

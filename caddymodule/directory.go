@@ -36,6 +36,9 @@ func (c *call) directory(rows []presence.Row) *cache.Directory {
 		return nil
 	}
 	defer host.Members.End()
+	if fresh := c.h.store.Directory(c.host); fresh != dir && fresh != nil && names(fresh, rows) {
+		return fresh // fetched by a request that led before this one
+	}
 	members, err := c.fetchMembers()
 	if err != nil {
 		c.debug("fetching the user list failed: " + err.Error())

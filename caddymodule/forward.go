@@ -23,13 +23,16 @@ func (c *call) forward(outcome string) error {
 	c.r.Header.Del("Accept-Encoding")
 	sent := c.h.now()
 	t := newTap(c.w, forwardCaptureLimit)
+	// Counted however the call ends: reverse_proxy panics with
+	// http.ErrAbortHandler when the answer is cut off mid-body.
+	defer func() { c.record(outcome, t.size) }()
 	err := c.next.ServeHTTP(t, c.r)
+	received := c.h.now()
 	o := zulipOutcome(t.status, t.Header(), t.head, err)
-	c.settle(o)
+	c.settle(o, t.Header(), sent, received)
 	if o == cache.OutcomeOK {
-		c.learnForwarded(t, sent, c.h.now())
+		c.learnForwarded(t, sent, received)
 	}
-	c.record(outcome, t.size)
 	return err
 }
 
@@ -38,11 +41,10 @@ func (c *call) forward(outcome string) error {
 const forwardCaptureLimit = 64 << 10
 
 // learnForwarded learns from Zulip's success to a forwarded request: the
-// server's clock, the headers of a ping's answer, and the user's own row
-// when a poll's delta names it.
+// headers of a ping's answer, and the user's own row when a poll's delta
+// names it.
 func (c *call) learnForwarded(t *tap, sent, received time.Time) {
 	host := c.h.store.HostFor(c.host)
-	observeDate(host, t.Header(), sent, received)
 	if c.req.Kind() == presence.KindPing {
 		host.SetPingHeader(pingHeaderOf(t.Header()))
 		return

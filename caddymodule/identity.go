@@ -31,6 +31,9 @@ func (c *call) bindUser() bool {
 		return c.sess.Trusted(c.h.now(), time.Duration(c.h.TrustWindow))
 	}
 	defer c.sess.Profile.End()
+	if c.sess.User() != "" {
+		return true // bound by a request that led before this one
+	}
 	p, err := c.fetchOwnProfile()
 	switch {
 	case errors.Is(err, errDenied):
@@ -40,8 +43,13 @@ func (c *call) bindUser() bool {
 		return true
 	}
 	u := c.h.store.UserKey(c.host, p.email())
+	// The row learns the user's id before the session names it, so that
+	// no request reading the row asks for the profile again. The session
+	// was accepted, so its writes may have moved the row unseen.
+	row := c.h.store.Row(u)
+	row.SetUser(p.UserID, p.DateJoined)
+	row.Wrote()
 	c.sess.Bind(u)
-	c.h.store.Row(u).SetUser(p.UserID, p.DateJoined)
 	return true
 }
 
@@ -109,6 +117,9 @@ func (c *call) readRow(row *cache.Row) bool {
 		return true
 	}
 	defer row.Reading.End()
+	if !row.NeedsRead(c.h.now(), c.window()) {
+		return true // read by a request that led before this one
+	}
 	row.StartRead()
 	err := c.fetchRow(row)
 	if err != nil {

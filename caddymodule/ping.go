@@ -11,21 +11,26 @@ import (
 // ping answers a ping locally when the server would only have done a
 // no-op write for a session it trusts, and forwards it otherwise.
 func (c *call) ping() error {
+	prepared := false
 	for {
 		now := c.h.now()
-		// Knowing the user's row is worth requests only for a session
-		// whose ping could be answered locally, that is a trusted one.
-		if c.sess.Trusted(now, time.Duration(c.h.TrustWindow)) && !c.prepareRow(now) {
-			return c.passThrough() // the server refused the credentials
-		}
 		serverNow, known := c.serverLatest(now)
-		tk, decision, wait := c.sess.Admit(now, serverNow, known, c.write(), c.policy(), c.row)
+		tk, decision, wait := c.sess.Admit(now, serverNow, known, c.write(), c.policy(), c.row, prepared)
 		switch decision {
 		case cache.Local:
 			return c.answerPing(now)
 		case cache.Forward:
 			c.ticket = tk
 			return c.forward(outcomeForwarded)
+		case cache.Prepare:
+			// Knowing the user's row is worth requests only for a
+			// session whose ping could be answered locally, that is a
+			// trusted one.
+			if !c.prepareRow(now) {
+				return c.passThrough() // the server refused the credentials
+			}
+			prepared = true
+			continue
 		}
 		select {
 		case <-wait:
