@@ -23,7 +23,7 @@ type Host struct {
 
 // hostCost is the memory of a Host with a typical ping header template,
 // ristretto's entry for it included (see TestCostsMatchHeap).
-const hostCost = 1024
+const hostCost = 768
 
 // offset bounds the server's clock minus the proxy's: it lies in [lo, hi].
 type offset struct {
