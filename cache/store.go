@@ -2,6 +2,7 @@ package cache
 
 import (
 	"strings"
+	"unsafe"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -245,7 +246,11 @@ func (s *Store) PutDirectory(host string, d *Directory) {
 
 // Host returns what the store knows of a host, or nil.
 func (s *Store) Host(host string) *Host {
-	v, ok := s.cache.Get(prefixHost + host)
+	// Ristretto only hashes the key of a Get, so it is built on the
+	// stack: a ping answered locally looks its host up.
+	var buf [128]byte
+	key := append(append(buf[:0], prefixHost...), host...)
+	v, ok := s.cache.Get(unsafe.String(unsafe.SliceData(key), len(key)))
 	if !ok {
 		return nil
 	}

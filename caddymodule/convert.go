@@ -68,7 +68,7 @@ func (c *call) convertLocked(conv *cache.Conversion) (accepted bool, err error) 
 		c.record(outcomeUpstreamError, rec.body.Len())
 		return false, rec.replay(c.w)
 	}
-	host := c.h.store.HostFor(c.host)
+	host := c.hostFor()
 	ans, err := presence.DecodeModern(rec.body.Bytes())
 	if err != nil || !ans.HasLastUpdateID || slices.Contains(ans.Ignored, "last_update_id") {
 		conv.Reset()

@@ -88,10 +88,10 @@ func (c *call) answerPing(now time.Time) error {
 		hdr[k] = v
 	}
 	if host != nil {
-		date := host.ServerEstimate(now).UTC().Format(http.TimeFormat)
-		for _, k := range []string{"Date", "Expires"} {
+		date := host.HTTPDate(now)
+		for _, k := range [2]string{"Date", "Expires"} {
 			if _, ok := tmpl[k]; ok {
-				hdr[k] = []string{date}
+				hdr[k] = date
 			}
 		}
 	}
