@@ -45,6 +45,7 @@ type call struct {
 	ticket cache.Ticket // the write this request reserved, until settled
 	row    *cache.Row   // the mirror of the user's presence row, once known
 	facts  *cache.Host  // what the store knows of the host, once found
+	fed    bool         // shared mode: the request's write fed the view
 	body   *[]byte      // the body as read; installed again before anything goes upstream
 }
 
@@ -154,6 +155,9 @@ func (c *call) settle(o cache.Outcome, hdr http.Header, sent, received time.Time
 		c.h.store.Keep(c.key, c.sess)
 		if row := c.userRow(); row != nil {
 			row.Wrote()
+		}
+		if c.h.Mode == modeShared && !c.fed {
+			c.sharedWriteElsewhere()
 		}
 	case cache.OutcomeDenied:
 		c.h.store.Forget(c.key, c.sess)

@@ -1,0 +1,131 @@
+package cache
+
+import (
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/zulip-presence/caddy-zulip-presence/presence"
+)
+
+// View is one host's picture of its realm's presence rows in shared mode,
+// fed by the fetches that carry eligible sessions' writes and served to
+// every eligible session of the host.
+//
+// A fetch at cursor c answered with id m returns every row changed in
+// (c, m] with its values as of m, and ids become visible in commit order,
+// so merges are monotone: an answer older than the view's cursor changes
+// nothing, and the cursor moves to m only when the view covered c.
+type View struct {
+	mu       sync.Mutex
+	snap     presence.Snapshot
+	cursor   int64     // the view holds every change up to this id
+	synced   bool      // a full fetch was merged, and nothing since undid it
+	days     int64     // the window of that full fetch
+	syncedAt time.Time // proxy clock: when it was made
+	mergedAt time.Time // proxy clock: when a fetch was last merged
+	serverTS float64   // server_timestamp of the answer last merged
+
+	// Resync is held by the request making the host's full fetch, so
+	// that a burst of writes makes one.
+	Resync Flight
+
+	storedCost atomic.Int64 // the cost ristretto was last given
+	storedAt   atomic.Int64 // when, in Unix nanoseconds of the real clock
+}
+
+// viewBaseCost is the memory of a View without its rows, ristretto's
+// entry included.
+const viewBaseCost = 512
+
+// Cursor returns the id fetches should start from, and false when the
+// view needs a full fetch: it was never synced, the last full fetch is
+// older than resync, or it covers a narrower window than days.
+func (v *View) Cursor(now time.Time, days int64, resync time.Duration) (int64, bool) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if !v.synced || now.Sub(v.syncedAt) >= resync || days > v.days {
+		return -1, false
+	}
+	return v.cursor, true
+}
+
+// Apply merges the answer to a fetch made at cursor (-1 for a full fetch
+// of days) and returns whether the view holds it. An answer whose id went
+// back below the cursor it was asked from (realm presence disabled, a
+// restored database) resets the view: the next fetch is a full one.
+func (v *View) Apply(cursor, days int64, ans presence.Response, now time.Time) bool {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	m := ans.LastUpdateID
+	switch {
+	case cursor < 0 && m >= 0 && (!v.synced || m >= v.cursor):
+		v.snap.Replace(ans.Rows)
+		v.synced, v.days, v.syncedAt = true, days, now
+	case cursor < 0 || m < cursor:
+		v.synced = false
+		return false
+	case !v.synced || m < v.cursor:
+		return false // older than what the view holds
+	default:
+		v.snap.Merge(ans.Rows)
+		if cursor > v.cursor {
+			return true // rows merged, but (v.cursor, cursor] was not covered
+		}
+	}
+	v.cursor, v.mergedAt, v.serverTS = m, now, ans.ServerTimestamp
+	return true
+}
+
+// Invalidate records that a write reached the server without feeding the
+// view: it answers no poll until a fetch merges again.
+func (v *View) Invalidate() {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	v.mergedAt = time.Time{}
+}
+
+// Served is what a poll answered from the view gets.
+type Served struct {
+	// Rows are the view's rows; the slice is the caller's.
+	Rows []presence.Row
+	// Cursor is the id the rows stand at.
+	Cursor int64
+	// ServerTimestamp is the server's clock when the view last merged.
+	ServerTimestamp float64
+	// Age is how long ago that was, by the proxy's clock.
+	Age time.Duration
+}
+
+// Serve appends the view's rows to rows and reports what they stand for,
+// or false when the view may not answer a poll of days at now: it is not
+// synced, does not cover the window, or merged nothing within staleness.
+func (v *View) Serve(rows []presence.Row, now time.Time, days int64, staleness time.Duration) (Served, bool) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	age := now.Sub(v.mergedAt)
+	if !v.synced || days > v.days || age > staleness {
+		return Served{}, false
+	}
+	return Served{Rows: append(rows, v.snap.Rows()...), Cursor: v.cursor, ServerTimestamp: v.serverTS, Age: age}, true
+}
+
+// Row returns the view's row of a user, if it holds one.
+func (v *View) Row(userID int64) (presence.Presence, bool) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	return v.snap.Get(userID)
+}
+
+// cost is the view's memory in bytes.
+func (v *View) cost() int64 {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	return viewBaseCost + v.snap.SizeBytes()
+}
+
+func (v *View) info(host string) ViewInfo {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	return ViewInfo{Host: host, Rows: v.snap.Len(), Bytes: viewBaseCost + v.snap.SizeBytes(), Cursor: v.cursor}
+}
