@@ -26,6 +26,15 @@ type View struct {
 	mergedAt time.Time // proxy clock: when a fetch was last merged
 	serverTS float64   // server_timestamp of the answer last merged
 
+	// Since the last full fetch, which answered spanStart: the ids fetches
+	// started from or answered (boundaries), and for each row a fetch
+	// returned, the interval its id lies in. Every other row's id is at
+	// most spanStart. Both are reset by each full fetch, so they hold at
+	// most resync_interval of changes.
+	spanStart  int64
+	boundaries map[int64]struct{}
+	changed    map[int64]idRange
+
 	// Resync is held by the request making the host's full fetch, so
 	// that a burst of writes makes one.
 	Resync Flight
@@ -33,6 +42,9 @@ type View struct {
 	storedCost atomic.Int64 // the cost ristretto was last given
 	storedAt   atomic.Int64 // when, in Unix nanoseconds of the real clock
 }
+
+// idRange is an interval (lo, hi] of presence update ids.
+type idRange struct{ lo, hi int64 }
 
 // viewBaseCost is the memory of a View without its rows, ristretto's
 // entry included.
@@ -62,6 +74,7 @@ func (v *View) Apply(cursor, days int64, ans presence.Response, now time.Time) b
 	case cursor < 0 && m >= 0 && (!v.synced || m >= v.cursor):
 		v.snap.Replace(ans.Rows)
 		v.synced, v.days, v.syncedAt = true, days, now
+		v.spanStart, v.boundaries, v.changed = m, map[int64]struct{}{m: {}}, map[int64]idRange{}
 	case cursor < 0 || m < cursor:
 		v.synced = false
 		return false
@@ -69,9 +82,14 @@ func (v *View) Apply(cursor, days int64, ans presence.Response, now time.Time) b
 		return false // older than what the view holds
 	default:
 		v.snap.Merge(ans.Rows)
+		for _, r := range ans.Rows {
+			v.changed[r.UserID] = idRange{lo: cursor, hi: m}
+		}
+		v.boundaries[m] = struct{}{}
 		if cursor > v.cursor {
 			return true // rows merged, but (v.cursor, cursor] was not covered
 		}
+		v.boundaries[cursor] = struct{}{}
 	}
 	v.cursor, v.mergedAt, v.serverTS = m, now, ans.ServerTimestamp
 	return true
@@ -108,6 +126,38 @@ func (v *View) Serve(rows []presence.Row, now time.Time, days int64, staleness t
 		return Served{}, false
 	}
 	return Served{Rows: append(rows, v.snap.Rows()...), Cursor: v.cursor, ServerTimestamp: v.serverTS, Age: age}, true
+}
+
+// ServeSince appends the rows whose id is above cursor, as a web app tab
+// polling with last_update_id=cursor gets them, and reports the answer's
+// presence_last_update_id, or false when the view cannot tell exactly:
+// cursor is not a boundary of its fetches, a row's id may lie on either
+// side of it, or the view merged nothing within staleness.
+func (v *View) ServeSince(rows []presence.Row, cursor int64, now time.Time, staleness time.Duration) (Served, bool) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	age := now.Sub(v.mergedAt)
+	if _, boundary := v.boundaries[cursor]; !v.synced || !boundary || cursor < v.spanStart || age > staleness {
+		return Served{}, false
+	}
+	n := len(rows)
+	for id, r := range v.changed {
+		switch {
+		case r.hi <= cursor:
+		case r.lo >= cursor:
+			if p, ok := v.snap.Get(id); ok {
+				rows = append(rows, presence.Row{UserID: id, Presence: p})
+			}
+		default:
+			return Served{Rows: rows[:n]}, false
+		}
+	}
+	id := cursor // Zulip echoes the cursor when no row changed
+	if len(rows) > n {
+		// The view's cursor is the id of the last row a fetch returned.
+		id = v.cursor
+	}
+	return Served{Rows: rows, Cursor: id, ServerTimestamp: v.serverTS, Age: age}, true
 }
 
 // Row returns the view's row of a user, if it holds one.

@@ -90,6 +90,11 @@ func (c *call) serve() error {
 	case presence.KindPing:
 		return c.ping()
 	case presence.KindModern:
+		if c.h.Mode == modeShared {
+			if handled, err := c.shared(); handled {
+				return err
+			}
+		}
 		c.reserve()
 		return c.forward(outcomeForwarded)
 	default:

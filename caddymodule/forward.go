@@ -54,6 +54,9 @@ func (c *call) learnForwarded(t *tap, sent, received time.Time) {
 	}
 	if ans, err := presence.DecodeModern(t.head); err == nil {
 		c.learnAnswer(host, ans, sent, received)
+		if c.h.Mode == modeShared && c.req.Kind() == presence.KindModern {
+			c.mergeForwarded(ans, received)
+		}
 	}
 }
 

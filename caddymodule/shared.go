@@ -32,7 +32,7 @@ const maxViewDays = 365
 // very request makes it trusted before the view answers it.
 func (c *call) shared() (bool, error) {
 	view := c.eligibleView()
-	if view == nil {
+	if view == nil || !c.servable(view) {
 		return false, nil
 	}
 	prepared := false
@@ -49,7 +49,7 @@ func (c *call) shared() (bool, error) {
 			if c.req.Kind() == presence.KindPing {
 				return true, c.answerPing(now)
 			}
-			if served, ok := c.serveView(view, now); ok {
+			if served, ok := c.serveView(view, now, time.Duration(c.h.MaxStaleness), nil); ok {
 				return true, served()
 			}
 			c.reserve() // too stale to answer: the write goes as a fetch
@@ -153,27 +153,71 @@ func (c *call) rowFromView(view *cache.View) {
 	}
 }
 
-// serveView returns the writer of a full poll's answer rendered from the
-// view, or false when the view may not answer it.
-func (c *call) serveView(view *cache.View, now time.Time) (func() error, bool) {
+// servable reports whether the view may answer the request at all once
+// fed: a web app tab's poll only at a cursor that is a boundary the view
+// covers (any other, such as a page load's, is forwarded as it came and
+// merged), with a history window that is not 0.
+func (c *call) servable(view *cache.View) bool {
+	switch {
+	case c.req.Kind() != presence.KindModern:
+		return true
+	case c.req.WindowDays() == 0 || c.req.LastUpdateID == 0:
+		return false
+	case c.req.LastUpdateID < 0:
+		return true
+	}
 	rowsp := rowPool.Get().(*[]presence.Row)
-	served, ok := view.Serve((*rowsp)[:0], now, c.req.WindowDays(), time.Duration(c.h.MaxStaleness))
+	served, ok := view.ServeSince((*rowsp)[:0], c.req.LastUpdateID, c.h.now(), time.Duration(1<<62))
+	putRows(rowsp, served.Rows)
+	return ok
+}
+
+// serveView returns the writer of a poll's answer rendered from the view,
+// or false when the view may not answer it within staleness. fed is the
+// answer to the fetch that carried the poll's write, nil when there was
+// none: its header and status are the answer's.
+func (c *call) serveView(view *cache.View, now time.Time, staleness time.Duration, fed *recorder) (func() error, bool) {
+	rowsp := rowPool.Get().(*[]presence.Row)
+	var served cache.Served
+	var ok bool
+	if c.req.Kind() == presence.KindModern && c.req.LastUpdateID > 0 {
+		served, ok = view.ServeSince((*rowsp)[:0], c.req.LastUpdateID, now, staleness)
+	} else {
+		served, ok = view.Serve((*rowsp)[:0], now, c.req.WindowDays(), staleness)
+	}
 	if !ok {
-		rowPool.Put(rowsp)
+		putRows(rowsp, served.Rows)
 		return nil, false
 	}
 	return func() error {
 		defer putRows(rowsp, served.Rows)
-		hdr := c.w.Header()
-		c.setLocalHeader(hdr, now)
-		ok, err := c.writeFull(served.Rows, served.Cursor, served.ServerTimestamp, nil, hdr, http.StatusOK)
+		hdr, status, outcome, upstream := c.w.Header(), http.StatusOK, outcomeView, 0
+		if fed != nil {
+			hdr, status, outcome, upstream = fed.header, fed.status, outcomeViewFed, fed.body.Len()
+		} else {
+			c.setLocalHeader(hdr, now)
+		}
+		ok, err := c.writeServed(served, hdr, status)
 		if !ok {
 			return c.viewFallback()
 		}
 		c.h.metrics.observeViewAge(served.Age)
-		c.record(outcomeView, 0)
+		c.record(outcome, upstream)
 		return err
 	}, true
+}
+
+// writeServed writes the answer of what the view served.
+func (c *call) writeServed(served cache.Served, hdr http.Header, status int) (bool, error) {
+	if c.req.Kind() == presence.KindModern && c.req.LastUpdateID > 0 {
+		// An incremental answer: every row that changed, whatever its age.
+		bufp := bufPool.Get().(*[]byte)
+		defer bufPool.Put(bufp)
+		a := presence.Answer{ServerTimestamp: served.ServerTimestamp, LastUpdateID: served.Cursor}
+		*bufp = presence.AppendModern((*bufp)[:0], served.Rows, a)
+		return true, writeAnswer(c.w, hdr, status, *bufp)
+	}
+	return c.writeFull(served.Rows, served.Cursor, served.ServerTimestamp, nil, hdr, status)
 }
 
 // feed sends the request's reserved write upstream as a fetch at the
@@ -237,10 +281,7 @@ func (c *call) feed(view *cache.View) error {
 	host := c.hostFor()
 	c.learnAnswer(host, ans, now, received)
 	host.SetPingHeader(pingHeaderOf(rec.header))
-	if view.Apply(up.LastUpdateID, days, ans, received) {
-		c.h.store.KeepView(c.host, view)
-		c.h.metrics.observeViewFetch(!ok)
-	}
+	c.merge(view, up.LastUpdateID, days, ans, received)
 	if c.req.Kind() == presence.KindPing {
 		c.record(outcomeViewFed, rec.body.Len())
 		return writeAnswer(c.w, rec.header, rec.status, presence.PingAnswer)
@@ -248,23 +289,36 @@ func (c *call) feed(view *cache.View) error {
 	return c.answerFed(view, rec, received)
 }
 
-// answerFed answers a full poll whose write fed the view.
+// merge merges the answer to a fetch made at cursor into the view.
+func (c *call) merge(view *cache.View, cursor, days int64, ans presence.Response, now time.Time) {
+	if view.Apply(cursor, days, ans, now) {
+		c.h.store.KeepView(c.host, view)
+		c.h.metrics.observeViewFetch(cursor < 0)
+	}
+}
+
+// mergeForwarded merges the answer to a web app poll forwarded as it came
+// into the host's view, when the session is eligible and the answer
+// overlaps the view (or is a full fetch at least as wide).
+func (c *call) mergeForwarded(ans presence.Response, now time.Time) {
+	cursor, days := c.req.LastUpdateID, c.req.WindowDays()
+	if cursor == 0 || (cursor < 0 && days < presence.DefaultWindowDays) {
+		return
+	}
+	if view := c.eligibleView(); view != nil {
+		c.merge(view, cursor, days, ans, now)
+	}
+}
+
+// answerFed answers a poll whose write fed the view.
 func (c *call) answerFed(view *cache.View, rec *recorder, now time.Time) error {
-	rowsp := rowPool.Get().(*[]presence.Row)
-	served, ok := view.Serve((*rowsp)[:0], now, c.req.WindowDays(), time.Duration(c.h.MaxStaleness))
-	defer putRows(rowsp, served.Rows)
+	send, ok := c.serveView(view, now, time.Duration(1<<62), rec)
 	if !ok {
 		// The view could not take this answer (another fetch reset it):
 		// the write was made, so the client's own request now reads.
 		return c.viewFallback()
 	}
-	ok, err := c.writeFull(served.Rows, served.Cursor, served.ServerTimestamp, nil, rec.header, rec.status)
-	if !ok {
-		return c.viewFallback()
-	}
-	c.h.metrics.observeViewAge(served.Age)
-	c.record(outcomeViewFed, rec.body.Len())
-	return err
+	return send()
 }
 
 // viewFallback sends the client's own request upstream: the view cannot
