@@ -20,7 +20,7 @@ import (
 // bytes. Design targets (ratios, timings) are reported, never asserted.
 func TestShortWorkload(t *testing.T) {
 	spec := shortConfig(1).Specs[0]
-	res, err := runRealm(spec, 1, func(int) {})
+	res, err := runRealm(spec, 1, sessionRun, func(int) {})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -61,11 +61,11 @@ func TestShortWorkload(t *testing.T) {
 // TestSameSeedSameWorkload: the workload is a function of the seed.
 func TestSameSeedSameWorkload(t *testing.T) {
 	spec := Spec{Name: "tiny", Users: 30, Active: 20, Online: 8, ClientsPerUser: 1.5, Minutes: 3}
-	a, err := runRealm(spec, 7, func(int) {})
+	a, err := runRealm(spec, 7, sessionRun, func(int) {})
 	if err != nil {
 		t.Fatal(err)
 	}
-	b, err := runRealm(spec, 7, func(int) {})
+	b, err := runRealm(spec, 7, sessionRun, func(int) {})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -231,6 +231,36 @@ func TestE2E(t *testing.T) {
 			if st := res.Stats[k][s]; st.N == 0 || st.Errors != 0 {
 				t.Errorf("%s on site %d: %d answers, %d errors", e2eKindNames[k], s, st.N, st.Errors)
 			}
+		}
+	}
+}
+
+// TestShortWorkloadShared runs the short workload with the handler in
+// shared mode, one instance and two: every answer within the shared-mode
+// contract, no lost write, fewer upstream bytes than session mode's run.
+func TestShortWorkloadShared(t *testing.T) {
+	spec := shortConfig(1).Specs[0]
+	spec.Minutes = 3
+	for _, v := range []Variant{sharedRun, sharedTwo} {
+		res, err := runRealm(spec, 1, v, func(int) {})
+		if err != nil {
+			t.Fatal(err)
+		}
+		d, m := res.Totals[sideDirect], res.Totals[sideModule]
+		if res.Violations != 0 {
+			t.Errorf("%s: %d contract violations, first: %s", v, res.Violations, strings.Join(res.Samples, "\n"))
+		}
+		if res.LostWrites != 0 || res.RowMismatches != 0 || m.RowsWritten != d.RowsWritten {
+			t.Errorf("%s: %d lost writes, %d rows differing at the end, rows written %d through the module, %d direct", v, res.LostWrites, res.RowMismatches, m.RowsWritten, d.RowsWritten)
+		}
+		if m.Bytes >= d.Bytes {
+			t.Errorf("%s: upstream bytes %d through the module, not fewer than %d direct", v, m.Bytes, d.Bytes)
+		}
+		if st := res.Staleness; st.N == 0 || st.P99 > res.MaxStaleness.Seconds() {
+			t.Errorf("%s: staleness over %d polls, p99 %gs", v, st.N, st.P99)
+		}
+		if res.Outcomes["slim/view"]+res.Outcomes["slim/view_fed"] == 0 {
+			t.Errorf("%s: no slim poll answered from the view; outcomes %v", v, res.Outcomes)
 		}
 	}
 }

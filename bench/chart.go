@@ -17,10 +17,12 @@ const (
 	legendH        = 34
 )
 
-// Series colours: direct, module, ideal.
+// Series colours: direct, module (session mode), module (shared mode),
+// ideal.
 var (
 	colorDirect = "#d62728"
 	colorModule = "#1f77b4"
+	colorShared = "#2ca02c"
 	colorIdeal  = "#7f7f7f"
 )
 
@@ -41,16 +43,19 @@ type panel struct {
 
 // writeChart writes a hand-made SVG of upstream bytes and requests per
 // simulated minute, direct versus module (and the ideal), one row per
-// realm.
-func writeChart(w io.Writer, realms []*RealmResult) error {
-	height := legendH + len(realms)*panelH
+// realm: its first run, and the shared-mode run with the handler's
+// defaults as a second module line when the first is in session mode.
+func writeChart(w io.Writer, runs []*RealmResult) error {
+	names := realmNames(runs)
+	height := legendH + len(names)*panelH
 	var b strings.Builder
 	fmt.Fprintf(&b, `<svg xmlns="http://www.w3.org/2000/svg" width="%d" height="%d" viewBox="0 0 %d %d" font-family="sans-serif" font-size="11">`+"\n", 2*panelW, height, 2*panelW, height)
 	fmt.Fprintf(&b, `<rect width="100%%" height="100%%" fill="white"/>`+"\n")
-	legend(&b)
-	for i, rr := range realms {
+	legend(&b, findShared(runs) != nil)
+	for i, name := range names {
 		y := legendH + i*panelH
-		bytesPanel, reqPanel := realmPanels(rr)
+		rs := runsOf(runs, name)
+		bytesPanel, reqPanel := realmPanels(rs[0], findShared(rs))
 		drawPanel(&b, bytesPanel, 0, y)
 		drawPanel(&b, reqPanel, panelW, y)
 	}
@@ -59,8 +64,26 @@ func writeChart(w io.Writer, realms []*RealmResult) error {
 	return err
 }
 
-func legend(b *strings.Builder) {
+// findShared is the first shared-mode run with the handler's defaults
+// that can go beside a session-mode run, nil if there is none.
+func findShared(runs []*RealmResult) *RealmResult {
+	if len(runs) == 0 || runs[0].Variant.shared() {
+		return nil
+	}
+	for _, rr := range runs {
+		if rr.Variant == sharedRun {
+			return rr
+		}
+	}
+	return nil
+}
+
+func legend(b *strings.Builder, shared bool) {
 	items := []series{{name: "direct (no proxy)", color: colorDirect}, {name: "through zulip_presence", color: colorModule}, {name: "ideal (design §9)", color: colorIdeal, dashed: true}}
+	if shared {
+		items[1].name = "zulip_presence, session mode"
+		items = append(items[:2], series{name: "shared mode", color: colorShared}, items[2])
+	}
 	x := padLeft
 	for _, s := range items {
 		fmt.Fprintf(b, `<line x1="%d" y1="17" x2="%d" y2="17" stroke="%s" stroke-width="2.5"%s/>`+"\n", x, x+24, s.color, dash(s.dashed))
@@ -69,8 +92,9 @@ func legend(b *strings.Builder) {
 	}
 }
 
-// realmPanels builds the two panels of a realm from its per-minute counters.
-func realmPanels(rr *RealmResult) (panel, panel) {
+// realmPanels builds the two panels of a realm from its per-minute
+// counters, with the module side of shared, if not nil, as another line.
+func realmPanels(rr, shared *RealmResult) (panel, panel) {
 	n := len(rr.Minutes)
 	var bd, bm, bi, rd, rm, ri []float64
 	for _, m := range rr.Minutes {
@@ -86,6 +110,15 @@ func realmPanels(rr *RealmResult) (panel, panel) {
 		{name: "direct", color: colorDirect, ys: bd}, {name: "module", color: colorModule, ys: bm}, {name: "ideal", color: colorIdeal, dashed: true, ys: bi}}}
 	reqPanel := panel{title: fmt.Sprintf(title, "requests"), format: countF, lines: []series{
 		{name: "direct", color: colorDirect, ys: rd}, {name: "module", color: colorModule, ys: rm}, {name: "ideal", color: colorIdeal, dashed: true, ys: ri}}}
+	if shared != nil {
+		var bs, rs []float64
+		for _, m := range shared.Minutes {
+			bs = append(bs, float64(m.Bytes[sideModule]))
+			rs = append(rs, float64(m.Requests[sideModule]))
+		}
+		bytesPanel.lines = append(bytesPanel.lines, series{name: "shared", color: colorShared, ys: bs})
+		reqPanel.lines = append(reqPanel.lines, series{name: "shared", color: colorShared, ys: rs})
+	}
 	return bytesPanel, reqPanel
 }
 

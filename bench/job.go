@@ -34,6 +34,9 @@ type job struct {
 	rows    int                     // entries in the direct answer
 	err     error                   // the comparator's verdict
 	row     [numSides]zuliptest.Row // the sender's row after the request
+	cursor  [numSides]int64         // the last_update_id sent to each side (web tabs)
+	hi      int64                   // the direct realm's last update id after its answer
+	asOf    asOf                    // how the shared-mode checker accepted the answer
 }
 
 func newJob(c *client, t *tab, f url.Values) *job {
@@ -67,7 +70,8 @@ func (j *job) request(s side) *http.Request {
 		for k, v := range j.form {
 			f[k] = v
 		}
-		f.Set("last_update_id", strconv.FormatInt(j.t.cursor[s], 10))
+		j.cursor[s] = j.t.cursor[s]
+		f.Set("last_update_id", strconv.FormatInt(j.cursor[s], 10))
 	}
 	body, ctype := zuliptest.EncodeForm(f, j.c.kind == KindScript && j.c.script.multipart)
 	path := apiPresencePath

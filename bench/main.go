@@ -4,8 +4,12 @@
 // answer, runs Caddy on loopback sockets with and without the handler, and
 // writes a markdown report with an SVG chart.
 //
+// Each realm is replayed in session mode and in shared mode (design §10),
+// whose answers are checked against the direct server's history.
+//
 //	go run ./bench          # the full run: R200, R2k and R10k, 30 simulated minutes each
 //	go run ./bench -short   # R200 for 5 simulated minutes and a small end-to-end run
+//	go run ./bench -realms R2k -minutes 15 -mode shared -trust 5m   # one shared-mode run
 //	go run ./bench -realms none -e2e forwarded   # only forwarded polls, end to end
 package main
 
@@ -30,17 +34,23 @@ type Config struct {
 	Short bool
 	Seed  uint64
 	Specs []Spec
-	E2E   E2EConfig
-	Micro bool
+	// Variants are the runs of every realm; Extras, more runs of the named
+	// realm.
+	Variants []Variant
+	Extras   map[string][]Variant
+	E2E      E2EConfig
+	Micro    bool
 }
 
 // fullConfig and shortConfig are the two modes.
 func fullConfig(seed uint64) Config {
 	return Config{
-		Seed:  seed,
-		Specs: []Spec{specR200, specR2k, specR10k},
-		E2E:   E2EConfig{Users: 2000, Active: 1500, Clients: 400, Workers: 2, Duration: 20 * time.Second, MaxPairs: 40_000},
-		Micro: true,
+		Seed:     seed,
+		Specs:    []Spec{specR200, specR2k, specR10k},
+		Variants: []Variant{sessionRun, sharedRun},
+		Extras:   map[string][]Variant{"R2k": {sharedTrust, sharedTwo}},
+		E2E:      E2EConfig{Users: 2000, Active: 1500, Clients: 400, Workers: 2, Duration: 20 * time.Second, MaxPairs: 40_000},
+		Micro:    true,
 	}
 }
 
@@ -48,11 +58,13 @@ func shortConfig(seed uint64) Config {
 	r200 := specR200
 	r200.Minutes = 5
 	return Config{
-		Short: true,
-		Seed:  seed,
-		Specs: []Spec{r200},
-		E2E:   E2EConfig{Users: 200, Active: 150, Clients: 40, Workers: 2, Duration: 2 * time.Second, MaxPairs: 2_000},
-		Micro: true,
+		Short:    true,
+		Seed:     seed,
+		Specs:    []Spec{r200},
+		Variants: []Variant{sessionRun, sharedRun},
+		Extras:   map[string][]Variant{"R200": {sharedTrust, sharedTwo}},
+		E2E:      E2EConfig{Users: 200, Active: 150, Clients: 40, Workers: 2, Duration: 2 * time.Second, MaxPairs: 2_000},
+		Micro:    true,
 	}
 }
 
@@ -64,10 +76,17 @@ func main() {
 	realms := flag.String("realms", "", "comma-separated realms to run instead of the mode's (R200, R2k, R10k)")
 	minutes := flag.Int("minutes", 0, "simulated minutes per realm instead of the mode's")
 	e2eKinds := flag.String("e2e", "", "comma-separated request kinds the end-to-end run sends, in equal shares, instead of its mix (ping, slim, forwarded)")
+	mode := flag.String("mode", "both", "session, shared or both: the modes each realm is replayed in")
+	trust := flag.String("trust", "", "trust_window of the shared-mode runs, e.g. 5m (default: the handler's, plus a 5m run of R2k)")
+	instances := flag.Int("instances", 0, "handlers in front of the realm in the shared-mode runs, 1 or 2 (default: 1, plus a run of R2k with 2)")
 	flag.Parse()
 	cfg := fullConfig(*seed)
 	if *short {
 		cfg = shortConfig(*seed)
+	}
+	if err := cfg.overrideVariants(*mode, *trust, *instances); err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		os.Exit(2)
 	}
 	if err := cfg.override(*realms, *minutes, *e2eKinds); err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
@@ -139,15 +158,23 @@ func measure(cfg Config, prog *progress) (*Report, error) {
 		return nil, err
 	}
 	for _, spec := range cfg.Specs {
-		res, err := runRealm(spec, cfg.Seed, func(m int) {
-			prog.say(fmt.Sprintf("%s twin: minute %d/%d", spec.Name, m, spec.Minutes), m%5 == 0 || m == spec.Minutes)
-		})
-		if err != nil {
-			return nil, fmt.Errorf("%s: %v", spec.Name, err)
+		for _, v := range cfg.variantsFor(spec) {
+			res, err := runRealm(spec, cfg.Seed, v, func(m int) {
+				prog.say(fmt.Sprintf("%s %s twin: minute %d/%d", spec.Name, v, m, spec.Minutes), m%5 == 0 || m == spec.Minutes)
+			})
+			if err != nil {
+				return nil, fmt.Errorf("%s (%s): %v", spec.Name, v, err)
+			}
+			prog.say(fmt.Sprintf("%s %s done: upstream bytes module/direct %.3f, requests %.2f, %d fidelity violations, %d lost writes", spec.Name, v,
+				div(float64(res.Totals[sideModule].Bytes), float64(res.Totals[sideDirect].Bytes)),
+				div(float64(res.Totals[sideModule].Requests), float64(res.Totals[sideDirect].Requests)), res.Violations, res.LostWrites), true)
+			if v.shared() {
+				st := res.Staleness
+				prog.say(fmt.Sprintf("%s %s: staleness p50 %gs, p99 %gs, max %gs over %d polls; %d answers checked against the history (%d as-of renders)", spec.Name, v,
+					st.P50, st.P99, st.Max, st.N, st.Searched, st.Renders), true)
+			}
+			rep.Realms = append(rep.Realms, res)
 		}
-		prog.say(fmt.Sprintf("%s done: upstream bytes module/direct %.2f, %d fidelity violations", spec.Name,
-			div(float64(res.Totals[sideModule].Bytes), float64(res.Totals[sideDirect].Bytes)), res.Violations), true)
-		rep.Realms = append(rep.Realms, res)
 	}
 	if cfg.Micro {
 		prog.say("micro benchmarks", true)

@@ -28,8 +28,8 @@ func writeReport(w io.Writer, r *Report) error {
 	p := &printer{w: w}
 	p.header(r)
 	p.targets(r)
-	for _, rr := range r.Realms {
-		p.realm(rr)
+	for _, name := range realmNames(r.Realms) {
+		p.realm(runsOf(r.Realms, name))
 	}
 	p.e2e(r.E2E)
 	p.method(r)
@@ -56,6 +56,9 @@ func (p *printer) header(r *Report) {
 		mode = "short"
 	}
 	p.f("* Command: `%s`\n* Mode: %s: %s; seed %d\n", r.Command, mode, scope(r), r.Seed)
+	if m := modesLine(r.Realms); m != "" {
+		p.f("* Modes: %s\n", m)
+	}
 	p.f("* Machine: %s\n", r.Machine)
 	p.f("* Date: %s; the whole run took %s\n", r.Started.UTC().Format("2006-01-02 15:04 MST"), r.Took.Round(time.Second))
 	if r.ChartRef != "" {
@@ -79,10 +82,7 @@ func realmScope(rs []*RealmResult) string {
 	if len(rs) == 0 {
 		return "no realm replays"
 	}
-	var names []string
-	for _, rr := range rs {
-		names = append(names, rr.Spec.Name)
-	}
+	names := realmNames(rs)
 	each := ""
 	if len(names) > 1 {
 		each = " each"
@@ -133,18 +133,25 @@ func (p *printer) targets(r *Report) {
 }
 
 func targets(r *Report) []target {
+	ts := sessionTargets(r, sessionRuns(r.Realms))
+	return append(ts, sharedTargets(sharedRuns(r.Realms))...)
+}
+
+// sessionTargets are design §9's targets of session mode and of the
+// micro and end-to-end runs.
+func sessionTargets(r *Report, realms []*RealmResult) []target {
 	var ts []target
-	r2k := findRealm(r.Realms, "R2k")
+	r2k := findRealm(realms, "R2k")
 	ts = append(ts, ratioTarget("R2k upstream bytes, module/direct (session mode)", "≤ 0.30", r2k, 0.30, func(t Totals) float64 { return float64(t.Bytes) }))
 	ts = append(ts, ratioTarget("R2k presence rows read, module/direct", "≤ 0.30", r2k, 0.30, func(t Totals) float64 { return float64(t.RowsRead) }))
-	ts = append(ts, allRealms(r.Realms, "rows written, module/direct", "1.00, no lost write", func(rr *RealmResult) (string, bool) {
+	ts = append(ts, allRealms(realms, "rows written, module/direct", "1.00, no lost write", func(rr *RealmResult) (string, bool) {
 		ratio := div(float64(rr.Totals[sideModule].RowsWritten), float64(rr.Totals[sideDirect].RowsWritten))
 		return fmt.Sprintf("%s: %.2f, %d lost", rr.Spec.Name, ratio, rr.LostWrites), ratio == 1 && rr.LostWrites == 0
 	}))
-	ts = append(ts, allRealms(r.Realms, "fidelity violations", "0", func(rr *RealmResult) (string, bool) {
+	ts = append(ts, allRealms(realms, "fidelity violations", "0", func(rr *RealmResult) (string, bool) {
 		return fmt.Sprintf("%s: %s", rr.Spec.Name, count(int64(rr.Violations))), rr.Violations == 0 && rr.RowMismatches == 0
 	}))
-	ts = append(ts, allRealms(r.Realms, "upstream bytes, module/ideal", "≤ 1.2", func(rr *RealmResult) (string, bool) {
+	ts = append(ts, allRealms(realms, "upstream bytes, module/ideal", "≤ 1.2", func(rr *RealmResult) (string, bool) {
 		ratio := div(float64(rr.Totals[sideModule].Bytes), float64(rr.Ideal.Bytes))
 		return fmt.Sprintf("%s: %.2f", rr.Spec.Name, ratio), ratio <= 1.2
 	}))
@@ -153,7 +160,7 @@ func targets(r *Report) []target {
 			check("local ping answer, in process", "≤ 5 µs, ≤ 4 allocations", fmt.Sprintf("%s, %.0f allocations", micros(m.PingNs), m.PingAllocs), m.PingNs <= 5000 && m.PingAllocs <= 4),
 			check("merge a 400-row delta (into 1 500 rows)", "≤ 50 µs", micros(m.MergeNs), m.MergeNs <= 50_000),
 			check("render 1 500 rows, slim / legacy", "≤ 100 µs / ≤ 250 µs", micros(m.SlimNs)+" / "+micros(m.LegacyNs), m.SlimNs <= 100_000 && m.LegacyNs <= 250_000),
-			check("snapshot memory", "≤ 40 bytes per row", fmt.Sprintf("%.1f bytes per row", m.SnapshotBytesPerRow)+storePerRow(r.Realms), m.SnapshotBytesPerRow <= 40),
+			check("snapshot memory", "≤ 40 bytes per row", fmt.Sprintf("%.1f bytes per row", m.SnapshotBytesPerRow)+storePerRow(realms), m.SnapshotBytesPerRow <= 40),
 		)
 	}
 	if e := r.E2E; e != nil && e.Stats[e2eModern][siteModule].N > 0 {
@@ -213,15 +220,30 @@ func findRealm(rs []*RealmResult, name string) *RealmResult {
 	return nil
 }
 
-func (p *printer) realm(rr *RealmResult) {
-	s := rr.Spec
+// realm prints the runs of one realm: side by side when there are
+// several, then each in detail.
+func (p *printer) realm(runs []*RealmResult) {
+	s := runs[0].Spec
 	p.f("## %s: %s users, %s active in 14 days, %d online, %.1f clients per online user, %d simulated minutes\n\n",
 		s.Name, count(int64(s.Users)), count(int64(s.Active)), s.Online, s.ClientsPerUser, s.Minutes)
-	p.realmTable(rr)
-	p.lostWrites(rr)
-	p.byKind(rr)
-	p.outcomes(rr)
-	p.timing(rr)
+	if len(runs) > 1 || runs[0].Variant.shared() {
+		p.sideBySide(runs)
+	}
+	for _, rr := range runs {
+		if len(runs) > 1 || rr.Variant.shared() {
+			p.f("### %s\n\n", runTitle(rr))
+		}
+		p.realmTable(rr)
+		if rr.Variant.shared() {
+			p.staleness(rr)
+			p.sharedViolations(rr)
+		} else {
+			p.lostWrites(rr)
+		}
+		p.byKind(rr)
+		p.outcomes(rr)
+		p.timing(rr)
+	}
 }
 
 func (p *printer) realmTable(rr *RealmResult) {
@@ -329,6 +351,7 @@ func (p *printer) method(r *Report) {
 * **Ideal** (design §9): requests = one write per online user per 55 s (online user-seconds ÷ 55); bytes and rows = for every poll, Zulip's modern envelope plus the modern entries of the rows whose last_update_id moved since that poller's previous poll (each web tab is a poller; a non-web client's first poll counts its whole window); rows written = the direct side's, since any fewer would lose a write. The module can read fewer rows than this ideal: the API clients of one user share one session, hence one snapshot and cursor, so the second client's poll only fetches what changed since the first one's.
 * **State per session.** *Heap*: the live heap freed when the handler's store is dropped at the end of the run (after two collections), less the heap of the empty store measured at provisioning, divided by the credentials the module saw (API keys and browser sessions that sent a request it understood). *Store accounting*: the store's own cost accounting (`+"`caddy_zulip_presence_store_bytes`"+`) over the same sessions. Sessions of users who went offline are still held (the store's TTL is 20 minutes of wall time). Rows per snapshot are taken from each session's last converted answer.
 * **CPU** per client request is the CPU time of the side's thread (%s), split on the module side between the handler (proxy) and the zuliptest server it calls (server). The garbage collector's background work is not in either figure.
+* **Shared mode** (design §10) runs replay the same workload with the handler in `+"`mode shared`"+` (one handler, or two with separate stores, each client talking to one of them at random, so one user's devices may be split). An answer equal to the direct one passes as above. Otherwise, when both are presence answers, the module's `+"`server_timestamp`"+` must be at most `+"`max_staleness`"+` older than the direct one's, and the answer must equal, under the same comparator, the direct realm's `+"`RenderAsOf`"+` for the same viewer and request (the module side's `+"`last_update_id`"+`, whose cursor may differ from the direct tab's) at the module's `+"`server_timestamp`"+` and at some update id between the realm's last one `+"`max_staleness`"+` before the request and its last one after the direct answer, with the requester's own entry as of now (taken from the direct answer, or rendered as of the direct answer's id when the cursors differ). The id the answer claims is tried first, then every id from the newest down. For incremental polls the answer's presence_last_update_id may be the as-of one or, when the requester's own row is newer, that row's id. *Staleness* is direct `+"`server_timestamp`"+` − module `+"`server_timestamp`"+` over every poll answer of the run.
 * **End to end** as described above; the micro figures are `+"`testing.Benchmark`"+` runs in the same process (a trusted session's ping through `+"`Handler.ServeHTTP`"+`; `+"`presence.Snapshot.Merge`"+` of 400 rows, 100 of them new, into 1 500; `+"`presence.AppendModern`/`AppendLegacy`"+` of 1 500 rows; the heap of 200 snapshots of 1 500 rows built from a full fetch and ten deltas).
 `, cpuClockName)
 	if r.Micro != nil {

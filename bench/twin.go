@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"math/rand/v2"
 	"net/http"
 	"os"
 	"runtime"
@@ -71,6 +72,10 @@ type KindTotals struct {
 // RealmResult is everything the report says about one realm.
 type RealmResult struct {
 	Spec           Spec
+	Variant        Variant       // how the module side was configured
+	Trust          time.Duration // its trust_window
+	MaxStaleness   time.Duration // its max_staleness (shared mode)
+	Staleness      Staleness     // shared mode: how old its answers stood
 	Totals         [numSides]Totals
 	Ideal          IdealTotals
 	ClientRequests int64
@@ -78,14 +83,15 @@ type RealmResult struct {
 	ByKind         [numKinds]KindTotals
 	Minutes        []Minute
 	Violations     int
-	Samples        []string // the first few violations
-	RowMismatches  int      // users whose rows differ at the end
-	LostWrites     int      // times a sender's row started to differ
-	Sessions       int      // credentials the module saw
-	StoreAccounted float64  // the store's own cost accounting, bytes
-	StoreHeap      int64    // heap freed when the store was dropped, bytes
-	StoreFixed     int64    // heap of the empty store, bytes
-	SnapshotRows   int64    // rows of the converted sessions' last answers
+	Samples        []string       // the first few violations
+	ViolationKinds map[string]int // shared mode: violations by client kind and request
+	RowMismatches  int            // users whose rows differ at the end
+	LostWrites     int            // times a sender's row started to differ
+	Sessions       int            // credentials the module saw
+	StoreAccounted float64        // the store's own cost accounting, bytes
+	StoreHeap      int64          // heap freed when the store was dropped, bytes
+	StoreFixed     int64          // heap of the empty store, bytes
+	SnapshotRows   int64          // rows of the converted sessions' last answers
 	ServerCPU      [numSides]time.Duration
 	ProxyCPU       time.Duration
 	Outcomes       map[string]float64 // "kind/outcome" → requests
@@ -147,13 +153,14 @@ func (w *worker) do(j *job) {
 	if w.s == sideDirect {
 		w.serveDirect(j, rec, req)
 	} else {
-		w.serveModule(rec, req)
+		w.serveModule(w.tw.hs[j.c.inst], rec, req)
 	}
 	j.ans[w.s] = answer{status: rec.status, body: rec.body}
 	j.learn(w.s)
 	j.row[w.s] = w.tw.realm(w.s).PresenceRow(j.c.user.id)
 	w.seq = max(w.seq, j.row[w.s].LastUpdateID)
 	if w.s == sideDirect {
+		j.hi = w.tw.realm(sideDirect).LastUpdateID()
 		w.tw.ideal.observe(j, w.tw.sec)
 	}
 }
@@ -173,9 +180,9 @@ func (w *worker) serveDirect(j *job, rec *recorder, req *http.Request) {
 // serveModule has the handler answer the client, calling the proxied
 // server through upstream; a handler error is what Caddy would turn into
 // a 502.
-func (w *worker) serveModule(rec *recorder, req *http.Request) {
+func (w *worker) serveModule(h *caddymodule.Handler, rec *recorder, req *http.Request) {
 	c0 := threadCPU()
-	err := w.tw.h.ServeHTTP(rec, req, w.next)
+	err := h.ServeHTTP(rec, req, w.next)
 	w.cpu += threadCPU() - c0
 	if err != nil {
 		rec.status, rec.body = http.StatusBadGateway, append(rec.body[:0], err.Error()...)
@@ -211,11 +218,16 @@ func (w *worker) upstream(rw http.ResponseWriter, r *http.Request) error {
 // every pair of answers is compared (design §6).
 type twin struct {
 	spec     Spec
+	variant  Variant
 	clk      *clock
 	srv      [numSides]*zuliptest.Server
-	h        *caddymodule.Handler
-	cancel   context.CancelFunc
-	metrics  prometheus.Gatherer
+	hs       []*caddymodule.Handler // one per instance
+	cancels  []context.CancelFunc
+	metrics  prometheus.Gatherer // the handlers' collectors are process-wide
+	route    *rand.Rand          // assigns clients to instances
+	checker  *sharedChecker      // shared mode
+	stale    []float64           // shared mode: staleness of every poll answer
+	viewAged []float64           // of those answered without upstream
 	workers  [numSides]*worker
 	queue    []*job
 	ideal    *ideal
@@ -234,7 +246,7 @@ type twin struct {
 
 func newTwin(spec Spec) *twin {
 	clk := newClock()
-	tw := &twin{spec: spec, clk: clk, res: &RealmResult{Spec: spec}, creds: map[string]bool{}, snapRows: map[string]int{}, diverged: map[int64]bool{}, seen: map[string]bool{}}
+	tw := &twin{spec: spec, clk: clk, res: &RealmResult{Spec: spec, Variant: sessionRun}, creds: map[string]bool{}, snapRows: map[string]int{}, diverged: map[int64]bool{}, seen: map[string]bool{}}
 	for s := range numSides {
 		tw.srv[s] = zuliptest.New(clk.Now)
 	}
@@ -271,21 +283,57 @@ func (tw *twin) enqueue(j *job) {
 	tw.queue = append(tw.queue, j)
 }
 
-// provision attaches a fresh zulip_presence handler to the module side,
-// with the virtual clock injected.
+// setVariant configures the module side of the run; seed makes the
+// assignment of clients to instances.
+func (tw *twin) setVariant(v Variant, seed uint64) {
+	tw.variant = v
+	tw.res.Variant = v
+	tw.route = rand.New(rand.NewPCG(seed, 0x2157a9ce))
+}
+
+// instance picks the handler a new client talks to: at random when there
+// are several, from a generator of its own, so the workload stays the
+// same in every variant.
+func (tw *twin) instance() int {
+	if n := tw.variant.instances(); n > 1 {
+		return tw.route.IntN(n)
+	}
+	return 0
+}
+
+// provision attaches fresh zulip_presence handlers to the module side, one
+// per instance, each with its own store, with the virtual clock injected.
 func (tw *twin) provision() error {
-	ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
-	h := &caddymodule.Handler{CacheName: fmt.Sprintf("bench-%s-%d", tw.spec.Name, time.Now().UnixNano())}
-	if err := quietly(func() error { return h.Provision(ctx) }); err != nil {
-		cancel()
-		return err
+	stamp := time.Now().UnixNano()
+	for i := range tw.variant.instances() {
+		ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
+		h := &caddymodule.Handler{CacheName: fmt.Sprintf("bench-%s-%d-%d", tw.spec.Name, stamp, i)}
+		if tw.variant.shared() {
+			h.Mode = "shared"
+			h.TrustWindow = caddy.Duration(tw.variant.Trust)
+		}
+		tw.cancels = append(tw.cancels, cancel)
+		if err := quietly(func() error { return h.Provision(ctx) }); err != nil {
+			return err
+		}
+		tw.hs = append(tw.hs, h)
+		if err := h.Validate(); err != nil {
+			return err
+		}
+		h.SetClock(tw.clk.Now)
+		if i == 0 {
+			tw.metrics = ctx.GetMetricsRegistry()
+		}
 	}
-	if err := h.Validate(); err != nil {
-		cancel()
-		return err
+	h := tw.hs[0]
+	tw.res.Trust, tw.res.MaxStaleness = time.Duration(h.TrustWindow), time.Duration(h.MaxStaleness)
+	if tw.variant.shared() {
+		emails := map[int64]string{}
+		for _, u := range tw.realm(sideDirect).Users() {
+			emails[u.ID] = u.Email
+		}
+		tw.checker = &sharedChecker{realm: tw.realm(sideDirect), staleness: tw.res.MaxStaleness, emails: emails}
 	}
-	h.SetClock(tw.clk.Now)
-	tw.h, tw.cancel, tw.metrics = h, cancel, ctx.GetMetricsRegistry()
 	return nil
 }
 
@@ -311,11 +359,16 @@ func (tw *twin) run(wl *workload, progress func(minute int)) error {
 	tw.ideal = newIdeal(tw.realm(sideDirect), tw.ids, tw.spec.Minutes)
 	fixedBase := heapAlloc()
 	if err := tw.provision(); err != nil {
+		tw.release()
 		return err
 	}
 	tw.res.StoreFixed = heapAlloc() - fixedBase
 	tw.before = gatherCounters(tw.metrics)
-	tw.cmp = newComparer()
+	check := compareJob
+	if tw.checker != nil {
+		check = tw.checker.check
+	}
+	tw.cmp = newComparer(check)
 	for s := range numSides {
 		tw.workers[s] = newWorker(tw, side(s))
 		tw.workers[s].seq = tw.maxUpdateID(side(s))
@@ -375,6 +428,7 @@ func (tw *twin) settle(jobs []*job) {
 // comparer checks one second's answer pairs on two goroutines, half each,
 // while the sides already run the next second.
 type comparer struct {
+	check   func(*job, *[]byte) error
 	in      [2]chan []*job
 	done    chan time.Duration
 	scratch [2][]byte
@@ -382,8 +436,8 @@ type comparer struct {
 	busy    time.Duration
 }
 
-func newComparer() *comparer {
-	c := &comparer{done: make(chan time.Duration, 2)}
+func newComparer(check func(*job, *[]byte) error) *comparer {
+	c := &comparer{check: check, done: make(chan time.Duration, 2)}
 	for i := range c.in {
 		c.in[i] = make(chan []*job, 1)
 		go c.loop(i)
@@ -395,7 +449,7 @@ func (c *comparer) loop(i int) {
 	for jobs := range c.in[i] {
 		start := time.Now()
 		for _, j := range jobs {
-			j.err = compareJob(j, &c.scratch[i])
+			j.err = c.check(j, &c.scratch[i])
 		}
 		c.done <- time.Since(start)
 	}
@@ -439,6 +493,9 @@ func (tw *twin) account(j *job) {
 		r.Violations++
 		tw.sample(j)
 	}
+	if tw.checker != nil {
+		tw.accountShared(j)
+	}
 	tw.trackRow(j)
 	k := &r.ByKind[j.c.kind]
 	k.Requests++
@@ -466,7 +523,11 @@ func (tw *twin) sample(j *job) {
 		return
 	}
 	tw.seen[msg] = true
-	tw.res.Samples = append(tw.res.Samples, fmt.Sprintf("%s at +%ds, %s: %s", j.c.kind, j.sec, j.form.Encode(), msg))
+	form := j.form.Encode()
+	if j.modern {
+		form = fmt.Sprintf("%s, last_update_id %d (direct %d)", form, j.cursor[sideModule], j.cursor[sideDirect])
+	}
+	tw.res.Samples = append(tw.res.Samples, fmt.Sprintf("%s (user %d) at +%ds, %s: %s", j.c.kind, j.c.user.id, j.sec, form, msg))
 }
 
 // trackRow counts a lost (or extra) write when the sender's row starts to
@@ -536,6 +597,11 @@ func (tw *twin) finish() {
 	r.RowMismatches = tw.rowMismatches()
 	r.Sessions = len(tw.creds)
 	r.Outcomes = diffCounters(gatherCounters(tw.metrics), tw.before)
+	if tw.checker != nil {
+		st := stalenessOf(tw.stale, tw.viewAged)
+		st.Searched, st.Renders, st.MaxBack = r.Staleness.Searched, r.Staleness.Renders, r.Staleness.MaxBack
+		r.Staleness = st
+	}
 	r.StoreAccounted = gatherGauge(tw.metrics, "caddy_zulip_presence_store_bytes")
 	for _, n := range tw.snapRows {
 		r.SnapshotRows += int64(n)
@@ -543,12 +609,16 @@ func (tw *twin) finish() {
 	tw.release()
 }
 
-// release drops the handler and measures the heap its store freed.
+// release drops the handlers and measures the heap their stores freed.
 func (tw *twin) release() {
 	held := heapAlloc()
-	_ = tw.h.Cleanup()
-	tw.cancel()
-	tw.h = nil
+	for _, h := range tw.hs {
+		_ = h.Cleanup()
+	}
+	for _, cancel := range tw.cancels {
+		cancel()
+	}
+	tw.hs, tw.cancels = nil, nil
 	tw.res.StoreHeap = held - heapAlloc() - tw.res.StoreFixed
 }
 
@@ -641,9 +711,11 @@ func diffCounters(after, before map[string]float64) map[string]float64 {
 	return out
 }
 
-// runRealm builds, runs and measures one realm.
-func runRealm(spec Spec, seed uint64, progress func(minute int)) (*RealmResult, error) {
+// runRealm builds, runs and measures one realm with the module side
+// configured as v.
+func runRealm(spec Spec, seed uint64, v Variant, progress func(minute int)) (*RealmResult, error) {
 	tw := newTwin(spec)
+	tw.setVariant(v, seed)
 	wl := newWorkload(spec, seed, tw)
 	wl.setup()
 	if err := tw.run(wl, progress); err != nil {

@@ -132,6 +132,7 @@ type client struct {
 	active  bool // web: the user is at the computer; apps: foreground
 	since   int  // second the current phase began
 	script  scriptStyle
+	inst    int // the handler it talks to on the module side
 }
 
 // workload drives the seeded realm: who is online, and what each client
@@ -323,7 +324,7 @@ func (wl *workload) leave(u *simUser) {
 }
 
 func (wl *workload) startClient(u *simUser, k Kind) {
-	c := &client{wl: wl, kind: k, user: u, alive: true, active: true, since: wl.now}
+	c := &client{wl: wl, kind: k, user: u, alive: true, active: true, since: wl.now, inst: wl.tw.instance()}
 	u.clients = append(u.clients, c)
 	wl.tw.res.ByKind[k].Clients++
 	switch k {

@@ -1,0 +1,257 @@
+package main
+
+import (
+	"fmt"
+	"math"
+	"sort"
+	"strings"
+)
+
+// realmNames are the realms of the runs, in the order they ran.
+func realmNames(rs []*RealmResult) []string {
+	var names []string
+	for _, rr := range rs {
+		if len(names) == 0 || names[len(names)-1] != rr.Spec.Name {
+			names = append(names, rr.Spec.Name)
+		}
+	}
+	return names
+}
+
+// runsOf are the runs of one realm.
+func runsOf(rs []*RealmResult, name string) []*RealmResult {
+	var out []*RealmResult
+	for _, rr := range rs {
+		if rr.Spec.Name == name {
+			out = append(out, rr)
+		}
+	}
+	return out
+}
+
+func sessionRuns(rs []*RealmResult) []*RealmResult {
+	var out []*RealmResult
+	for _, rr := range rs {
+		if !rr.Variant.shared() {
+			out = append(out, rr)
+		}
+	}
+	return out
+}
+
+func sharedRuns(rs []*RealmResult) []*RealmResult {
+	var out []*RealmResult
+	for _, rr := range rs {
+		if rr.Variant.shared() {
+			out = append(out, rr)
+		}
+	}
+	return out
+}
+
+// findRun is the realm's run of variant v, nil if there was none.
+func findRun(rs []*RealmResult, name string, v Variant) *RealmResult {
+	for _, rr := range rs {
+		if rr.Spec.Name == name && rr.Variant == v {
+			return rr
+		}
+	}
+	return nil
+}
+
+// modesLine says which modes each realm ran in, when any ran in shared
+// mode: "R200 and R10k: session, shared; R2k: session, shared, shared,
+// trust_window 5m, shared, 2 instances".
+func modesLine(rs []*RealmResult) string {
+	if len(sharedRuns(rs)) == 0 {
+		return ""
+	}
+	var groups []string
+	var names []string
+	var last string
+	flush := func() {
+		if len(names) > 0 {
+			groups = append(groups, andList(names)+": "+last)
+		}
+	}
+	for _, name := range realmNames(rs) {
+		var vs []string
+		for _, rr := range runsOf(rs, name) {
+			vs = append(vs, "*"+rr.Variant.String()+"*")
+		}
+		modes := strings.Join(vs, ", ")
+		if modes != last {
+			flush()
+			names, last = nil, modes
+		}
+		names = append(names, name)
+	}
+	flush()
+	return strings.Join(groups, "; ")
+}
+
+// runLabel names a run in the targets: "R2k shared, 2 instances".
+func runLabel(rr *RealmResult) string { return rr.Spec.Name + " " + rr.Variant.String() }
+
+// runTitle heads a run's details.
+func runTitle(rr *RealmResult) string {
+	if !rr.Variant.shared() {
+		return "Session mode"
+	}
+	return fmt.Sprintf("Shared mode: trust_window %s, max_staleness %s, %d %s", shortDuration(rr.Trust), shortDuration(rr.MaxStaleness),
+		rr.Variant.instances(), map[bool]string{true: "instance", false: "instances"}[rr.Variant.instances() == 1])
+}
+
+// sharedTargets are design §9's targets of shared mode.
+func sharedTargets(rs []*RealmResult) []target {
+	ratio := func(rr *RealmResult, of func(Totals) float64) float64 {
+		return div(of(rr.Totals[sideModule]), of(rr.Totals[sideDirect]))
+	}
+	one := func(figure, goal string, rr *RealmResult, limit float64, of func(Totals) float64, extra func(*RealmResult) string) target {
+		if rr == nil {
+			return target{figure: figure, goal: goal, measured: "–"}
+		}
+		x := ratio(rr, of)
+		measured := fmt.Sprintf("%.3f", x)
+		if extra != nil {
+			measured += extra(rr)
+		}
+		return check(figure, goal, measured, x <= limit)
+	}
+	bytesOf := func(t Totals) float64 { return float64(t.Bytes) }
+	rowsOf := func(t Totals) float64 { return float64(t.RowsRead) }
+	reqsOf := func(t Totals) float64 { return float64(t.Requests) }
+	ts := []target{
+		one("R2k upstream bytes, module/direct (shared mode)", "≤ 0.01", findRun(rs, "R2k", sharedRun), 0.01, bytesOf, nil),
+		one("R2k presence rows read, module/direct (shared mode)", "≤ 0.02", findRun(rs, "R2k", sharedRun), 0.02, rowsOf, nil),
+		one("R2k upstream requests, module/direct (shared mode, `trust_window 5m`)", "≤ 0.55 (ideal 0.48)", findRun(rs, "R2k", sharedTrust), 0.55, reqsOf, func(rr *RealmResult) string {
+			return fmt.Sprintf(" (ideal %.2f of direct)", div(rr.Ideal.Requests, float64(rr.Totals[sideDirect].Requests)))
+		}),
+	}
+	perRun := func(figure, goal string, one func(*RealmResult) (string, bool)) target {
+		if len(rs) == 0 {
+			return target{figure: figure, goal: goal, measured: "–"}
+		}
+		var parts []string
+		pass := true
+		for _, rr := range rs {
+			s, ok := one(rr)
+			parts = append(parts, runLabel(rr)+": "+s)
+			pass = pass && ok
+		}
+		return check(figure, goal, strings.Join(parts, "; "), pass)
+	}
+	ts = append(ts,
+		perRun("rows written, module/direct (shared mode)", "1.00, no lost write", func(rr *RealmResult) (string, bool) {
+			x := ratio(rr, func(t Totals) float64 { return float64(t.RowsWritten) })
+			return fmt.Sprintf("%.2f, %d lost", x, rr.LostWrites), x == 1 && rr.LostWrites == 0 && rr.RowMismatches == 0
+		}),
+		perRun("shared-mode contract violations (§10), one and two instances", "0", func(rr *RealmResult) (string, bool) {
+			return count(int64(rr.Violations)), rr.Violations == 0
+		}),
+		perRun("staleness of shared answers, p99", "≤ `max_staleness`", func(rr *RealmResult) (string, bool) {
+			st := rr.Staleness
+			return fmt.Sprintf("%s (max %s)", seconds(st.P99), seconds(st.Max)), st.N > 0 && st.P99 <= rr.MaxStaleness.Seconds()
+		}),
+	)
+	return ts
+}
+
+// sideBySide compares the realm's runs, the direct side once: every run
+// replays the same workload, so its direct side is the same.
+func (p *printer) sideBySide(runs []*RealmResult) {
+	d := runs[0]
+	p.f("Every run replays the same workload; *direct* is the same in each. Ratios are module/direct.\n\n")
+	p.f("| figure | direct |")
+	for _, rr := range runs {
+		p.f(" %s |", rr.Variant)
+	}
+	p.f("\n|---|---:|%s\n", strings.Repeat("---:|", len(runs)))
+	total := func(name string, of func(Totals) float64, format func(float64) string) {
+		p.f("| %s | %s |", name, format(of(d.Totals[sideDirect])))
+		for _, rr := range runs {
+			m := of(rr.Totals[sideModule])
+			p.f(" %s (%s) |", format(m), ratioText(div(m, of(rr.Totals[sideDirect]))))
+		}
+		p.f("\n")
+	}
+	total("upstream requests", func(t Totals) float64 { return float64(t.Requests) }, countF)
+	total("upstream response bytes", func(t Totals) float64 { return float64(t.Bytes) }, bytesText)
+	total("presence rows read", func(t Totals) float64 { return float64(t.RowsRead) }, countF)
+	total("rows written", func(t Totals) float64 { return float64(t.RowsWritten) }, countF)
+	each := func(name string, f func(*RealmResult) string) {
+		p.f("| %s | – |", name)
+		for _, rr := range runs {
+			p.f(" %s |", f(rr))
+		}
+		p.f("\n")
+	}
+	each("fidelity violations (answers)", func(rr *RealmResult) string { return count(int64(rr.Violations)) })
+	each("lost writes / rows differing at the end", func(rr *RealmResult) string {
+		return count(int64(rr.LostWrites)) + " / " + count(int64(rr.RowMismatches))
+	})
+	each("staleness of poll answers, p50 / p99 (max)", func(rr *RealmResult) string {
+		if !rr.Variant.shared() {
+			return "–"
+		}
+		st := rr.Staleness
+		return fmt.Sprintf("%s / %s (%s)", seconds(st.P50), seconds(st.P99), seconds(st.Max))
+	})
+	p.f("| server + proxy CPU per client request | %s |", micros(div(float64(d.ServerCPU[sideDirect]), float64(d.ClientRequests))))
+	for _, rr := range runs {
+		cpu := float64(rr.ServerCPU[sideModule] + rr.ProxyCPU)
+		p.f(" %s (%s) |", micros(div(cpu, float64(rr.ClientRequests))), ratioText(div(cpu, float64(rr.ServerCPU[sideDirect]))))
+	}
+	p.f("\n")
+	p.f("\n")
+}
+
+func ratioText(x float64) string {
+	switch {
+	case math.IsNaN(x):
+		return "–"
+	case x < 0.1:
+		return fmt.Sprintf("%.3f", x)
+	}
+	return fmt.Sprintf("%.2f", x)
+}
+
+// seconds formats a staleness.
+func seconds(s float64) string {
+	if math.IsNaN(s) {
+		return "–"
+	}
+	return fmt.Sprintf("%g s", s)
+}
+
+// staleness prints how old the run's shared answers stood.
+func (p *printer) staleness(rr *RealmResult) {
+	st := rr.Staleness
+	p.f("Staleness (direct `server_timestamp` − module's, `max_staleness` %s): over %s poll answers p50 %s, p99 %s, max %s; over the %s answered without an upstream request p50 %s, p99 %s. %s answers differed from the direct one and were checked against the direct realm's history (%s as-of answers rendered); the oldest accepted stood %s update ids before the direct answer.\n\n",
+		shortDuration(rr.MaxStaleness), count(int64(st.N)), seconds(st.P50), seconds(st.P99), seconds(st.Max),
+		count(int64(st.ViewN)), seconds(st.ViewP50), seconds(st.ViewP99), count(int64(st.Searched)), count(int64(st.Renders)), count(st.MaxBack))
+}
+
+// sharedViolations prints the contract violations of a shared-mode run.
+func (p *printer) sharedViolations(rr *RealmResult) {
+	if rr.Violations == 0 && rr.LostWrites == 0 {
+		return
+	}
+	keys := make([]string, 0, len(rr.ViolationKinds))
+	for k := range rr.ViolationKinds {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	var parts []string
+	for _, k := range keys {
+		parts = append(parts, fmt.Sprintf("%s %s", k, count(int64(rr.ViolationKinds[k]))))
+	}
+	p.f("**Contract violations** (answers no as-of answer within `max_staleness` matches), by client and request: %s. First violations (the request as the module side sent it):\n\n", strings.Join(parts, ", "))
+	for _, s := range rr.Samples {
+		p.f("* `%s`\n", truncate(s, 600))
+	}
+	if rr.LostWrites > 0 {
+		p.f("\n%s lost writes: right after a request, the sender's row differed between the two sides.\n", count(int64(rr.LostWrites)))
+	}
+	p.f("\n")
+}
