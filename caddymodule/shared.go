@@ -352,4 +352,3 @@ func (c *call) setLocalHeader(hdr http.Header, now time.Time) {
 		}
 	}
 }
-
