@@ -236,6 +236,7 @@ func (p *printer) realm(runs []*RealmResult) {
 		p.realmTable(rr)
 		if rr.Variant.shared() {
 			p.staleness(rr)
+			p.byteShares(rr)
 			p.sharedViolations(rr)
 		} else {
 			p.lostWrites(rr)
@@ -258,7 +259,9 @@ func (p *printer) realmTable(rr *RealmResult) {
 	p.f("| lost writes (a row differed after a request) / rows differing at the end | – | %s / %s | – | | |\n", count(int64(rr.LostWrites)), count(int64(rr.RowMismatches)))
 	p.f("| state bytes per session, heap (%s sessions) | – | %s | – | | |\n", count(int64(rr.Sessions)), count(int64(div(float64(rr.StoreHeap), float64(rr.Sessions)))))
 	p.f("| state bytes per session, store accounting | – | %s | – | | |\n", count(int64(div(rr.StoreAccounted, float64(rr.Sessions)))))
-	p.f("| state bytes per snapshot row, heap (%s rows) | – | %.1f | – | | |\n", count(rr.SnapshotRows), div(float64(rr.StoreHeap), float64(rr.SnapshotRows)))
+	if !rr.Variant.shared() { // shared mode serves from one view per realm, not per-session snapshots
+		p.f("| state bytes per snapshot row, heap (%s rows) | – | %.1f | – | | |\n", count(rr.SnapshotRows), div(float64(rr.StoreHeap), float64(rr.SnapshotRows)))
+	}
 	perReq := func(t time.Duration) float64 { return div(float64(t), float64(rr.ClientRequests)) }
 	p.row("server CPU per client request", perReq(rr.ServerCPU[sideDirect]), perReq(rr.ServerCPU[sideModule]), math.NaN(), micros)
 	p.f("| proxy CPU per client request | – | %s | – | | |\n", micros(perReq(rr.ProxyCPU)))

@@ -232,6 +232,19 @@ func (p *printer) staleness(rr *RealmResult) {
 		count(int64(st.ViewN)), seconds(st.ViewP50), seconds(st.ViewP99), count(int64(st.Searched)), count(int64(st.Renders)), count(st.MaxBack))
 }
 
+// byteShares says which clients caused the module's upstream bytes.
+func (p *printer) byteShares(rr *RealmResult) {
+	var parts []string
+	total := float64(rr.Totals[sideModule].Bytes)
+	for k, kt := range rr.ByKind {
+		parts = append(parts, fmt.Sprintf("%s %.2f", Kind(k), div(float64(kt.Bytes[sideModule]), total)))
+	}
+	web := rr.ByKind[KindWeb]
+	p.f("Share of the module's upstream bytes by client: %s. Web app requests were %.2f of the client requests and caused %.2f of the module's upstream requests; the web app's incremental polls the view answered (outcomes `modern/view`, `modern/view_fed`): %s of %s.\n\n",
+		strings.Join(parts, ", "), div(float64(web.Requests), float64(rr.ClientRequests)), div(float64(web.Upstream[sideModule]), float64(rr.Totals[sideModule].Requests)),
+		count(int64(rr.Outcomes["modern/view"]+rr.Outcomes["modern/view_fed"])), count(web.Polls))
+}
+
 // sharedViolations prints the contract violations of a shared-mode run.
 func (p *printer) sharedViolations(rr *RealmResult) {
 	if rr.Violations == 0 && rr.LostWrites == 0 {
