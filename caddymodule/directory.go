@@ -66,19 +66,10 @@ func (c *call) isGuest(dir *cache.Directory) bool {
 // from its row mirror, or else from GET /users/me once.
 func (c *call) listIsComplete(members map[int64]cache.Member) bool {
 	row := c.userRow()
-	if row == nil {
+	if row == nil || c.knowUserID(row) != nil {
 		return false
 	}
-	id := row.UserID()
-	if id == 0 {
-		p, err := c.fetchOwnProfile()
-		if err != nil {
-			return false
-		}
-		id = p.UserID
-		row.SetUser(id, p.DateJoined)
-	}
-	m, ok := members[id]
+	m, ok := members[row.UserID()]
 	return ok && !m.Guest
 }
 

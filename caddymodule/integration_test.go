@@ -140,6 +140,9 @@ http://:9081 {
 		{name: "oversize", body: func() (io.Reader, string) {
 			return strings.NewReader("status=active&ping_only=true&pad=" + strings.Repeat("x", 2000)), "application/x-www-form-urlencoded"
 		}},
+		{name: "chunked oversize", chunk: true, body: func() (io.Reader, string) {
+			return strings.NewReader("status=active&ping_only=true&pad=" + strings.Repeat("x", 2000)), "application/x-www-form-urlencoded"
+		}},
 		{name: "chunked", chunk: true, body: func() (io.Reader, string) {
 			return strings.NewReader("status=active&ping_only=true"), "application/x-www-form-urlencoded"
 		}},

@@ -49,8 +49,8 @@ func (c *call) shared() (bool, error) {
 			if c.req.Kind() == presence.KindPing {
 				return true, c.answerPing(now)
 			}
-			if served, ok := c.serveView(view, now, time.Duration(c.h.MaxStaleness), nil); ok {
-				return true, served()
+			if ok, err := c.serveView(view, now, time.Duration(c.h.MaxStaleness), nil); ok {
+				return true, err
 			}
 			c.reserve() // too stale to answer: the write goes as a fetch
 			return true, c.feed(view)
@@ -83,7 +83,7 @@ func (c *call) eligibleView() *cache.View {
 		if !c.bindUser() {
 			return nil
 		}
-		if row = c.userRow(); row == nil || !c.knowUserID(row) {
+		if row = c.userRow(); row == nil || c.knowUserID(row) != nil {
 			return nil
 		}
 		dir = c.directory(nil)
@@ -115,7 +115,7 @@ func (c *call) sharedWriteElsewhere() {
 	if view := c.h.store.View(c.host); view != nil {
 		view.Invalidate()
 	}
-	if row := c.userRow(); row != nil && c.knowUserID(row) {
+	if row := c.userRow(); row != nil && c.knowUserID(row) == nil {
 		c.directory(nil)
 	}
 }
@@ -129,20 +129,6 @@ func (c *call) knownUser() *cache.Row {
 	row := c.h.store.ExistingRow(c.h.store.UserKey(c.host, c.creds.email))
 	c.row = row
 	return row
-}
-
-// knowUserID makes sure the row mirror knows its user's id, asking the
-// server once per user.
-func (c *call) knowUserID(row *cache.Row) bool {
-	if row.UserID() != 0 {
-		return true
-	}
-	p, err := c.fetchOwnProfile()
-	if err != nil {
-		return false
-	}
-	row.SetUser(p.UserID, p.DateJoined)
-	return true
 }
 
 // rowFromView takes the user's row from the view as lower bounds: the view
@@ -172,11 +158,11 @@ func (c *call) servable(view *cache.View) bool {
 	return ok
 }
 
-// serveView returns the writer of a poll's answer rendered from the view,
-// or false when the view may not answer it within staleness. fed is the
-// answer to the fetch that carried the poll's write, nil when there was
-// none: its header and status are the answer's.
-func (c *call) serveView(view *cache.View, now time.Time, staleness time.Duration, fed *recorder) (func() error, bool) {
+// serveView answers a poll from the view, and reports false, having
+// written nothing, when the view may not answer it within staleness. fed
+// is the answer to the fetch that carried the poll's write, nil when there
+// was none: its header and status are the answer's.
+func (c *call) serveView(view *cache.View, now time.Time, staleness time.Duration, fed *recorder) (bool, error) {
 	rowsp := rowPool.Get().(*[]presence.Row)
 	var served cache.Served
 	var ok bool
@@ -185,26 +171,23 @@ func (c *call) serveView(view *cache.View, now time.Time, staleness time.Duratio
 	} else {
 		served, ok = view.Serve((*rowsp)[:0], now, c.req.WindowDays(), staleness)
 	}
+	defer putRows(rowsp, served.Rows)
 	if !ok {
-		putRows(rowsp, served.Rows)
-		return nil, false
+		return false, nil
 	}
-	return func() error {
-		defer putRows(rowsp, served.Rows)
-		hdr, status, outcome, upstream := c.w.Header(), http.StatusOK, outcomeView, 0
-		if fed != nil {
-			hdr, status, outcome, upstream = fed.header, fed.status, outcomeViewFed, fed.body.Len()
-		} else {
-			c.setLocalHeader(hdr, now)
-		}
-		ok, err := c.writeServed(served, hdr, status)
-		if !ok {
-			return c.viewFallback()
-		}
-		c.h.metrics.observeViewAge(served.Age)
-		c.record(outcome, upstream)
-		return err
-	}, true
+	hdr, status, outcome, upstream := c.w.Header(), http.StatusOK, outcomeView, 0
+	if fed != nil {
+		hdr, status, outcome, upstream = fed.header, fed.status, outcomeViewFed, fed.body.Len()
+	} else {
+		c.setLocalHeader(hdr, now)
+	}
+	ok, err := c.writeServed(served, hdr, status)
+	if !ok {
+		return true, c.viewFallback()
+	}
+	c.h.metrics.observeViewAge(served.Age)
+	c.record(outcome, upstream)
+	return true, err
 }
 
 // writeServed writes the answer of what the view served.
@@ -312,13 +295,12 @@ func (c *call) mergeForwarded(ans presence.Response, now time.Time) {
 
 // answerFed answers a poll whose write fed the view.
 func (c *call) answerFed(view *cache.View, rec *recorder, now time.Time) error {
-	send, ok := c.serveView(view, now, time.Duration(1<<62), rec)
-	if !ok {
-		// The view could not take this answer (another fetch reset it):
-		// the write was made, so the client's own request now reads.
-		return c.viewFallback()
+	if ok, err := c.serveView(view, now, time.Duration(1<<62), rec); ok {
+		return err
 	}
-	return send()
+	// The view could not take this answer (another fetch reset it): the
+	// write was made, so the client's own request now reads.
+	return c.viewFallback()
 }
 
 // viewFallback sends the client's own request upstream: the view cannot

@@ -3,14 +3,13 @@ package zuliptest
 import (
 	"encoding/json"
 	"fmt"
-	"net/http"
 	"net/url"
 	"strings"
 	"testing"
 	"time"
 )
 
-// TestSpec runs every behavioural case of zulip-presence-spec.md §7 over
+// TestSpec runs every behavioural case of docs/zulip-presence.md §7 over
 // real HTTP. Case numbers are the spec's.
 func TestSpec(t *testing.T) {
 	t.Run("01 invalid status", func(t *testing.T) {
@@ -490,5 +489,3 @@ func num(v any, key string) int64 {
 func status(p map[string]any, email string) string {
 	return p[email].(map[string]any)["aggregated"].(map[string]any)["status"].(string)
 }
-
-var _ = http.StatusOK
