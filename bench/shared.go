@@ -215,7 +215,8 @@ func (sc *sharedChecker) search(j *job, sameRequest bool, mts float64, scratch *
 		if j.converted() {
 			pBody = withCursorOf(exp, m.body, scratch)
 		}
-		cerr := zuliptest.Compare(zuliptest.Answer{Status: http.StatusOK, Body: exp}, zuliptest.Answer{Status: m.status, Body: pBody}, j.converted())
+		cerr := zuliptest.Compare(zuliptest.Answer{Status: http.StatusOK, Header: j.ans[sideDirect].header, Body: exp},
+			zuliptest.Answer{Status: m.status, Header: m.header, Body: pBody}, j.converted())
 		if cerr == nil {
 			j.asOf.back = hi - x
 			return true, nil
