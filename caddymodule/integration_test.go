@@ -439,7 +439,7 @@ http://:9080 {
 	}
 	metrics, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
-	for _, want := range []string{`caddy_zulip_presence_requests_total{kind="slim",outcome="view"}`, `caddy_zulip_presence_view_age_seconds_count`, `caddy_zulip_presence_view_fetches_total{fetch="full"}`} {
+	for _, want := range []string{`caddy_zulip_presence_requests_total{kind="slim",outcome="view_fed"}`, `caddy_zulip_presence_view_age_seconds_count`, `caddy_zulip_presence_view_fetches_total{fetch="full"}`} {
 		if !bytes.Contains(metrics, []byte(want)) {
 			t.Fatalf("metrics lack %s:\n%s", want, grepLines(metrics, "zulip_presence"))
 		}
