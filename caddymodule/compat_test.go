@@ -15,29 +15,6 @@ import (
 	"github.com/zulip-presence/caddy-zulip-presence/zuliptest"
 )
 
-func TestDropIgnored(t *testing.T) {
-	tests := []struct{ in, want string }{
-		{`{"result":"success","msg":"","presences":{},"server_timestamp":1.5,"ignored_parameters_unsupported":["last_update_id"]}` + "\n",
-			`{"result":"success","msg":"","presences":{},"server_timestamp":1.5}` + "\n"},
-		{`{"result":"success","msg":"","presences":{},"ignored_parameters_unsupported":["history_limit_days","last_update_id"]}` + "\n",
-			`{"result":"success","msg":"","presences":{},"ignored_parameters_unsupported":["history_limit_days"]}` + "\n"},
-	}
-	for _, tc := range tests {
-		got, ok := dropIgnored([]byte(tc.in), "last_update_id")
-		if !ok || string(got) != tc.want {
-			t.Errorf("dropIgnored(%s) = %s, %v; want %s", tc.in, got, ok, tc.want)
-		}
-	}
-	for _, in := range []string{
-		`{"result":"success","msg":""}` + "\n",
-		`{"result":"success","msg":"","ignored_parameters_unsupported":["foo"]}` + "\n",
-	} {
-		if _, ok := dropIgnored([]byte(in), "last_update_id"); ok {
-			t.Errorf("dropIgnored(%s) claimed to drop a name that is not there", in)
-		}
-	}
-}
-
 // preFL263 makes a simulated Zulip answer like a server older than Zulip
 // 9.0 (feature level 263): it does not know last_update_id, so it ignores
 // it, lists it in ignored_parameters_unsupported, and never sends

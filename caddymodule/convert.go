@@ -215,7 +215,7 @@ func writeAnswer(w http.ResponseWriter, upstream http.Header, status int, body [
 // and the host is not converted for again until the next resync. Anything
 // else gets the original request sent upstream.
 func (c *call) oldServerOrFallback(host *cache.Host, rec *recorder, now time.Time) error {
-	body, ok := dropIgnored(rec.body.Bytes(), "last_update_id")
+	body, ok := presence.DropIgnored(rec.body.Bytes(), "last_update_id")
 	if !ok {
 		return c.fallback(rec)
 	}

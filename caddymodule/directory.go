@@ -21,7 +21,7 @@ func (c *call) directory(rows []presence.Row) *cache.Directory {
 	now := c.h.now()
 	refresh := time.Duration(c.h.UsersRefresh)
 	dir := c.h.store.Directory(c.host)
-	if dir != nil && names(dir, rows) && dir.Fresh(now, refresh, c.isGuest(dir)) {
+	if dir != nil && names(dir, rows) && c.selfActive(dir) && dir.Fresh(now, refresh, c.isGuest(dir)) {
 		return dir
 	}
 	host := c.hostFor()
@@ -59,6 +59,18 @@ func (c *call) isGuest(dir *cache.Directory) bool {
 	}
 	m, ok := dir.Members[c.row.UserID()]
 	return ok && m.Guest
+}
+
+// selfActive reports whether the directory does not call the requester
+// deactivated: the server just accepted the requester, so a list that
+// does is stale (a guest's list may have kept an old entry of another
+// guest it cannot see).
+func (c *call) selfActive(dir *cache.Directory) bool {
+	if c.row == nil {
+		return true
+	}
+	m, ok := dir.Members[c.row.UserID()]
+	return !ok || m.Active
 }
 
 // listIsComplete reports whether the requester of a user list sees every

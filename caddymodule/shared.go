@@ -280,7 +280,9 @@ func (c *call) merge(view *cache.View, cursor, days int64, ans presence.Response
 // overlaps the view (or is a full fetch at least as wide).
 func (c *call) mergeForwarded(ans presence.Response, now time.Time) {
 	cursor, days := c.req.LastUpdateID, c.req.WindowDays()
-	if cursor == 0 || (cursor < 0 && days < presence.DefaultWindowDays) {
+	// history_limit_days=0 makes Zulip answer no rows whatever changed,
+	// and a full fetch narrower than the view's would drop rows.
+	if cursor == 0 || days == 0 || (cursor < 0 && days < presence.DefaultWindowDays) {
 		return
 	}
 	if view := c.eligibleView(); view != nil {

@@ -99,16 +99,7 @@ func appendEnvelopeEnd(dst []byte, a Answer) []byte {
 	dst = appendJSONFloat(dst, a.ServerTimestamp)
 	dst = append(dst, `,"presence_last_update_id":`...)
 	dst = strconv.AppendInt(dst, a.LastUpdateID, 10)
-	if len(a.Ignored) > 0 {
-		dst = append(dst, `,"ignored_parameters_unsupported":[`...)
-		for i, name := range a.Ignored {
-			if i > 0 {
-				dst = append(dst, ',')
-			}
-			dst = appendJSONString(dst, name)
-		}
-		dst = append(dst, ']')
-	}
+	dst = appendIgnored(dst, a.Ignored)
 	return append(dst, "}\n"...)
 }
 

@@ -1,4 +1,4 @@
-package caddymodule
+package presence
 
 import (
 	"bytes"
@@ -10,11 +10,11 @@ import (
 // carried parameters it does not know.
 var ignoredKey = []byte(`,"ignored_parameters_unsupported":[`)
 
-// dropIgnored takes name out of the ignored_parameters_unsupported list at
+// DropIgnored takes name out of the ignored_parameters_unsupported list at
 // the end of a Zulip answer, dropping the key when the list becomes empty,
 // and leaves every other byte as the server wrote it. ok is false when the
 // answer has no such list naming name.
-func dropIgnored(body []byte, name string) (out []byte, ok bool) {
+func DropIgnored(body []byte, name string) (out []byte, ok bool) {
 	i := bytes.LastIndex(body, ignoredKey)
 	if i < 0 {
 		return nil, false
@@ -31,19 +31,23 @@ func dropIgnored(body []byte, name string) (out []byte, ok bool) {
 	}
 	names = slices.DeleteFunc(names, func(n string) bool { return n == name })
 	out = append(out, body[:i]...)
-	if len(names) > 0 {
-		out = append(out, ignoredKey[:len(ignoredKey)-1]...)
-		out = appendStrings(out, names)
-	}
+	out = appendIgnored(out, names)
 	return append(out, body[listEnd:]...), true
 }
 
-// appendStrings writes a JSON list of parameter names as Zulip does:
-// compact, no HTML escaping.
-func appendStrings(dst []byte, names []string) []byte {
-	var buf bytes.Buffer
-	enc := json.NewEncoder(&buf)
-	enc.SetEscapeHTML(false)
-	_ = enc.Encode(names) // strings always encode
-	return append(dst, bytes.TrimSuffix(buf.Bytes(), []byte("\n"))...)
+// appendIgnored writes the ignored_parameters_unsupported key, if names is
+// not empty, as Zulip's orjson does: compact, with the string escaping of
+// every other string of an answer.
+func appendIgnored(dst []byte, names []string) []byte {
+	if len(names) == 0 {
+		return dst
+	}
+	dst = append(dst, ignoredKey...)
+	for i, name := range names {
+		if i > 0 {
+			dst = append(dst, ',')
+		}
+		dst = appendJSONString(dst, name)
+	}
+	return append(dst, ']')
 }
