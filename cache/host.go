@@ -1,6 +1,7 @@
 package cache
 
 import (
+	"net/http"
 	"sync"
 	"time"
 )
@@ -15,6 +16,8 @@ type Host struct {
 	offset             offset
 	noIncrementalUntil time.Time
 	pingHeader         map[string][]string
+	date               []string // an HTTP date of the server's clock, for dateSec
+	dateSec            int64
 
 	// Members is held by the request fetching the host's user list, so
 	// that a burst of legacy polls fetches it once.
@@ -23,7 +26,7 @@ type Host struct {
 
 // hostCost is the memory of a Host with a typical ping header template,
 // ristretto's entry for it included (see TestCostsMatchHeap).
-const hostCost = 1024
+const hostCost = 768
 
 // offset bounds the server's clock minus the proxy's: it lies in [lo, hi].
 type offset struct {
@@ -108,4 +111,17 @@ func (h *Host) PingHeader() map[string][]string {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	return h.pingHeader
+}
+
+// HTTPDate returns the server's clock while the proxy's reads now, as the
+// value of a Date header. The value is shared until the second changes;
+// the caller must not modify it.
+func (h *Host) HTTPDate(now time.Time) []string {
+	t := h.ServerEstimate(now).UTC()
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.date == nil || t.Unix() != h.dateSec {
+		h.date, h.dateSec = []string{t.Format(http.TimeFormat)}, t.Unix()
+	}
+	return h.date
 }

@@ -39,7 +39,7 @@ type Row struct {
 
 // rowCost is the memory of a Row, ristretto's entry for it included (see
 // TestCostsMatchHeap).
-const rowCost = 400
+const rowCost = 320
 
 // Quiet reports whether the server would surely change nothing for w when
 // its clock reads at most serverNow: each stored time it would compare is

@@ -5,6 +5,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unsafe"
 
 	"github.com/dgraph-io/ristretto/v2"
 )
@@ -32,6 +33,8 @@ type Store struct {
 	// still share one gate.
 	pendingMu sync.Mutex
 	pending   map[Key]*pendingSession
+
+	viewHosts sync.Map // hosts a view was made for, to list them
 }
 
 type pendingSession struct {
@@ -46,6 +49,7 @@ const (
 	prefixUser      = "u"
 	prefixDirectory = "d"
 	prefixHost      = "h"
+	prefixView      = "v"
 )
 
 // averageEntryCost is the expected mean entry size, from which ristretto's
@@ -245,7 +249,11 @@ func (s *Store) PutDirectory(host string, d *Directory) {
 
 // Host returns what the store knows of a host, or nil.
 func (s *Store) Host(host string) *Host {
-	v, ok := s.cache.Get(prefixHost + host)
+	// Ristretto only hashes the key of a Get, so it is built on the
+	// stack: a ping answered locally looks its host up.
+	var buf [128]byte
+	key := append(append(buf[:0], prefixHost...), host...)
+	v, ok := s.cache.Get(unsafe.String(unsafe.SliceData(key), len(key)))
 	if !ok {
 		return nil
 	}
@@ -269,6 +277,77 @@ func (s *Store) HostFor(host string) *Host {
 		s.cache.Wait()
 	}
 	return h
+}
+
+// View returns the shared-mode view of a host, or nil.
+func (s *Store) View(host string) *View {
+	v, ok := s.cache.Get(prefixView + host)
+	if !ok {
+		return nil
+	}
+	view, _ := v.(*View)
+	return view
+}
+
+// ViewFor returns the view of host, creating it if needed. Call it only
+// for a host where an eligible session was trusted, so that made-up Host
+// headers cannot grow memory.
+func (s *Store) ViewFor(host string) *View {
+	if v := s.View(host); v != nil {
+		return v
+	}
+	s.hostMu.Lock()
+	defer s.hostMu.Unlock()
+	if v := s.View(host); v != nil {
+		return v
+	}
+	v := &View{}
+	v.storedAt.Store(time.Now().UnixNano())
+	v.storedCost.Store(viewBaseCost)
+	if s.set(prefixView+host, v, viewBaseCost) {
+		s.cache.Wait()
+	}
+	s.viewHosts.Store(host, struct{}{})
+	return v
+}
+
+// KeepView charges the view what it holds now, and renews its time to
+// live, so that a view no fetch fed for that long is dropped, not trusted.
+// Like Keep, it stores an unchanged view again only now and then.
+func (s *Store) KeepView(host string, v *View) {
+	cost, now := v.cost(), time.Now().UnixNano()
+	if cost == v.storedCost.Load() && now-v.storedAt.Load() < s.ttl.Load()/4 {
+		return
+	}
+	v.storedCost.Store(cost)
+	v.storedAt.Store(now)
+	if s.set(prefixView+host, v, cost) {
+		s.cache.Wait()
+	}
+}
+
+// ViewInfo describes a held view, for the admin API.
+type ViewInfo struct {
+	Host   string
+	Rows   int
+	Bytes  int64
+	Cursor int64
+}
+
+// Views lists the views the store holds.
+func (s *Store) Views() []ViewInfo {
+	var out []ViewInfo
+	s.viewHosts.Range(func(k, _ any) bool {
+		host := k.(string)
+		v := s.View(host)
+		if v == nil {
+			s.viewHosts.Delete(host) // evicted or expired
+			return true
+		}
+		out = append(out, v.info(host))
+		return true
+	})
+	return out
 }
 
 // Used is the cost, in bytes, of what the store holds now.

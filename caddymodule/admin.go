@@ -36,10 +36,19 @@ func (adminAPI) Routes() []caddy.AdminRoute {
 
 // storeInfo describes one store in the admin answer.
 type storeInfo struct {
-	CacheName  string `json:"cache_name"`
-	UsedBytes  int64  `json:"used_bytes"`
-	MaxBytes   int64  `json:"max_bytes"`
-	References int    `json:"references"`
+	CacheName  string     `json:"cache_name"`
+	UsedBytes  int64      `json:"used_bytes"`
+	MaxBytes   int64      `json:"max_bytes"`
+	References int        `json:"references"`
+	Views      []viewInfo `json:"views"`
+}
+
+// viewInfo describes one shared-mode view of a store.
+type viewInfo struct {
+	Host   string `json:"host"`
+	Rows   int    `json:"rows"`
+	Bytes  int64  `json:"bytes"`
+	Cursor int64  `json:"cursor"`
 }
 
 func serveStores(w http.ResponseWriter, r *http.Request) error {
@@ -50,7 +59,12 @@ func serveStores(w http.ResponseWriter, r *http.Request) error {
 	storePool.Range(func(key, v any) bool {
 		name, _ := key.(string)
 		if s, ok := v.(*cache.Store); ok {
-			infos = append(infos, storeInfo{CacheName: name, UsedBytes: s.Used(), MaxBytes: s.MaxCost()})
+			info := storeInfo{CacheName: name, UsedBytes: s.Used(), MaxBytes: s.MaxCost(), Views: []viewInfo{}}
+			for _, v := range s.Views() {
+				info.Views = append(info.Views, viewInfo{Host: v.Host, Rows: v.Rows, Bytes: v.Bytes, Cursor: v.Cursor})
+			}
+			sort.Slice(info.Views, func(i, j int) bool { return info.Views[i].Host < info.Views[j].Host })
+			infos = append(infos, info)
 		}
 		return true
 	})

@@ -26,6 +26,8 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 // UnmarshalCaddyfile sets up the handler from Caddyfile tokens. Syntax:
 //
 //	zulip_presence [<matcher>] {
+//		mode            session|shared
+//		max_staleness   <duration>
 //		coalesce_window <duration>
 //		trust_window    <duration>
 //		resync_interval <duration>
@@ -63,6 +65,10 @@ func (h *Handler) unmarshalSubdirective(d *caddyfile.Dispenser) error {
 	switch name {
 	case "coalesce_window":
 		h.CoalesceWindow, err = parseDuration(d, name, val)
+	case "mode":
+		h.Mode = val
+	case "max_staleness":
+		h.MaxStaleness, err = parseDuration(d, name, val)
 	case "trust_window":
 		h.TrustWindow, err = parseDuration(d, name, val)
 	case "resync_interval":

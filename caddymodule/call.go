@@ -44,6 +44,8 @@ type call struct {
 	sess   *cache.Session
 	ticket cache.Ticket // the write this request reserved, until settled
 	row    *cache.Row   // the mirror of the user's presence row, once known
+	facts  *cache.Host  // what the store knows of the host, once found
+	fed    bool         // shared mode: the request's write fed the view
 	body   *[]byte      // the body as read; installed again before anything goes upstream
 }
 
@@ -88,6 +90,11 @@ func (c *call) serve() error {
 	case presence.KindPing:
 		return c.ping()
 	case presence.KindModern:
+		if c.h.Mode == modeShared {
+			if handled, err := c.shared(); handled {
+				return err
+			}
+		}
 		c.reserve()
 		return c.forward(outcomeForwarded)
 	default:
@@ -124,7 +131,20 @@ func (c *call) policy() cache.Policy {
 
 // hostInfo is what the store knows of the request's host, nil before any
 // session of it was accepted.
-func (c *call) hostInfo() *cache.Host { return c.h.store.Host(c.host) }
+func (c *call) hostInfo() *cache.Host {
+	if c.facts == nil {
+		c.facts = c.h.store.Host(c.host)
+	}
+	return c.facts
+}
+
+// hostFor is hostInfo, created if need be: the server accepted a session.
+func (c *call) hostFor() *cache.Host {
+	if c.facts == nil {
+		c.facts = c.h.store.HostFor(c.host)
+	}
+	return c.facts
+}
 
 // settle tells the session what became of its reserved write, and keeps
 // or drops the session accordingly. The answer's header, and when the
@@ -132,7 +152,7 @@ func (c *call) hostInfo() *cache.Host { return c.h.store.Host(c.host) }
 // before the session is trusted, so that a ping trusting it can use it.
 func (c *call) settle(o cache.Outcome, hdr http.Header, sent, received time.Time) {
 	if o == cache.OutcomeOK {
-		observeDate(c.h.store.HostFor(c.host), hdr, sent, received)
+		observeDate(c.hostFor(), hdr, sent, received)
 	}
 	c.sess.Settle(&c.ticket, o)
 	switch o {
@@ -140,6 +160,9 @@ func (c *call) settle(o cache.Outcome, hdr http.Header, sent, received time.Time
 		c.h.store.Keep(c.key, c.sess)
 		if row := c.userRow(); row != nil {
 			row.Wrote()
+		}
+		if c.h.Mode == modeShared && !c.fed {
+			c.sharedWriteElsewhere()
 		}
 	case cache.OutcomeDenied:
 		c.h.store.Forget(c.key, c.sess)

@@ -19,6 +19,11 @@ import (
 // is merged into the session's snapshot, and the client gets the full table
 // it asked for, rendered from the snapshot.
 func (c *call) convert() error {
+	if c.h.Mode == modeShared {
+		if handled, err := c.shared(); handled {
+			return err
+		}
+	}
 	if h := c.hostInfo(); h != nil && h.IncrementalUnsupported(c.h.now()) {
 		c.reserve()
 		return c.forward(outcomeForwarded)
@@ -68,7 +73,7 @@ func (c *call) convertLocked(conv *cache.Conversion) (accepted bool, err error) 
 		c.record(outcomeUpstreamError, rec.body.Len())
 		return false, rec.replay(c.w)
 	}
-	host := c.h.store.HostFor(c.host)
+	host := c.hostFor()
 	ans, err := presence.DecodeModern(rec.body.Bytes())
 	if err != nil || !ans.HasLastUpdateID || slices.Contains(ans.Ignored, "last_update_id") {
 		conv.Reset()
@@ -76,7 +81,13 @@ func (c *call) convertLocked(conv *cache.Conversion) (accepted bool, err error) 
 	}
 	c.learnAnswer(host, ans, now, received)
 	applyAnswer(conv, ans, full, cursor, days, now)
-	return true, c.render(conv, ans, rec, days)
+	ok, err := c.writeFull(conv.Snapshot.Rows(), conv.Cursor, ans.ServerTimestamp, ans.Ignored, rec.header, rec.status)
+	if !ok {
+		return true, c.fallback(rec)
+	}
+	c.debug("converted", zap.Int("upstream_bytes", rec.body.Len()))
+	c.record(outcomeConverted, rec.body.Len())
+	return true, err
 }
 
 // applyAnswer merges an upstream answer into the session's snapshot.
@@ -100,13 +111,17 @@ func applyAnswer(conv *cache.Conversion, ans presence.Response, full bool, curso
 var rowPool = sync.Pool{New: func() any { return new([]presence.Row) }}
 var bufPool = sync.Pool{New: func() any { return new([]byte) }}
 
-// render writes the full answer the client asked for.
-func (c *call) render(conv *cache.Conversion, ans presence.Response, rec *recorder, days int64) error {
+// writeFull writes the full table the client asked for, in its format and
+// window, from all the rows of a realm as of cursor, at the server's clock
+// ts, with the given header and status. ok is false, with nothing written,
+// when a legacy answer's rows cannot all be named.
+func (c *call) writeFull(all []presence.Row, cursor int64, ts float64, ignored []string, hdr http.Header, status int) (ok bool, err error) {
+	days := c.req.WindowDays()
 	rowsp := rowPool.Get().(*[]presence.Row)
 	defer rowPool.Put(rowsp)
 	rows := (*rowsp)[:0]
-	for _, row := range conv.Snapshot.Rows() {
-		if presence.InWindow(row.Presence, ans.ServerTimestamp, days) {
+	for _, row := range all {
+		if presence.InWindow(row.Presence, ts, days) {
 			rows = append(rows, row)
 		}
 	}
@@ -114,21 +129,19 @@ func (c *call) render(conv *cache.Conversion, ans presence.Response, rec *record
 
 	bufp := bufPool.Get().(*[]byte)
 	defer bufPool.Put(bufp)
-	a := presence.Answer{ServerTimestamp: ans.ServerTimestamp, LastUpdateID: answerID(rows, conv.Cursor), Ignored: ans.Ignored}
-	if c.req.Kind() == presence.KindSlim {
+	a := presence.Answer{ServerTimestamp: ts, LastUpdateID: answerID(rows, cursor), Ignored: ignored}
+	if c.req.Kind() != presence.KindLegacy {
 		*bufp = presence.AppendModern((*bufp)[:0], rows, a)
 	} else {
 		dir := c.directory(rows)
 		if dir == nil {
-			return c.fallback(rec)
+			return false, nil
 		}
 		rows = named(rows, dir)
-		a.LastUpdateID = answerID(rows, conv.Cursor)
+		a.LastUpdateID = answerID(rows, cursor)
 		*bufp = presence.AppendLegacy((*bufp)[:0], rows, func(id int64) string { return dir.Members[id].Email }, a)
 	}
-	c.debug("converted", zap.Int("rows", len(rows)), zap.Int("upstream_bytes", rec.body.Len()))
-	c.record(outcomeConverted, rec.body.Len())
-	return writeAnswer(c.w, rec.header, rec.status, *bufp)
+	return true, writeAnswer(c.w, hdr, status, *bufp)
 }
 
 // answerID is the presence_last_update_id of a rendered full answer. Zulip

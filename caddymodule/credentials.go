@@ -68,18 +68,22 @@ func readCredentials(r *http.Request, f cache.Family) (credentials, bool) {
 // compares the email without regard to case, so the key holds it in lower
 // case: one API key makes one session however its email is spelt.
 func basicCredentials(values []string) (credentials, bool) {
-	if len(values) != 1 {
+	if len(values) != 1 || !isASCII(values[0]) {
 		return credentials{}, false
 	}
-	fields := strings.Fields(values[0])
-	if len(fields) != 2 || !isASCII(fields[0]) || strings.ToLower(fields[0]) != "basic" {
+	scheme, token, ok := twoFields(values[0])
+	if !ok || !strings.EqualFold(scheme, "basic") {
 		return credentials{}, false
 	}
-	raw, err := base64.StdEncoding.Strict().DecodeString(fields[1])
-	if err != nil || !utf8.Valid(raw) {
+	var buf [256]byte
+	if base64.StdEncoding.DecodedLen(len(token)) > len(buf) {
 		return credentials{}, false
 	}
-	email, key, ok := strings.Cut(string(raw), ":")
+	n, err := base64.StdEncoding.Strict().Decode(buf[:], []byte(token))
+	if err != nil || !utf8.Valid(buf[:n]) {
+		return credentials{}, false
+	}
+	email, key, ok := strings.Cut(string(buf[:n]), ":")
 	if !ok || email == "" || key == "" || strings.Contains(key, ":") {
 		return credentials{}, false
 	}
@@ -108,14 +112,9 @@ func sessionCredentials(r *http.Request) (credentials, bool) {
 	if !ok || token == "" {
 		return credentials{}, false
 	}
-	origin, ok := onlyHeader(r.Header, "Origin")
+	origin, ok := originOf(r.Header)
 	if !ok {
 		return credentials{}, false
-	}
-	if origin == "" {
-		if origin, ok = onlyHeader(r.Header, "Referer"); !ok {
-			return credentials{}, false
-		}
 	}
 	return credentials{parts: [4]string{session, csrf, token, origin}, n: 4}, true
 }
@@ -137,6 +136,19 @@ func onlyCookie(header string, names [2]string) (string, bool) {
 		}
 	}
 	return value, found <= 1
+}
+
+// originOf is what Django's CSRF check reads of where a request comes
+// from: Origin when the request has one (an empty one too), else Referer.
+// The two are told apart, so that a request without Origin is never
+// answered from the trust of one with an empty Origin.
+func originOf(h http.Header) (string, bool) {
+	if _, present := h["Origin"]; present {
+		origin, ok := onlyHeader(h, "Origin")
+		return "origin " + origin, ok
+	}
+	referer, ok := onlyHeader(h, "Referer")
+	return "referer " + referer, ok
 }
 
 // onlyHeader returns a header's value, "" when absent, and false when the
@@ -167,6 +179,39 @@ func ambiguousHeaders(h http.Header) bool {
 		}
 	}
 	return false
+}
+
+// twoFields splits s as Python's str.split() does when it yields exactly
+// two fields; s must be ASCII.
+func twoFields(s string) (a, b string, ok bool) {
+	start, fields := -1, 0
+	for i := 0; i <= len(s); i++ {
+		if i < len(s) && !isPySpace(s[i]) {
+			if start < 0 {
+				start = i
+			}
+			continue
+		}
+		if start < 0 {
+			continue
+		}
+		switch fields++; fields {
+		case 1:
+			a = s[start:i]
+		case 2:
+			b = s[start:i]
+		default:
+			return "", "", false
+		}
+		start = -1
+	}
+	return a, b, fields == 2
+}
+
+// isPySpace is Python's str.isspace for ASCII: the C0 separators
+// 0x1c–0x1f count too.
+func isPySpace(c byte) bool {
+	return c == ' ' || ('\t' <= c && c <= '\r') || (0x1c <= c && c <= 0x1f)
 }
 
 func isASCII(s string) bool {

@@ -24,7 +24,7 @@ func (c *call) directory(rows []presence.Row) *cache.Directory {
 	if dir != nil && names(dir, rows) && dir.Fresh(now, refresh, c.isGuest(dir)) {
 		return dir
 	}
-	host := c.h.store.HostFor(c.host)
+	host := c.hostFor()
 	if lead, wait := host.Members.Begin(); !lead {
 		select {
 		case <-wait:

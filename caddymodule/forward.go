@@ -44,7 +44,7 @@ const forwardCaptureLimit = 64 << 10
 // headers of a ping's answer, and the user's own row when a poll's delta
 // names it.
 func (c *call) learnForwarded(t *tap, sent, received time.Time) {
-	host := c.h.store.HostFor(c.host)
+	host := c.hostFor()
 	if c.req.Kind() == presence.KindPing {
 		host.SetPingHeader(pingHeaderOf(t.Header()))
 		return
@@ -54,6 +54,9 @@ func (c *call) learnForwarded(t *tap, sent, received time.Time) {
 	}
 	if ans, err := presence.DecodeModern(t.head); err == nil {
 		c.learnAnswer(host, ans, sent, received)
+		if c.h.Mode == modeShared && c.req.Kind() == presence.KindModern {
+			c.mergeForwarded(ans, received)
+		}
 	}
 }
 

@@ -32,6 +32,9 @@ const (
 	defaultUsersRefresh   = 10 * time.Minute
 	defaultMaxBody        = 64 << 10
 	defaultCacheName      = "default"
+	defaultMaxStaleness   = 10 * time.Second
+	modeSession           = "session"
+	modeShared            = "shared"
 	defaultCacheSize      = 256 << 20
 	minCacheSize          = 1 << 20
 	maxTrustWindow        = time.Hour
@@ -45,6 +48,17 @@ const (
 // answers it merges into a per-session snapshot. Upstream calls go through
 // the next handler, normally the operator's reverse_proxy.
 type Handler struct {
+	// Mode is "session" (the default), where each session converts its
+	// own polls, or "shared", where the handler keeps one view of each
+	// realm's presence rows, fed by the writes eligible sessions send
+	// anyway, and answers their full polls from it.
+	Mode string `json:"mode,omitempty"`
+
+	// MaxStaleness is, in shared mode, the oldest a view may be to answer
+	// a poll: a view that merged no fetch within it has the poll's write
+	// sent as a fetch first. Default: 10s.
+	MaxStaleness caddy.Duration `json:"max_staleness,omitempty"`
+
 	// CoalesceWindow bounds local answers: a ping is answered locally only
 	// when its session had a 2xx within the window and the user's presence
 	// row was surely stored within it. It must not exceed Zulip's
@@ -121,6 +135,12 @@ func (h *Handler) fillDefaults() {
 	if h.CoalesceWindow == 0 {
 		h.CoalesceWindow = caddy.Duration(defaultCoalesceWindow)
 	}
+	if h.Mode == "" {
+		h.Mode = modeSession
+	}
+	if h.MaxStaleness == 0 {
+		h.MaxStaleness = caddy.Duration(defaultMaxStaleness)
+	}
 	if h.TrustWindow == 0 {
 		h.TrustWindow = h.CoalesceWindow
 	}
@@ -151,6 +171,10 @@ func (h *Handler) storeConfig() cache.Config {
 // Validate rejects settings that would lose writes or make no sense.
 func (h *Handler) Validate() error {
 	switch {
+	case h.Mode != modeSession && h.Mode != modeShared:
+		return fmt.Errorf("mode must be session or shared, not %q", h.Mode)
+	case h.MaxStaleness <= 0:
+		return fmt.Errorf("max_staleness must be positive")
 	case h.CoalesceWindow <= 0:
 		return fmt.Errorf("coalesce_window must be positive")
 	case time.Duration(h.CoalesceWindow) > defaultCoalesceWindow:

@@ -387,3 +387,58 @@ http://:9080 {
 		t.Fatalf("upstream saw %+v, want one converted request", got)
 	}
 }
+
+// TestIntegrationSharedMode: through real Caddy in shared mode, members'
+// full polls are answered from the realm's view, which the admin API lists
+// and the metrics count.
+func TestIntegrationSharedMode(t *testing.T) {
+	up := newUpstream(t)
+	realm := up.sim.DefaultRealm()
+	tester := caddytest.NewTester(t)
+	tester.InitServer(globalOptions+fmt.Sprintf(`
+http://:9080 {
+	zulip_presence {
+		mode          shared
+		max_staleness 30s
+		trust_window  5m
+		cache_name    %s
+	}
+	reverse_proxy %s
+}
+`, t.Name(), up.addr()), "caddyfile")
+	var auths []string
+	for i := range 4 {
+		u := realm.AddUser(fmt.Sprintf("user%d@zulip.example", i), "x", zuliptest.RoleMember)
+		auths = append(auths, realm.BasicAuth(u.ID))
+	}
+	realm.Advance(time.Hour)
+	for round := range 3 {
+		for _, auth := range auths {
+			status, body := do(t, tester, presenceReq(t, 9080, auth, "", strings.NewReader("status=active&slim_presence=true"), "application/x-www-form-urlencoded"))
+			if status != 200 || !strings.HasPrefix(body, `{"result":"success","msg":"","presences":{`) {
+				t.Fatalf("round %d: %d %s", round, status, body)
+			}
+		}
+		realm.Advance(5 * time.Second)
+	}
+	resp, err := tester.Client.Get("http://localhost:2999/zulip_presence/stores")
+	if err != nil {
+		t.Fatal(err)
+	}
+	stores, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if !bytes.Contains(stores, []byte(`"views":[{"host":"zulip.example","rows":4,`)) {
+		t.Fatalf("admin stores answer lacks the realm's view: %s", stores)
+	}
+	resp, err = tester.Client.Get("http://localhost:2999/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	metrics, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	for _, want := range []string{`caddy_zulip_presence_requests_total{kind="slim",outcome="view"}`, `caddy_zulip_presence_view_age_seconds_count`, `caddy_zulip_presence_view_fetches_total{fetch="full"}`} {
+		if !bytes.Contains(metrics, []byte(want)) {
+			t.Fatalf("metrics lack %s:\n%s", want, grepLines(metrics, "zulip_presence"))
+		}
+	}
+}

@@ -3,6 +3,7 @@ package caddymodule
 import (
 	"errors"
 	"sync"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -16,6 +17,8 @@ type metrics struct {
 	requests      *prometheus.CounterVec
 	upstreamBytes *prometheus.CounterVec
 	storeBytes    prometheus.GaugeFunc
+	viewAge       prometheus.Histogram
+	viewFetches   *prometheus.CounterVec
 	children      sync.Map // counterKey → prometheus.Counter
 }
 
@@ -39,7 +42,30 @@ func newMetrics() *metrics {
 			Namespace: ns, Subsystem: sub, Name: "store_bytes",
 			Help: "Bytes of session state held, over all stores.",
 		}, storeBytesUsed),
+		viewAge: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Namespace: ns, Subsystem: sub, Name: "view_age_seconds",
+			Help:    "Shared mode: how long before an answer its view last merged a fetch.",
+			Buckets: []float64{0.1, 0.5, 1, 2, 5, 10, 30, 60},
+		}),
+		viewFetches: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: ns, Subsystem: sub, Name: "view_fetches_total",
+			Help: "Shared mode: fetches merged into a view, by fetch (delta, full), over all hosts.",
+		}, []string{"fetch"}),
 	}
+}
+
+// observeViewAge records the age of the view an answer was made from.
+func (m *metrics) observeViewAge(age time.Duration) {
+	m.viewAge.Observe(age.Seconds())
+}
+
+// observeViewFetch counts a fetch merged into a view.
+func (m *metrics) observeViewFetch(full bool) {
+	fetch := "delta"
+	if full {
+		fetch = "full"
+	}
+	m.viewFetches.WithLabelValues(fetch).Inc()
 }
 
 func storeBytesUsed() float64 {
@@ -60,7 +86,7 @@ func registerMetrics(reg prometheus.Registerer) (*metrics, error) {
 	if reg == nil {
 		return globalMetrics, nil
 	}
-	for _, c := range []prometheus.Collector{globalMetrics.requests, globalMetrics.upstreamBytes, globalMetrics.storeBytes} {
+	for _, c := range []prometheus.Collector{globalMetrics.requests, globalMetrics.upstreamBytes, globalMetrics.storeBytes, globalMetrics.viewAge, globalMetrics.viewFetches} {
 		var already prometheus.AlreadyRegisteredError
 		if err := reg.Register(c); err != nil && !errors.As(err, &already) {
 			return nil, err

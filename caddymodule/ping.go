@@ -11,6 +11,11 @@ import (
 // ping answers a ping locally when the server would only have done a
 // no-op write for a session it trusts, and forwards it otherwise.
 func (c *call) ping() error {
+	if c.h.Mode == modeShared {
+		if handled, err := c.shared(); handled {
+			return err
+		}
+	}
 	prepared := false
 	for {
 		now := c.h.now()
@@ -69,32 +74,11 @@ func (c *call) prepareRow(now time.Time) bool {
 	return c.readRow(row)
 }
 
-// answerPing sends Zulip's answer to a ping, with the headers the server
-// sent on its latest answer to one (Cache-Control above all, so that no
-// cache in front stores it), dated by the server's clock.
+// answerPing sends Zulip's answer to a ping without the server.
 func (c *call) answerPing(now time.Time) error {
 	releaseBody(c.body)
 	c.body = nil
-	hdr := c.w.Header()
-	host := c.hostInfo()
-	var tmpl http.Header
-	if host != nil {
-		tmpl = host.PingHeader()
-	}
-	if tmpl == nil {
-		tmpl = defaultPingHeader
-	}
-	for k, v := range tmpl {
-		hdr[k] = v
-	}
-	if host != nil {
-		date := host.ServerEstimate(now).UTC().Format(http.TimeFormat)
-		for _, k := range []string{"Date", "Expires"} {
-			if _, ok := tmpl[k]; ok {
-				hdr[k] = []string{date}
-			}
-		}
-	}
+	c.setLocalHeader(c.w.Header(), now)
 	// net/http adds the Content-Length of so short an answer itself.
 	c.w.WriteHeader(http.StatusOK)
 	_, err := c.w.Write(presence.PingAnswer)

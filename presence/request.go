@@ -51,9 +51,9 @@ const (
 	ParamHistoryLimitDays                   // history_limit_days
 )
 
-// defaultWindowDays is Zulip's history window when history_limit_days is
+// DefaultWindowDays is Zulip's history window when history_limit_days is
 // absent.
-const defaultWindowDays = 14
+const DefaultWindowDays = 14
 
 // Request is a presence request as Zulip understands it.
 type Request struct {
@@ -98,7 +98,7 @@ func (r *Request) WindowDays() int64 {
 	if r.Sent&ParamHistoryLimitDays != 0 {
 		return r.HistoryLimitDays
 	}
-	return defaultWindowDays
+	return DefaultWindowDays
 }
 
 // Encode returns an application/x-www-form-urlencoded body carrying exactly

@@ -131,6 +131,14 @@ func (s *Snapshot) merge(d []Row) {
 	mergeBackward(s.rows, m, d)
 }
 
+// Get returns the row of a user, if the snapshot holds one.
+func (s *Snapshot) Get(userID int64) (Presence, bool) {
+	if i := searchFrom(s.rows, 0, userID); i < len(s.rows) && s.rows[i].UserID == userID {
+		return s.rows[i].Presence, true
+	}
+	return Presence{}, false
+}
+
 // searchFrom returns the index of the first row at or after i whose user id
 // is at least id. It gallops from i, so a dense delta costs a linear pass
 // over the snapshot and a sparse one a few binary searches.

@@ -4,7 +4,6 @@ import (
 	"crypto/subtle"
 	"fmt"
 	"net/http"
-	"net/url"
 	"strconv"
 	"strings"
 	"unicode"
@@ -12,7 +11,10 @@ import (
 )
 
 // Cookie names. Production Zulip uses the __Host- names, development the
-// plain Django ones; both are accepted, the __Host- one first.
+// plain Django ones (zproject/computed_settings.py sets SESSION_COOKIE_NAME
+// and CSRF_COOKIE_NAME only `if PRODUCTION`). A real server reads one name
+// only; the simulation accepts both, the __Host- one whenever it is sent,
+// so a request carrying both is read as production reads it.
 var (
 	sessionCookies = []string{"__Host-sessionid", "sessionid"}
 	csrfCookies    = []string{"__Host-csrftoken", "csrftoken"}
@@ -60,12 +62,13 @@ func unauthorized(msg, scheme string) *apiError {
 // sessionUser is Django's request.user for a session cookie: the user of a
 // live session of this realm, or nil.
 func (c *call) sessionUser() *user {
+	cookies := djangoCookies(c.r)
 	for _, name := range sessionCookies {
-		ck, err := c.r.Cookie(name)
-		if err != nil {
+		value, ok := cookies[name]
+		if !ok {
 			continue
 		}
-		if sess := c.rm.sessions[ck.Value]; sess != nil {
+		if sess := c.rm.sessions[value]; sess != nil {
 			return c.rm.byID[sess.userID]
 		}
 		return nil
@@ -159,18 +162,19 @@ func (c *call) csrfReject() string {
 
 // csrfSecret reads the CSRF cookie, unmasking a masked one.
 func (c *call) csrfSecret() (string, string) {
+	cookies := djangoCookies(c.r)
 	for _, name := range csrfCookies {
-		ck, err := c.r.Cookie(name)
-		if err != nil {
+		value, ok := cookies[name]
+		if !ok {
 			continue
 		}
-		if problem := csrfFormatProblem(ck.Value); problem != "" {
+		if problem := csrfFormatProblem(value); problem != "" {
 			return "", "CSRF cookie " + problem + "."
 		}
-		if len(ck.Value) == csrfTokenLen {
-			return unmaskCSRF(ck.Value), ""
+		if len(value) == csrfTokenLen {
+			return unmaskCSRF(value), ""
 		}
-		return ck.Value, ""
+		return value, ""
 	}
 	return "", "CSRF cookie not set."
 }
@@ -213,24 +217,118 @@ func (c *call) scheme() string {
 }
 
 // refererReject is Django's Referer check for HTTPS requests without an
-// Origin header.
+// Origin header (CsrfViewMiddleware._check_referer, django/middleware/csrf.py).
+// The Referer is split as urllib.parse.urlsplit splits it, and its netloc
+// (user info and port included) must equal the request's host as
+// django.utils.http.is_same_domain compares them: that lower-cases the
+// pattern, the host, but not the Referer's netloc, so a Referer whose host
+// is not in lower case is refused.
 func (c *call) refererReject() string {
 	vs, ok := c.r.Header["Referer"]
 	if !ok {
 		return "Referer checking failed - no Referer."
 	}
-	ref, err := url.Parse(strings.Join(vs, ","))
-	if err != nil || ref.Scheme == "" || ref.Host == "" {
+	scheme, netloc, rest, ok := pyURLSplit(strings.Join(vs, ","))
+	if !ok || scheme == "" || netloc == "" {
 		return "Referer checking failed - Referer is malformed."
 	}
-	if ref.Scheme != "https" {
+	if scheme != "https" {
 		return "Referer checking failed - Referer is insecure while host is secure."
 	}
-	if !strings.EqualFold(ref.Host, c.r.Host) {
-		return fmt.Sprintf("Referer checking failed - %s does not match any trusted origins.", ref.String())
+	if netloc != strings.ToLower(c.r.Host) {
+		// referer.geturl(), for a Referer without an empty query or fragment.
+		return fmt.Sprintf("Referer checking failed - %s://%s%s does not match any trusted origins.", scheme, netloc, rest)
 	}
 	return ""
 }
+
+// pyURLSplit is the scheme and netloc part of Python's
+// urllib.parse.urlsplit, and what follows the netloc. It fails where
+// urlsplit raises ValueError for unbalanced IPv6 brackets.
+func pyURLSplit(u string) (scheme, netloc, rest string, ok bool) {
+	u = strings.TrimLeft(u, "\x00\x01\x02\x03\x04\x05\x06\x07\x08\t\n\v\f\r\x0e\x0f\x10\x11\x12\x13\x14\x15\x16\x17\x18\x19\x1a\x1b\x1c\x1d\x1e\x1f ")
+	u = strings.NewReplacer("\t", "", "\r", "", "\n", "").Replace(u)
+	if i := strings.IndexByte(u, ':'); i > 0 && isASCIILetter(u[0]) {
+		valid := true
+		for j := 0; j < i; j++ {
+			if b := u[j]; !isASCIILetter(b) && !('0' <= b && b <= '9') && b != '+' && b != '-' && b != '.' {
+				valid = false
+				break
+			}
+		}
+		if valid {
+			scheme, u = strings.ToLower(u[:i]), u[i+1:]
+		}
+	}
+	if strings.HasPrefix(u, "//") {
+		end := len(u)
+		if j := strings.IndexAny(u[2:], "/?#"); j >= 0 {
+			end = j + 2
+		}
+		netloc, u = u[2:end], u[end:]
+		if strings.Contains(netloc, "[") != strings.Contains(netloc, "]") {
+			return "", "", "", false
+		}
+	}
+	return scheme, netloc, u, true
+}
+
+func isASCIILetter(b byte) bool { return 'a' <= b|0x20 && b|0x20 <= 'z' }
+
+// djangoCookies is request.COOKIES: django.http.parse_cookie
+// (django/http/cookie.py) of the Cookie header. It splits on ";" only,
+// strips each name and value as str.strip() does, takes a chunk without
+// "=" as a value with an empty name, unquotes values as http.cookies does,
+// and, being a dict filled in order, keeps the LAST value of a repeated
+// name, where net/http's Request.Cookie returns the first. Several Cookie
+// lines are read as one joined with "; ", as HTTP/2 requires and as
+// net/http reads them.
+func djangoCookies(r *http.Request) map[string]string {
+	out := map[string]string{}
+	for _, chunk := range strings.Split(strings.Join(r.Header.Values("Cookie"), "; "), ";") {
+		key, val, found := strings.Cut(chunk, "=")
+		if !found {
+			key, val = "", chunk
+		}
+		key, val = strings.Trim(key, latin1Space), strings.Trim(val, latin1Space)
+		if key != "" || val != "" {
+			out[key] = pyCookieUnquote(val)
+		}
+	}
+	return out
+}
+
+// pyCookieUnquote is http.cookies._unquote: a value in double quotes loses
+// them, and backslash escapes inside (three octal digits, or any other
+// character but a newline) are decoded.
+func pyCookieUnquote(s string) string {
+	if len(s) < 2 || s[0] != '"' || s[len(s)-1] != '"' {
+		return s
+	}
+	s = s[1 : len(s)-1]
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		if s[i] != '\\' || i+1 >= len(s) {
+			b.WriteByte(s[i])
+			continue
+		}
+		if i+3 < len(s) && '0' <= s[i+1] && s[i+1] <= '3' && isOctal(s[i+2]) && isOctal(s[i+3]) {
+			n := int(s[i+1]-'0')<<6 | int(s[i+2]-'0')<<3 | int(s[i+3]-'0')
+			b.WriteRune(rune(n)) // chr(n), a Latin-1 character
+			i += 3
+			continue
+		}
+		if s[i+1] == '\n' {
+			b.WriteByte(s[i])
+			continue
+		}
+		b.WriteByte(s[i+1])
+		i++
+	}
+	return b.String()
+}
+
+func isOctal(b byte) bool { return '0' <= b && b <= '7' }
 
 // basicAuth is authenticated_rest_api_view: get_basic_credentials, then
 // validate_api_key (whose errors become 401s), then the rate limit.

@@ -2,6 +2,8 @@ package zuliptest
 
 import (
 	"encoding/base64"
+	"net/http"
+	"net/http/httptest"
 	"strconv"
 	"strings"
 	"testing"
@@ -383,4 +385,126 @@ func TestRateLimit(t *testing.T) {
 
 func itoa(n int) string {
 	return strconv.Itoa(n)
+}
+
+// TestDjangoCookies: request.COOKIES is django.http.parse_cookie
+// (django/http/cookie.py), whose dict keeps the last of repeated names.
+func TestDjangoCookies(t *testing.T) {
+	for _, tc := range []struct {
+		lines []string
+		want  map[string]string
+	}{
+		{[]string{"sessionid=a; csrftoken=b"}, map[string]string{"sessionid": "a", "csrftoken": "b"}},
+		{[]string{"sessionid=a; sessionid=b"}, map[string]string{"sessionid": "b"}},
+		{[]string{"sessionid=a; sessionid="}, map[string]string{"sessionid": ""}},
+		{[]string{"__Host-sessionid=; sessionid=a"}, map[string]string{"__Host-sessionid": "", "sessionid": "a"}},
+		{[]string{" sessionid = a ;csrftoken=b=c"}, map[string]string{"sessionid": "a", "csrftoken": "b=c"}},
+		{[]string{"lonely; x=1"}, map[string]string{"": "lonely", "x": "1"}},
+		{[]string{"a=\"q\\\"u\\054o\""}, map[string]string{"a": "q\"u,o"}},
+		{[]string{"a=\"\""}, map[string]string{"a": ""}},
+		{[]string{"a=x y, b=2"}, map[string]string{"a": "x y, b=2"}},
+		{[]string{";;  ;"}, map[string]string{}},
+		{[]string{"sessionid=a", "sessionid=b"}, map[string]string{"sessionid": "b"}},
+		{[]string{"SessionID=a"}, map[string]string{"SessionID": "a"}},
+	} {
+		r := &http.Request{Header: http.Header{"Cookie": tc.lines}}
+		got := djangoCookies(r)
+		if len(got) != len(tc.want) {
+			t.Errorf("%q: %q, want %q", tc.lines, got, tc.want)
+			continue
+		}
+		for k, v := range tc.want {
+			if g, ok := got[k]; !ok || g != v {
+				t.Errorf("%q: %q, want %q", tc.lines, got, tc.want)
+				break
+			}
+		}
+	}
+}
+
+func TestPyURLSplit(t *testing.T) {
+	for _, tc := range []struct {
+		in, scheme, netloc, rest string
+		ok                       bool
+	}{
+		{"https://zulip.example/", "https", "zulip.example", "/", true},
+		{"HTTPS://Zulip.Example:443/a?b#c", "https", "Zulip.Example:443", "/a?b#c", true},
+		{"https://u@zulip.example", "https", "u@zulip.example", "", true},
+		{"zulip.example/x", "", "", "zulip.example/x", true},
+		{"//zulip.example/x", "", "zulip.example", "/x", true},
+		{"1https://zulip.example/", "", "", "1https://zulip.example/", true},
+		{"https://[::1/", "", "", "", false},
+		{" \x01https://zulip.example/", "https", "zulip.example", "/", true},
+	} {
+		s, n, r, ok := pyURLSplit(tc.in)
+		if s != tc.scheme || n != tc.netloc || r != tc.rest || ok != tc.ok {
+			t.Errorf("pyURLSplit(%q) = %q, %q, %q, %v", tc.in, s, n, r, ok)
+		}
+	}
+}
+
+// TestSessionCookiesAsDjangoReadsThem: the session and CSRF cookies are read
+// from request.COOKIES, so a repeated name means its last value, and an
+// empty __Host- cookie is a present, empty one that hides the bare name, as
+// in production, where the bare name is not read at all.
+func TestSessionCookiesAsDjangoReadsThem(t *testing.T) {
+	e := newEnv(t)
+	c := e.newCast()
+	sid, csrf := e.rm.NewSession(c.hamlet.ID)
+	bogus := strings.Repeat("z", len(sid))
+	const path = "/json/users/me/presence"
+	token := "X-CSRFToken: " + csrf
+	for _, tc := range []struct {
+		name    string
+		headers []string
+		status  int
+	}{
+		{"valid", []string{"Cookie: sessionid=" + sid + "; csrftoken=" + csrf, token}, 200},
+		{"repeated session cookie, valid last", []string{"Cookie: sessionid=" + bogus + "; sessionid=" + sid + "; csrftoken=" + csrf, token}, 200},
+		{"repeated session cookie, valid first", []string{"Cookie: sessionid=" + sid + "; sessionid=" + bogus + "; csrftoken=" + csrf, token}, 401},
+		{"repeated session cookie, empty last", []string{"Cookie: sessionid=" + sid + "; sessionid=; csrftoken=" + csrf, token}, 401},
+		{"repeated CSRF cookie, valid first", []string{"Cookie: sessionid=" + sid + "; csrftoken=" + csrf + "; csrftoken=", token}, 403},
+		{"repeated CSRF cookie, valid last", []string{"Cookie: sessionid=" + sid + "; csrftoken=; csrftoken=" + csrf, token}, 200},
+		{"empty __Host-sessionid beside sessionid", []string{"Cookie: __Host-sessionid=; sessionid=" + sid + "; csrftoken=" + csrf, token}, 401},
+		{"empty __Host-csrftoken beside csrftoken", []string{"Cookie: sessionid=" + sid + "; __Host-csrftoken=; csrftoken=" + csrf, token}, 403},
+		{"spaces around =", []string{"Cookie: sessionid = " + sid + " ; csrftoken =" + csrf, token}, 200},
+		{"quoted", []string{`Cookie: sessionid="` + sid + `"; csrftoken=` + csrf, token}, 200},
+		{"two Cookie lines, valid last", []string{"Cookie: sessionid=" + bogus, "Cookie: sessionid=" + sid + "; csrftoken=" + csrf, token}, 200},
+		{"two Cookie lines, valid first", []string{"Cookie: sessionid=" + sid + "; csrftoken=" + csrf, "Cookie: sessionid=" + bogus, token}, 401},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := e.request("POST", path, "status=idle", tc.headers...)
+			if r.status != tc.status {
+				t.Fatalf("status %d, want %d: %s", r.status, tc.status, r.body)
+			}
+		})
+	}
+
+	// The Referer's netloc must be the request's host in lower case:
+	// is_same_domain (django/utils/http.py) lower-cases only the host.
+	for _, tc := range []struct {
+		host, referer string
+		status        int
+	}{
+		{"zulip.example", "https://zulip.example/", 200},
+		{"Zulip.Example", "https://zulip.example/#narrow", 200},
+		{"zulip.example", "HTTPS://zulip.example/", 200},
+		{"zulip.example", "https://Zulip.example/", 403},
+		{"Zulip.Example", "https://Zulip.Example/", 403},
+		{"zulip.example", "https://u@zulip.example/", 403},
+		{"zulip.example", "https://zulip.example:443/", 403},
+		{"zulip.example", "http://zulip.example/", 403},
+		{"zulip.example", "zulip.example/", 403},
+	} {
+		r := httptest.NewRequest("POST", "https://"+tc.host+path, strings.NewReader("status=idle"))
+		r.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		r.Header.Set("Cookie", "sessionid="+sid+"; csrftoken="+csrf)
+		r.Header.Set("X-CSRFToken", csrf)
+		r.Header.Set("Referer", tc.referer)
+		rec := httptest.NewRecorder()
+		e.srv.ServeHTTP(rec, r)
+		if rec.Code != tc.status {
+			t.Errorf("Host %s, Referer %s: status %d, want %d: %s", tc.host, tc.referer, rec.Code, tc.status, rec.Body)
+		}
+	}
 }

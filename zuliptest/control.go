@@ -209,7 +209,7 @@ func ctlDeactivate(cr *ctlRequest) (any, error) {
 }
 
 func ctlReactivate(cr *ctlRequest) (any, error) {
-	cr.user.active = true
+	cr.rm.setActiveLocked(cr.user, true)
 	return empty, nil
 }
 
@@ -267,7 +267,7 @@ func ctlSetRow(cr *ctlRequest) (any, error) {
 		cr.rm.rows[cr.user.ID] = row
 	}
 	row.connected, row.active = unixToTime(in.LastConnected), unixToTime(in.LastActive)
-	cr.rm.bumpLocked(row)
+	cr.rm.bumpLocked(cr.user.ID, row)
 	return empty, nil
 }
 

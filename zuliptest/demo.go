@@ -187,7 +187,7 @@ func (d *demo) seedOfflineLocked(u *user, now time.Time, minAge, maxAge time.Dur
 func (d *demo) setRowLocked(u *user, connected, active time.Time) {
 	row := &presenceRow{connected: dbTime(connected), active: dbTimeOrNull(active)}
 	d.rm.rows[u.ID] = row
-	d.rm.bumpLocked(row)
+	d.rm.bumpLocked(u.ID, row)
 }
 
 // RunActivity runs the background activity of a demo server (see NewDemo)

@@ -71,7 +71,7 @@ func (c *call) updatePresence(u *user) reply {
 	if p.pingOnly {
 		return c.success(nil, presenceParamNames...)
 	}
-	view, err := c.rm.presenceQueryLocked(u, p.slim, p.lastUpdateID, p.historyDays, c.now)
+	view, err := c.rm.presenceQueryLocked(u, c.rm.liveState(), p.slim, p.lastUpdateID, p.historyDays, c.now)
 	if err != nil {
 		return err.reply()
 	}
@@ -130,7 +130,7 @@ func (r *Realm) writePresenceLocked(u *user, active bool, t time.Time) {
 			row.active = t
 		}
 		r.rows[u.ID] = row
-		r.bumpLocked(row)
+		r.bumpLocked(u.ID, row)
 		return
 	}
 	changed := false
@@ -146,7 +146,7 @@ func (r *Realm) writePresenceLocked(u *user, active bool, t time.Time) {
 		}
 	}
 	if changed {
-		r.bumpLocked(row)
+		r.bumpLocked(u.ID, row)
 	}
 }
 
@@ -157,11 +157,14 @@ func age(t, stored time.Time) time.Duration {
 	return t.Sub(stored)
 }
 
-// bumpLocked gives a written row the realm's next PresenceSequence value.
-func (r *Realm) bumpLocked(row *presenceRow) {
+// bumpLocked gives the user's just written row the realm's next
+// PresenceSequence value and records the change in the realm's history.
+// Every change of a row goes through it.
+func (r *Realm) bumpLocked(userID int64, row *presenceRow) {
 	r.seq++
 	row.updateID = r.seq
 	r.stats.RowsWritten++
+	r.recordRowLocked(userID, row)
 }
 
 // presenceView is a snapshot of a presence answer, rendered after the
@@ -193,9 +196,11 @@ func entryFor(u *user, row *presenceRow) presenceEntry {
 	return e
 }
 
-// presenceQueryLocked is get_presence_response for the realm-wide formats.
-// server_timestamp is taken before the query, as Zulip does.
-func (r *Realm) presenceQueryLocked(viewer *user, slim bool, lastUpdateID, days *jsonInt, now time.Time) (*presenceView, *apiError) {
+// presenceQueryLocked is get_presence_response for the realm-wide formats,
+// reading the rows and user activity of st: the live ones for the API,
+// earlier ones for RenderAsOf. server_timestamp is taken before the query,
+// as Zulip does.
+func (r *Realm) presenceQueryLocked(viewer *user, st presenceState, slim bool, lastUpdateID, days *jsonInt, now time.Time) (*presenceView, *apiError) {
 	v := &presenceView{slim: slim, serverTime: pyTime(now)}
 	if r.settings.PresenceDisabled {
 		v.lastUpdateID = "-1"
@@ -208,8 +213,8 @@ func (r *Realm) presenceQueryLocked(viewer *user, slim bool, lastUpdateID, days 
 	maxID := int64(-1)
 	if days == nil || !days.fits || days.v != 0 {
 		for _, u := range r.users {
-			row := r.rows[u.ID]
-			if row == nil || !r.selects(viewer, u, row, lastUpdateID, cutoff) {
+			row := st.row(u.ID)
+			if row == nil || !r.selects(viewer, u, st.active(u), row, lastUpdateID, cutoff) {
 				continue
 			}
 			v.entries = append(v.entries, entryFor(u, row))
@@ -229,9 +234,10 @@ func (r *Realm) presenceQueryLocked(viewer *user, slim bool, lastUpdateID, days 
 	return v, nil
 }
 
-// selects is the filter of get_presence_dict_by_realm for one row.
-func (r *Realm) selects(viewer, u *user, row *presenceRow, lastUpdateID *jsonInt, cutoff time.Time) bool {
-	if !u.active || u.Role == RoleBot {
+// selects is the filter of get_presence_dict_by_realm for one row; active
+// is whether u is an active user in the state queried.
+func (r *Realm) selects(viewer, u *user, active bool, row *presenceRow, lastUpdateID *jsonInt, cutoff time.Time) bool {
+	if !active || u.Role == RoleBot {
 		return false
 	}
 	if lastUpdateID != nil && !idAfter(row.updateID, *lastUpdateID) {
@@ -340,7 +346,7 @@ func legacyStatus(active, connected time.Time) (string, int64) {
 // legacy format with the default window, bots allowed, and no
 // presence_last_update_id.
 func (c *call) getRealmPresence(u *user) reply {
-	view, err := c.rm.presenceQueryLocked(u, false, nil, nil, c.now)
+	view, err := c.rm.presenceQueryLocked(u, c.rm.liveState(), false, nil, nil, c.now)
 	if err != nil {
 		return err.reply()
 	}

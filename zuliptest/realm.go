@@ -132,6 +132,7 @@ type Realm struct {
 	rows     map[int64]*presenceRow
 	access   map[int64]map[int64]bool
 	stats    Stats
+	hist     history // past rows and user activity, for the as-of queries
 }
 
 func newRealm(s *Server, host string) *Realm {
@@ -143,6 +144,7 @@ func newRealm(s *Server, host string) *Realm {
 		sessions: map[string]*session{},
 		rows:     map[int64]*presenceRow{},
 		access:   map[int64]map[int64]bool{},
+		hist:     newHistory(),
 		stats:    Stats{Requests: map[string]int64{}},
 	}
 }
@@ -247,7 +249,7 @@ func (r *Realm) Deactivate(userID int64) {
 }
 
 func (r *Realm) deactivateLocked(u *user) {
-	u.active = false
+	r.setActiveLocked(u, false)
 	for id, sess := range r.sessions {
 		if sess.userID == u.ID {
 			delete(r.sessions, id)
@@ -258,7 +260,7 @@ func (r *Realm) deactivateLocked(u *user) {
 // Reactivate reactivates the user.
 func (r *Realm) Reactivate(userID int64) {
 	defer r.lock()()
-	r.mustUser(userID).active = true
+	r.setActiveLocked(r.mustUser(userID), true)
 }
 
 // SetPresenceEnabled turns invisible mode off (true) or on (false) the way
@@ -297,7 +299,7 @@ func (r *Realm) backdateLocked(u *user, b time.Time) {
 		r.writePresenceLocked(u, true, b)
 	case row.connected.After(b):
 		row.connected = b
-		r.bumpLocked(row)
+		r.bumpLocked(u.ID, row)
 	}
 }
 
@@ -399,7 +401,7 @@ func (r *Realm) SetPresenceRow(userID int64, lastConnected, lastActive time.Time
 		r.rows[userID] = row
 	}
 	row.connected, row.active = dbTimeOrNull(lastConnected), dbTimeOrNull(lastActive)
-	r.bumpLocked(row)
+	r.bumpLocked(userID, row)
 }
 
 func dbTimeOrNull(t time.Time) time.Time {

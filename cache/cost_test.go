@@ -1,0 +1,112 @@
+package cache
+
+import (
+	"fmt"
+	"runtime"
+	"testing"
+	"time"
+
+	"github.com/zulip-presence/caddy-zulip-presence/presence"
+)
+
+// heapOf fills a fresh store with n entries and returns the heap they hold
+// (after a collection, ristretto's bookkeeping of them included) and the
+// bytes the store charged for them.
+func heapOf(t testing.TB, n int, fill func(s *Store, i int)) (heap, charged float64) {
+	t.Helper()
+	s, err := New(Config{MaxCost: 4 << 30, TTL: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Destruct()
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	used := s.Used()
+	for i := range n {
+		fill(s, i)
+	}
+	s.cache.Wait()
+	runtime.GC()
+	runtime.ReadMemStats(&after)
+	charged = float64(s.Used() - used)
+	heap = float64(int64(after.HeapAlloc) - int64(before.HeapAlloc))
+	runtime.KeepAlive(s)
+	return heap, charged
+}
+
+// costCases are the kinds of entries a store holds, as the handler makes
+// them: sessions (empty, and with the snapshot of a 300-user realm), row
+// mirrors, host facts and user directories.
+var costCases = []struct {
+	name string
+	n    int
+	fill func(s *Store, i int)
+}{
+	{"session", 20_000, func(s *Store, i int) { keep(s, s.SessionKey("h", FamilyAPI, fmt.Sprint(i))) }},
+	{"session with snapshot", 2_000, func(s *Store, i int) {
+		k := s.SessionKey("h", FamilyAPI, fmt.Sprint(i))
+		sess := keep(s, k)
+		conv := sess.LockConversion()
+		rows := make([]presence.Row, 300)
+		for j := range rows {
+			rows[j] = presence.Row{UserID: int64(j)}
+		}
+		conv.Snapshot.Replace(rows)
+		sess.UnlockConversion()
+		s.Keep(k, sess)
+	}},
+	{"row", 20_000, func(s *Store, i int) { s.Row(s.UserKey("h", fmt.Sprint(i, "@x"))).SetUser(int64(i), t0) }},
+	{"host", 5_000, func(s *Store, i int) {
+		h := s.HostFor(fmt.Sprint("zulip", i, ".example"))
+		h.ObserveClock(t0, t0, t0, time.Second)
+		h.SetPingHeader(map[string][]string{
+			"Content-Type":  {"application/json"},
+			"Cache-Control": {"max-age=0, no-cache, no-store, must-revalidate, private"},
+			"Expires":       {"Mon, 02 Nov 2026 09:00:00 GMT"},
+			"Date":          {"Mon, 02 Nov 2026 09:00:00 GMT"},
+			"Vary":          {"Accept-Language, Cookie"},
+		})
+	}},
+	{"directory", 200, func(s *Store, i int) {
+		m := make(map[int64]Member, 500)
+		for j := range 500 {
+			m[int64(j)] = Member{Email: fmt.Sprintf("user%d@zulip.example", j), Active: true}
+		}
+		s.PutDirectory(fmt.Sprint("zulip", i, ".example"), (*Directory)(nil).Merged(m, t0, true))
+	}},
+}
+
+// TestCostsMatchHeap: what the store charges against cache_size is within
+// 1.5× of the heap its entries hold, either way, so that cache_size bounds
+// memory.
+func TestCostsMatchHeap(t *testing.T) {
+	if testing.Short() {
+		t.Skip("measures the heap of many entries")
+	}
+	for _, tc := range costCases {
+		t.Run(tc.name, func(t *testing.T) {
+			heap, charged := heapOf(t, tc.n, tc.fill)
+			ratio := heap / charged
+			t.Logf("%s: %.0f heap bytes, %.0f charged per entry: heap/charged %.2f", tc.name, heap/float64(tc.n), charged/float64(tc.n), ratio)
+			if ratio > 1.5 || ratio < 1/1.5 {
+				t.Fatalf("heap/charged = %.2f, want within 1.5× either way", ratio)
+			}
+		})
+	}
+}
+
+// BenchmarkCostAccuracy reports heap/charged for each kind of entry.
+func BenchmarkCostAccuracy(b *testing.B) {
+	for _, tc := range costCases {
+		b.Run(tc.name, func(b *testing.B) {
+			var heap, charged float64
+			for range b.N {
+				h, c := heapOf(b, tc.n, tc.fill)
+				heap, charged = heap+h, charged+c
+			}
+			b.ReportMetric(heap/charged, "heap/charged")
+			b.ReportMetric(heap/float64(b.N*tc.n), "heapB/entry")
+		})
+	}
+}

@@ -1,0 +1,363 @@
+package caddymodule
+
+import (
+	"net/http"
+	"time"
+
+	"github.com/zulip-presence/caddy-zulip-presence/cache"
+	"github.com/zulip-presence/caddy-zulip-presence/presence"
+)
+
+// Outcomes of shared mode.
+const (
+	// A ping or full poll answered from the host's view with no upstream
+	// request: its write was a no-op on the server.
+	outcomeView = "view"
+	// A ping or full poll whose write went upstream as a fetch at the
+	// view's cursor; the delta fed the view, which gave the answer.
+	outcomeViewFed = "view_fed"
+)
+
+// maxViewDays is the widest window a view is fetched with; a poll asking
+// for more (the settings panel's 365 000 days) is served in session mode.
+const maxViewDays = 365
+
+// shared serves a ping or a full poll from the host's view, and reports
+// false, having sent nothing, when the session is not eligible: its user
+// is not an active member of the host who is no guest nor bot per the
+// host's user list. Guests stay in session mode: when the server limits
+// what guests see, merging a guest's delta would make the view miss rows.
+// A session whose trust lapsed is eligible when its Basic credentials name
+// such a user: its write goes as a fetch, and the server's success to that
+// very request makes it trusted before the view answers it.
+func (c *call) shared() (bool, error) {
+	view := c.eligibleView()
+	if view == nil || !c.servable(view) {
+		return false, nil
+	}
+	prepared := false
+	for {
+		now := c.h.now()
+		if !prepared {
+			c.rowFromView(view)
+			prepared = true
+		}
+		serverNow, known := c.serverLatest(now)
+		tk, decision, wait := c.sess.Admit(now, serverNow, known, c.write(), c.policy(), c.row, true)
+		switch decision {
+		case cache.Local:
+			if c.req.Kind() == presence.KindPing {
+				return true, c.answerPing(now)
+			}
+			if served, ok := c.serveView(view, now, time.Duration(c.h.MaxStaleness), nil); ok {
+				return true, served()
+			}
+			c.reserve() // too stale to answer: the write goes as a fetch
+			return true, c.feed(view)
+		case cache.Forward:
+			c.ticket = tk
+			return true, c.feed(view)
+		}
+		select {
+		case <-wait:
+		case <-c.r.Context().Done():
+			return true, c.passThrough() // client gone; behave as plain reverse_proxy
+		}
+	}
+}
+
+// eligibleView returns the host's view if the session may read and feed
+// it, creating the view for the host's first eligible session.
+func (c *call) eligibleView() *cache.View {
+	now := c.h.now()
+	days := c.req.WindowDays()
+	if days < 0 || days > maxViewDays {
+		return nil
+	}
+	if host := c.hostInfo(); host == nil || host.IncrementalUnsupported(now) {
+		return nil
+	}
+	var row *cache.Row
+	var dir *cache.Directory
+	if c.sess.Trusted(now, time.Duration(c.h.TrustWindow)) {
+		if !c.bindUser() {
+			return nil
+		}
+		if row = c.userRow(); row == nil || !c.knowUserID(row) {
+			return nil
+		}
+		dir = c.directory(nil)
+	} else {
+		// Nothing is asked of the server for credentials it has not
+		// accepted lately: only what the store already knows counts.
+		row, dir = c.knownUser(), c.h.store.Directory(c.host)
+		if row == nil || row.UserID() == 0 {
+			return nil
+		}
+	}
+	if dir == nil {
+		return nil
+	}
+	m, ok := dir.Members[row.UserID()]
+	if !ok || !m.Active || m.Bot || m.Guest {
+		return nil
+	}
+	return c.h.store.ViewFor(c.host)
+}
+
+// sharedWriteElsewhere handles, in shared mode, a write the server
+// accepted that did not feed the view (a session's first request, a guest,
+// a forwarded poll): the view may lack it, so it answers nothing until a
+// fetch merges again. The session is trusted now, so its user's id and the
+// host's user list are learned, once, for its next requests to be eligible
+// without asking the server.
+func (c *call) sharedWriteElsewhere() {
+	if view := c.h.store.View(c.host); view != nil {
+		view.Invalidate()
+	}
+	if row := c.userRow(); row != nil && c.knowUserID(row) {
+		c.directory(nil)
+	}
+}
+
+// knownUser returns the row mirror of the user Basic credentials name, if
+// the store holds one, without making one.
+func (c *call) knownUser() *cache.Row {
+	if c.family != cache.FamilyAPI {
+		return nil
+	}
+	row := c.h.store.ExistingRow(c.h.store.UserKey(c.host, c.creds.email))
+	c.row = row
+	return row
+}
+
+// knowUserID makes sure the row mirror knows its user's id, asking the
+// server once per user.
+func (c *call) knowUserID(row *cache.Row) bool {
+	if row.UserID() != 0 {
+		return true
+	}
+	p, err := c.fetchOwnProfile()
+	if err != nil {
+		return false
+	}
+	row.SetUser(p.UserID, p.DateJoined)
+	return true
+}
+
+// rowFromView takes the user's row from the view as lower bounds: the view
+// holds what the server said of it at the last merge.
+func (c *call) rowFromView(view *cache.View) {
+	if p, ok := view.Row(c.row.UserID()); ok {
+		c.row.Observe(true, p.Active, p.Idle, false)
+	}
+}
+
+// servable reports whether the view may answer the request at all once
+// fed: a web app tab's poll only at a cursor that is a boundary the view
+// covers (any other, such as a page load's, is forwarded as it came and
+// merged), with a history window that is not 0.
+func (c *call) servable(view *cache.View) bool {
+	switch {
+	case c.req.Kind() != presence.KindModern:
+		return true
+	case c.req.WindowDays() == 0 || c.req.LastUpdateID == 0:
+		return false
+	case c.req.LastUpdateID < 0:
+		return true
+	}
+	rowsp := rowPool.Get().(*[]presence.Row)
+	served, ok := view.ServeSince((*rowsp)[:0], c.req.LastUpdateID, c.h.now(), time.Duration(1<<62))
+	putRows(rowsp, served.Rows)
+	return ok
+}
+
+// serveView returns the writer of a poll's answer rendered from the view,
+// or false when the view may not answer it within staleness. fed is the
+// answer to the fetch that carried the poll's write, nil when there was
+// none: its header and status are the answer's.
+func (c *call) serveView(view *cache.View, now time.Time, staleness time.Duration, fed *recorder) (func() error, bool) {
+	rowsp := rowPool.Get().(*[]presence.Row)
+	var served cache.Served
+	var ok bool
+	if c.req.Kind() == presence.KindModern && c.req.LastUpdateID > 0 {
+		served, ok = view.ServeSince((*rowsp)[:0], c.req.LastUpdateID, now, staleness)
+	} else {
+		served, ok = view.Serve((*rowsp)[:0], now, c.req.WindowDays(), staleness)
+	}
+	if !ok {
+		putRows(rowsp, served.Rows)
+		return nil, false
+	}
+	return func() error {
+		defer putRows(rowsp, served.Rows)
+		hdr, status, outcome, upstream := c.w.Header(), http.StatusOK, outcomeView, 0
+		if fed != nil {
+			hdr, status, outcome, upstream = fed.header, fed.status, outcomeViewFed, fed.body.Len()
+		} else {
+			c.setLocalHeader(hdr, now)
+		}
+		ok, err := c.writeServed(served, hdr, status)
+		if !ok {
+			return c.viewFallback()
+		}
+		c.h.metrics.observeViewAge(served.Age)
+		c.record(outcome, upstream)
+		return err
+	}, true
+}
+
+// writeServed writes the answer of what the view served.
+func (c *call) writeServed(served cache.Served, hdr http.Header, status int) (bool, error) {
+	if c.req.Kind() == presence.KindModern && c.req.LastUpdateID > 0 {
+		// An incremental answer: every row that changed, whatever its age.
+		bufp := bufPool.Get().(*[]byte)
+		defer bufPool.Put(bufp)
+		a := presence.Answer{ServerTimestamp: served.ServerTimestamp, LastUpdateID: served.Cursor}
+		*bufp = presence.AppendModern((*bufp)[:0], served.Rows, a)
+		return true, writeAnswer(c.w, hdr, status, *bufp)
+	}
+	return c.writeFull(served.Rows, served.Cursor, served.ServerTimestamp, nil, hdr, status)
+}
+
+// feed sends the request's reserved write upstream as a fetch at the
+// view's cursor (a full fetch when the view needs one), merges the answer
+// into the view, and answers the client from it: the ping body, or the
+// full table it asked for.
+func (c *call) feed(view *cache.View) error {
+	c.fed = true
+	now := c.h.now()
+	days := max(c.req.WindowDays(), presence.DefaultWindowDays)
+	cursor, ok := view.Cursor(now, days, time.Duration(c.h.ResyncInterval))
+	if !ok {
+		lead, wait := view.Resync.Begin()
+		if lead {
+			defer view.Resync.End()
+		} else {
+			// Another request is making the full fetch; this write
+			// rides on the cursor it leaves.
+			select {
+			case <-wait:
+			case <-c.r.Context().Done():
+			}
+			cursor, ok = view.Cursor(c.h.now(), days, time.Duration(c.h.ResyncInterval))
+		}
+	}
+	up := presence.Request{Sent: presence.ParamStatus | presence.ParamLastUpdateID, Status: c.req.Status, LastUpdateID: cursor}
+	if c.req.Sent&presence.ParamNewUserInput != 0 {
+		up.Sent |= presence.ParamNewUserInput
+		up.NewUserInput = c.req.NewUserInput
+	}
+	if !ok {
+		up.LastUpdateID = -1
+		up.Sent |= presence.ParamHistoryLimitDays
+		up.HistoryLimitDays = days
+	}
+	rec, err := fetch(c.next, subrequest(c.r, http.MethodPost, c.r.URL.Path, []byte(up.Encode())))
+	if err != nil {
+		c.settle(cache.OutcomeFailed, nil, now, now)
+		c.record(outcomeUpstreamError, 0)
+		if err == errAborted {
+			panic(http.ErrAbortHandler) // as plain reverse_proxy would
+		}
+		return err
+	}
+	received := c.h.now()
+	o := zulipOutcome(rec.status, rec.header, rec.body.Bytes(), nil)
+	c.settle(o, rec.header, now, received)
+	if o != cache.OutcomeOK {
+		// The server refused or failed the write: the client gets its
+		// answer, which is the same whatever the request asked to read.
+		c.record(outcomeUpstreamError, rec.body.Len())
+		return rec.replay(c.w)
+	}
+	ans, err := presence.DecodeModern(rec.body.Bytes())
+	if err != nil || !ans.HasLastUpdateID {
+		// Not the answer of a Zulip that knows last_update_id: the write
+		// was made; serve this request in session mode from now on.
+		c.hostFor().MarkIncrementalUnsupported(now.Add(time.Duration(c.h.ResyncInterval)))
+		return c.viewFallback()
+	}
+	host := c.hostFor()
+	c.learnAnswer(host, ans, now, received)
+	host.SetPingHeader(pingHeaderOf(rec.header))
+	c.merge(view, up.LastUpdateID, days, ans, received)
+	if c.req.Kind() == presence.KindPing {
+		c.record(outcomeViewFed, rec.body.Len())
+		return writeAnswer(c.w, rec.header, rec.status, presence.PingAnswer)
+	}
+	return c.answerFed(view, rec, received)
+}
+
+// merge merges the answer to a fetch made at cursor into the view.
+func (c *call) merge(view *cache.View, cursor, days int64, ans presence.Response, now time.Time) {
+	if view.Apply(cursor, days, ans, now) {
+		c.h.store.KeepView(c.host, view)
+		c.h.metrics.observeViewFetch(cursor < 0)
+	}
+}
+
+// mergeForwarded merges the answer to a web app poll forwarded as it came
+// into the host's view, when the session is eligible and the answer
+// overlaps the view (or is a full fetch at least as wide).
+func (c *call) mergeForwarded(ans presence.Response, now time.Time) {
+	cursor, days := c.req.LastUpdateID, c.req.WindowDays()
+	if cursor == 0 || (cursor < 0 && days < presence.DefaultWindowDays) {
+		return
+	}
+	if view := c.eligibleView(); view != nil {
+		c.merge(view, cursor, days, ans, now)
+	}
+}
+
+// answerFed answers a poll whose write fed the view.
+func (c *call) answerFed(view *cache.View, rec *recorder, now time.Time) error {
+	send, ok := c.serveView(view, now, time.Duration(1<<62), rec)
+	if !ok {
+		// The view could not take this answer (another fetch reset it):
+		// the write was made, so the client's own request now reads.
+		return c.viewFallback()
+	}
+	return send()
+}
+
+// viewFallback sends the client's own request upstream: the view cannot
+// answer it. Its write is a no-op by now, or one the gate allowed.
+func (c *call) viewFallback() error {
+	c.reserve()
+	return c.forward(outcomeFallback)
+}
+
+// setLocalHeader sets the header of an answer made without the server:
+// what the server sent on its latest answer to a ping (Cache-Control above
+// all, so that no cache in front stores it), dated by its clock.
+func (c *call) setLocalHeader(hdr http.Header, now time.Time) {
+	host := c.hostInfo()
+	var tmpl http.Header
+	if host != nil {
+		tmpl = host.PingHeader()
+	}
+	if tmpl == nil {
+		tmpl = defaultPingHeader
+	}
+	for k, v := range tmpl {
+		hdr[k] = v
+	}
+	if host != nil {
+		date := host.HTTPDate(now)
+		for _, k := range [2]string{"Date", "Expires"} {
+			if _, ok := tmpl[k]; ok {
+				hdr[k] = date
+			}
+		}
+	}
+}
+
+// putRows returns a row buffer to the pool, keeping the larger backing
+// array the rows may have grown into.
+func putRows(p *[]presence.Row, rows []presence.Row) {
+	if cap(rows) > cap(*p) {
+		*p = rows[:0]
+	}
+	rowPool.Put(p)
+}

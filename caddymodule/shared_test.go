@@ -1,0 +1,131 @@
+package caddymodule
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"net/url"
+	"regexp"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/zulip-presence/caddy-zulip-presence/zuliptest"
+)
+
+// sharedRealm is a realm of members, each with a phone polling slim, a
+// legacy client or a script pinging, all through a handler in shared mode.
+func sharedRealm(t *testing.T, cfg Handler, members int) (*twin, []twinUser, []*client) {
+	cfg.Mode = modeShared
+	tw := newTwin(t, cfg)
+	var users []twinUser
+	var clients []*client
+	for i := range members {
+		u := tw.addUser(fmt.Sprintf("user%d@zulip.example", i), zuliptest.RoleMember)
+		users = append(users, u)
+		clients = append(clients, tw.apiClient(fmt.Sprint("client", i), u))
+	}
+	tw.clk.Advance(time.Hour)
+	return tw, users, clients
+}
+
+// TestSharedModeFidelity: when every write of the realm goes through the
+// handler, the view is always current, so every answer it gives is the
+// server's own, and the server's rows are those a direct run writes.
+func TestSharedModeFidelity(t *testing.T) {
+	tw, users, clients := sharedRealm(t, Handler{}, 12)
+	rng := rand.New(rand.NewPCG(7, 7))
+	kinds := [][]string{
+		{"slim_presence", "true"},
+		{},
+		{"ping_only", "true"},
+		{"slim_presence", "true", "history_limit_days", "3"},
+	}
+	var direct, proxied zuliptest.Stats
+	for step := range 1500 {
+		// Whole seconds: the legacy 70-second rule may round otherwise
+		// (an allowed difference this test does not model).
+		tw.clk.Advance(time.Duration(rng.IntN(6)) * time.Second)
+		c := clients[rng.IntN(len(clients))]
+		kv := append([]string{"status", []string{"active", "idle"}[rng.IntN(2)]}, kinds[rng.IntN(len(kinds))]...)
+		if rng.IntN(10) == 0 {
+			kv = append(kv, "new_user_input", "true")
+		}
+		tw.postShared(c, form(kv...), 10*time.Second)
+		tw.sameRows(users...)
+		if step == 200 { // past the first minutes, when views and lists are made
+			direct, proxied = tw.direct.DefaultRealm().Stats(), tw.proxied.DefaultRealm().Stats()
+		}
+	}
+	d, p := tw.direct.DefaultRealm().Stats(), tw.proxied.DefaultRealm().Stats()
+	if d.RowsWritten != p.RowsWritten {
+		t.Fatalf("rows written %d through the module, %d direct", p.RowsWritten, d.RowsWritten)
+	}
+	db, pb := d.ResponseBytes-direct.ResponseBytes, p.ResponseBytes-proxied.ResponseBytes
+	t.Logf("steady state: upstream bytes %d through the module, %d direct (%.3f); rows read %d, %d", pb, db, float64(pb)/float64(db), p.RowsReturned-proxied.RowsReturned, d.RowsReturned-direct.RowsReturned)
+	if pb*5 > db {
+		t.Fatalf("shared mode pulled %d bytes, direct %d: not even five times fewer", pb, db)
+	}
+}
+
+// TestSharedModeGuestsStayInSessionMode: a guest whose view the server
+// restricts gets its own answers, and never feeds the view: members still
+// see every row.
+func TestSharedModeGuestsStayInSessionMode(t *testing.T) {
+	tw, users, clients := sharedRealm(t, Handler{}, 4)
+	tw.both(func(r *zuliptest.Realm) {
+		s := r.Settings()
+		s.CanAccessAllUsersGroupLimitsPresence = true
+		r.SetSettings(s)
+	})
+	guest := tw.addUser("guest@zulip.example", zuliptest.RoleGuest)
+	tw.both(func(r *zuliptest.Realm) { r.ShareAccess(guest.id, users[0].id) })
+	gc := tw.apiClient("guest", guest)
+	for range 20 {
+		for _, c := range append(clients, gc) {
+			tw.postShared(c, form("status", "active", "slim_presence", "true"), 10*time.Second)
+			tw.postShared(c, form("status", "active"), 10*time.Second)
+			tw.clk.Advance(3 * time.Second)
+		}
+		tw.clk.Advance(40 * time.Second)
+	}
+	tw.sameRows(append(users, guest)...)
+}
+
+// TestSharedModeViewIsBoundedAndListed: the view counts against the store
+// and shows in the admin listing.
+func TestSharedModeViewIsListed(t *testing.T) {
+	tw, _, clients := sharedRealm(t, Handler{}, 3)
+	for range 3 {
+		for _, c := range clients {
+			tw.postShared(c, form("status", "active", "slim_presence", "true"), 10*time.Second)
+		}
+		tw.clk.Advance(61 * time.Second)
+	}
+	views := tw.h.store.Views()
+	if len(views) != 1 || views[0].Host != "zulip.example" || views[0].Rows != 3 {
+		t.Fatalf("views = %+v, want the realm's with its 3 rows", views)
+	}
+}
+
+var serverTimestamp = regexp.MustCompile(`"server_timestamp":([0-9.e+]+)`)
+
+// postShared is post for shared mode: an answer from the view stands as of
+// the view's last merge, so its server_timestamp may be up to staleness
+// older than the direct answer's; everything else must match.
+func (tw *twin) postShared(c *client, form url.Values, staleness time.Duration) (answer, int) {
+	tw.t.Helper()
+	d := tw.serveDirect(c.request(false, form))
+	p, n := tw.serveProxied(c.request(true, form))
+	if dm, pm := serverTimestamp.FindSubmatch(d.body), serverTimestamp.FindSubmatch(p.body); dm != nil && pm != nil {
+		dts, _ := strconv.ParseFloat(string(dm[1]), 64)
+		pts, _ := strconv.ParseFloat(string(pm[1]), 64)
+		if pts > dts || dts-pts > staleness.Seconds() {
+			tw.t.Fatalf("%s: server_timestamp %f, direct %f: not within %v before it", c.name, pts, dts, staleness)
+		}
+		p.body = serverTimestamp.ReplaceAll(p.body, dm[0])
+	}
+	if err := sameAnswer(d, p, isFullPoll(form)); err != nil {
+		tw.t.Fatalf("%s %s at %s: %v\ndirect:  %d %s\nproxied: %d %s", c.name, form.Encode(), tw.clk.Now().Format(time.TimeOnly), err, d.status, d.body, p.status, p.body)
+	}
+	return d, n
+}
