@@ -39,6 +39,7 @@ const frontCaddyfile = `{
 :{MODULE} {
 	encode zstd gzip
 	zulip_presence {
+		mode            {MODE}
 		coalesce_window 55s
 		resync_interval 10m
 		users_refresh   10m

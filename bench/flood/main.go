@@ -53,6 +53,7 @@ import (
 
 type config struct {
 	caddy                  string
+	mode                   string
 	users, online          int
 	smallUsers             int
 	workers, loadWorkers   int
@@ -73,6 +74,7 @@ func main() {
 	cacheSize := flag.String("cache-size", "256MiB", "the module's cache_size")
 	maxRSS := flag.String("max-rss", "", "largest acceptable peak RSS of the front Caddy (default: twice the heap bound, 1.5 × cache-size + 64MiB, plus 128MiB)")
 	flag.StringVar(&cfg.caddy, "caddy", "", "Caddy binary with zulip_presence and zulip_sim (default: go build ./xcaddy into a temporary directory)")
+	flag.StringVar(&cfg.mode, "mode", "session", "the module's mode: session or shared")
 	flag.IntVar(&cfg.users, "users", 5000, "users of the demo realm (flood d and the load run)")
 	flag.IntVar(&cfg.online, "online", 200, "users of the demo realm whose simulated clients keep pinging")
 	flag.IntVar(&cfg.smallUsers, "small-users", 100, "users of the realm of floods a to c")
@@ -177,7 +179,7 @@ func run(cfg config) (bool, error) {
 	}
 	vars := map[string]string{
 		"ADMIN": strconv.Itoa(ports[0]), "MODULE": strconv.Itoa(ports[1]), "PLAIN": strconv.Itoa(ports[2]), "SIM": strconv.Itoa(ports[3]),
-		"IDLE": cfg.idle.String(), "CACHE": strconv.FormatInt(cfg.cacheSize, 10),
+		"IDLE": cfg.idle.String(), "MODE": cfg.mode, "CACHE": strconv.FormatInt(cfg.cacheSize, 10),
 		"USERS": strconv.Itoa(cfg.users), "ONLINE": strconv.Itoa(cfg.online),
 	}
 	r := &rig{
@@ -406,7 +408,7 @@ func (r *rig) floods() error {
 		storeLines = append(storeLines, fmt.Sprintf("%q %s of %s, %d reference(s)", s.CacheName, ibytes(s.UsedBytes), ibytes(s.MaxBytes), s.References))
 	}
 
-	fmt.Printf("### Floods (cache_size %s; front Caddy after each, heap after a forced GC)\n\n", ibytes(r.cfg.cacheSize))
+	fmt.Printf("### Floods (mode %s, cache_size %s; front Caddy after each, heap after a forced GC)\n\n", r.cfg.mode, ibytes(r.cfg.cacheSize))
 	fmt.Println("| phase | requests | req/s module / plain | unexpected | upstream requests module / plain | upstream bytes module / plain | store bytes | heap after GC | heap in use | RSS | RSS peak | goroutines |")
 	fmt.Println("|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|")
 	for _, rd := range rows {
