@@ -62,8 +62,8 @@ func (v *View) Cursor(now time.Time, days int64, resync time.Duration) (int64, b
 	return v.cursor, true
 }
 
-// Apply merges the answer to a fetch made at cursor (-1 for a full fetch
-// of days) and returns whether the view holds it. An answer whose id went
+// Apply merges the answer to a fetch made at cursor (negative for a full
+// fetch of days) and returns whether the view holds it. An answer whose id went
 // back below the cursor it was asked from (realm presence disabled, a
 // restored database) resets the view: the next fetch is a full one.
 func (v *View) Apply(cursor, days int64, ans presence.Response, now time.Time) bool {
@@ -71,7 +71,10 @@ func (v *View) Apply(cursor, days int64, ans presence.Response, now time.Time) b
 	defer v.mu.Unlock()
 	m := ans.LastUpdateID
 	switch {
-	case cursor < 0 && m >= 0 && (!v.synced || m >= v.cursor):
+	case cursor < 0 && (!v.synced || m >= v.cursor):
+		// A full fetch; one that found no row (an empty realm, or realm
+		// presence disabled, which answers {} and -1) leaves the view at
+		// -1, from where every fetch is a full one again.
 		v.snap.Replace(ans.Rows)
 		v.synced, v.days, v.syncedAt = true, days, now
 		v.spanStart, v.boundaries, v.changed = m, map[int64]struct{}{m: {}}, map[int64]idRange{}

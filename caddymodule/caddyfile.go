@@ -37,14 +37,20 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //		cache_size      <size>
 //	}
 //
-// Every subdirective is optional; sizes take units such as 64KiB or 256MiB.
+// Every subdirective is optional and may be given once; sizes take units
+// such as 64KiB or 256MiB.
 // The directive is ordered after request_body and encode by default.
 func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	d.Next() // directive name
 	if d.NextArg() {
 		return d.ArgErr()
 	}
+	seen := map[string]bool{}
 	for nesting := d.Nesting(); d.NextBlock(nesting); {
+		if seen[d.Val()] {
+			return d.Errf("subdirective '%s' given twice", d.Val())
+		}
+		seen[d.Val()] = true
 		if err := h.unmarshalSubdirective(d); err != nil {
 			return err
 		}

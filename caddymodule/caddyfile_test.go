@@ -18,6 +18,9 @@ func TestUnmarshalCaddyfile(t *testing.T) {
 	}{
 		{name: "empty", input: `zulip_presence`, want: Handler{}},
 		{name: "all options", input: `zulip_presence {
+			mode            shared
+			max_staleness   5s
+			trust_window    5m
 			coalesce_window 30s
 			resync_interval 5m
 			users_refresh   1h
@@ -25,6 +28,9 @@ func TestUnmarshalCaddyfile(t *testing.T) {
 			cache_name      shared
 			cache_size      64MiB
 		}`, want: Handler{
+			Mode:           modeShared,
+			MaxStaleness:   caddy.Duration(5 * time.Second),
+			TrustWindow:    caddy.Duration(5 * time.Minute),
 			CoalesceWindow: caddy.Duration(30 * time.Second),
 			ResyncInterval: caddy.Duration(5 * time.Minute),
 			UsersRefresh:   caddy.Duration(time.Hour),
@@ -37,6 +43,7 @@ func TestUnmarshalCaddyfile(t *testing.T) {
 		{name: "extra value", input: "zulip_presence {\n max_body 1KiB 2KiB\n}", wantErr: "wrong argument count"},
 		{name: "bad duration", input: "zulip_presence {\n resync_interval soon\n}", wantErr: `bad duration "soon" for resync_interval`},
 		{name: "bad size", input: "zulip_presence {\n cache_size lots\n}", wantErr: `bad size "lots" for cache_size`},
+		{name: "repeated subdirective", input: "zulip_presence {\n cache_size 1MiB\n cache_size 2MiB\n}", wantErr: "subdirective 'cache_size' given twice"},
 		{name: "inline argument", input: `zulip_presence 5s`, wantErr: "wrong argument count"},
 	}
 	for _, tc := range tests {
@@ -51,6 +58,9 @@ func TestUnmarshalCaddyfile(t *testing.T) {
 			}
 			if err != nil {
 				t.Fatal(err)
+			}
+			if h.Mode != tc.want.Mode || h.MaxStaleness != tc.want.MaxStaleness || h.TrustWindow != tc.want.TrustWindow {
+				t.Fatalf("got %+v, want %+v", h, tc.want)
 			}
 			if h.CoalesceWindow != tc.want.CoalesceWindow || h.ResyncInterval != tc.want.ResyncInterval ||
 				h.UsersRefresh != tc.want.UsersRefresh || h.MaxBody != tc.want.MaxBody ||

@@ -108,8 +108,36 @@ func applyAnswer(conv *cache.Conversion, ans presence.Response, full bool, curso
 	conv.Cursor = ans.LastUpdateID
 }
 
-var rowPool = sync.Pool{New: func() any { return new([]presence.Row) }}
-var bufPool = sync.Pool{New: func() any { return new([]byte) }}
+// rowPool and bufPool recycle the rows and bytes of rendered answers.
+var (
+	rowPool = sync.Pool{New: func() any { return new([]presence.Row) }}
+	bufPool = sync.Pool{New: func() any { return new([]byte) }}
+)
+
+// Buffers larger than these are left to the garbage collector, so that
+// one realm-wide legacy answer does not pin its megabytes in a pool.
+const (
+	maxPooledRows  = 16 << 10
+	maxPooledBytes = 256 << 10
+)
+
+// putRows returns a row buffer to the pool, with the larger backing array
+// its rows may have grown into, unless that is too large to keep.
+func putRows(p *[]presence.Row, rows []presence.Row) {
+	if cap(rows) > cap(*p) {
+		*p = rows[:0]
+	}
+	if cap(*p) <= maxPooledRows {
+		rowPool.Put(p)
+	}
+}
+
+// putBuf returns a byte buffer to the pool unless it is too large to keep.
+func putBuf(p *[]byte) {
+	if cap(*p) <= maxPooledBytes {
+		bufPool.Put(p)
+	}
+}
 
 // writeFull writes the full table the client asked for, in its format and
 // window, from all the rows of a realm as of cursor, at the server's clock
@@ -118,7 +146,7 @@ var bufPool = sync.Pool{New: func() any { return new([]byte) }}
 func (c *call) writeFull(all []presence.Row, cursor int64, ts float64, ignored []string, hdr http.Header, status int) (ok bool, err error) {
 	days := c.req.WindowDays()
 	rowsp := rowPool.Get().(*[]presence.Row)
-	defer rowPool.Put(rowsp)
+	defer func() { putRows(rowsp, nil) }()
 	rows := (*rowsp)[:0]
 	for _, row := range all {
 		if presence.InWindow(row.Presence, ts, days) {
@@ -128,7 +156,7 @@ func (c *call) writeFull(all []presence.Row, cursor int64, ts float64, ignored [
 	*rowsp = rows
 
 	bufp := bufPool.Get().(*[]byte)
-	defer bufPool.Put(bufp)
+	defer putBuf(bufp)
 	a := presence.Answer{ServerTimestamp: ts, LastUpdateID: answerID(rows, cursor), Ignored: ignored}
 	if c.req.Kind() != presence.KindLegacy {
 		*bufp = presence.AppendModern((*bufp)[:0], rows, a)

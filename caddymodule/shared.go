@@ -212,7 +212,7 @@ func (c *call) writeServed(served cache.Served, hdr http.Header, status int) (bo
 	if c.req.Kind() == presence.KindModern && c.req.LastUpdateID > 0 {
 		// An incremental answer: every row that changed, whatever its age.
 		bufp := bufPool.Get().(*[]byte)
-		defer bufPool.Put(bufp)
+		defer putBuf(bufp)
 		a := presence.Answer{ServerTimestamp: served.ServerTimestamp, LastUpdateID: served.Cursor}
 		*bufp = presence.AppendModern((*bufp)[:0], served.Rows, a)
 		return true, writeAnswer(c.w, hdr, status, *bufp)
@@ -248,7 +248,7 @@ func (c *call) feed(view *cache.View) error {
 		up.Sent |= presence.ParamNewUserInput
 		up.NewUserInput = c.req.NewUserInput
 	}
-	if !ok {
+	if !ok || cursor < 0 {
 		up.LastUpdateID = -1
 		up.Sent |= presence.ParamHistoryLimitDays
 		up.HistoryLimitDays = days
@@ -351,13 +351,4 @@ func (c *call) setLocalHeader(hdr http.Header, now time.Time) {
 			}
 		}
 	}
-}
-
-// putRows returns a row buffer to the pool, keeping the larger backing
-// array the rows may have grown into.
-func putRows(p *[]presence.Row, rows []presence.Row) {
-	if cap(rows) > cap(*p) {
-		*p = rows[:0]
-	}
-	rowPool.Put(p)
 }

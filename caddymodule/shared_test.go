@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/caddyserver/caddy/v2"
+
 	"github.com/zulip-presence/caddy-zulip-presence/zuliptest"
 )
 
@@ -128,4 +130,32 @@ func (tw *twin) postShared(c *client, form url.Values, staleness time.Duration) 
 		tw.t.Fatalf("%s %s at %s: %v\ndirect:  %d %s\nproxied: %d %s", c.name, form.Encode(), tw.clk.Now().Format(time.TimeOnly), err, d.status, d.body, p.status, p.body)
 	}
 	return d, n
+}
+
+// TestSharedModeRealmPresenceDisabled: a realm that turns presence off
+// answers {} and -1 to every read, even to a cursor; the view follows it,
+// and heals with a full fetch once presence is back on.
+func TestSharedModeRealmPresenceDisabled(t *testing.T) {
+	tw, users, clients := sharedRealm(t, Handler{TrustWindow: caddy.Duration(5 * time.Minute)}, 5)
+	setDisabled := func(off bool) {
+		tw.both(func(r *zuliptest.Realm) {
+			s := r.Settings()
+			s.PresenceDisabled = off
+			r.SetSettings(s)
+		})
+	}
+	kinds := [][]string{{"slim_presence", "true"}, {}, {"ping_only", "true"}}
+	for phase, off := range []bool{false, true, false} {
+		setDisabled(off)
+		for round := range 6 {
+			for i, c := range clients {
+				kv := append([]string{"status", "active"}, kinds[(i+round)%len(kinds)]...)
+				tw.postShared(c, form(kv...), 10*time.Second)
+				tw.clk.Advance(2 * time.Second)
+			}
+			tw.clk.Advance(50 * time.Second)
+			tw.sameRows(users...)
+		}
+		t.Logf("phase %d done", phase)
+	}
 }
