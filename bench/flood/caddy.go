@@ -61,6 +61,18 @@ const frontCaddyfile = `{
 		output discard
 	}
 }
+
+# A site for a probe session only, with a store of its own that no flood
+# fills: its ping answered locally right after a reload shows that the
+# state survived the reload, and not merely that it was not evicted.
+:{PROBE} {
+	zulip_presence {
+		mode       {MODE}
+		cache_name probe
+		cache_size 16MiB
+	}
+	reverse_proxy localhost:{SIM}
+}
 `
 
 // simCaddyfile serves the simulated Zulip from a Caddy of its own, so that

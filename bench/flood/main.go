@@ -29,7 +29,9 @@
 // Last, a mixed load from many valid clients, and some invalid ones, goes
 // to both sites for -load while the front Caddy reloads its config -reloads
 // times; after each reload a probe session's ping must still be answered
-// locally.
+// locally. That probe goes through a third site whose store nothing else
+// fills; a second probe, through the module site, shows what eviction from
+// the full store costs.
 //
 // It prints markdown tables and exits with status 1 when a bound is broken.
 // -scale 0.1 is a quick run.
@@ -121,8 +123,9 @@ func main() {
 // Hosts of the small realms, so that their traffic is counted apart from
 // the demo realm's, which answers every other Host.
 const (
-	smallHost = "small.example"
-	probeHost = "probe.example"
+	smallHost     = "small.example"
+	probeHost     = "probe.example"
+	mainProbeHost = "probe-main.example"
 )
 
 // rig is the running setup.
@@ -133,13 +136,13 @@ type rig struct {
 	sim       sim
 	admin     admin
 	base      [numSites]string
+	probePort int
 	client    *http.Client
 	small     []simUser
 	demo      []simUser
-	probe     simUser
+	probes    [2]*probe // through the probe site, and through the module site
 	checks    []check
-	lastProbe time.Time // when a probe ping last reached the server
-	dumps     int       // goroutine profiles written
+	dumps     int // goroutine profiles written
 }
 
 type check struct {
@@ -171,24 +174,25 @@ func run(cfg config) (bool, error) {
 		}
 	}
 
-	var ports [4]int // admin, module, plain, sim
+	var ports [5]int // admin, module, plain, sim, probe
 	for i := range ports {
 		if ports[i], err = freePort(); err != nil {
 			return false, err
 		}
 	}
 	vars := map[string]string{
-		"ADMIN": strconv.Itoa(ports[0]), "MODULE": strconv.Itoa(ports[1]), "PLAIN": strconv.Itoa(ports[2]), "SIM": strconv.Itoa(ports[3]),
+		"ADMIN": strconv.Itoa(ports[0]), "MODULE": strconv.Itoa(ports[1]), "PLAIN": strconv.Itoa(ports[2]), "SIM": strconv.Itoa(ports[3]), "PROBE": strconv.Itoa(ports[4]),
 		"IDLE": cfg.idle.String(), "MODE": cfg.mode, "CACHE": strconv.FormatInt(cfg.cacheSize, 10),
 		"USERS": strconv.Itoa(cfg.users), "ONLINE": strconv.Itoa(cfg.online),
 	}
 	r := &rig{
-		cfg:    cfg,
-		dir:    dir,
-		front:  fill(frontCaddyfile, vars),
-		sim:    sim{base: "http://127.0.0.1:" + vars["SIM"]},
-		base:   [numSites]string{"http://127.0.0.1:" + vars["MODULE"], "http://127.0.0.1:" + vars["PLAIN"]},
-		client: newClient(max(cfg.workers, 2*cfg.loadWorkers)),
+		cfg:       cfg,
+		dir:       dir,
+		front:     fill(frontCaddyfile, vars),
+		sim:       sim{base: "http://127.0.0.1:" + vars["SIM"]},
+		base:      [numSites]string{"http://127.0.0.1:" + vars["MODULE"], "http://127.0.0.1:" + vars["PLAIN"]},
+		client:    newClient(max(cfg.workers, 2*cfg.loadWorkers)),
+		probePort: ports[4],
 	}
 	simProc, err := startCaddy(cfg.caddy, dir, "sim", fill(simCaddyfile, vars))
 	if err != nil {
@@ -238,15 +242,19 @@ func (r *rig) setup() error {
 	if r.small, err = r.sim.addRealm(smallHost, r.cfg.smallUsers); err != nil {
 		return err
 	}
-	probe, err := r.sim.addRealm(probeHost, 1)
-	if err != nil {
-		return err
+	r.probes[0] = &probe{name: "through the probe site (a store of its own)", host: probeHost, base: "http://127.0.0.1:" + strconv.Itoa(r.probePort)}
+	r.probes[1] = &probe{name: "through the module site (the flooded store, full and evicting)", host: mainProbeHost, base: r.base[module]}
+	for _, p := range r.probes {
+		users, err := r.sim.addRealm(p.host, 1)
+		if err != nil {
+			return err
+		}
+		p.user = users[0]
 	}
-	r.probe = probe[0]
 	if r.demo, err = r.sim.users(""); err != nil {
 		return err
 	}
-	fmt.Fprintf(os.Stderr, "flood: realms ready: demo %d users, %s %d, %s 1\n", len(r.demo), smallHost, len(r.small), probeHost)
+	fmt.Fprintf(os.Stderr, "flood: realms ready: demo %d users, %s %d, %s and %s 1\n", len(r.demo), smallHost, len(r.small), probeHost, mainProbeHost)
 	return nil
 }
 
@@ -473,39 +481,80 @@ func (r *rig) idle() {
 	time.Sleep(r.cfg.idle + 3*time.Second)
 }
 
-// probePing sends the probe session's ping to the module site and reports
-// whether it reached the simulated Zulip (the probe realm has no other
-// traffic).
-func (r *rig) probePing() (forwarded bool, err error) {
-	before, err := r.sim.stats(probeHost)
+// probe is a session alone in its realm, so that the realm's count of
+// presence requests tells whether its pings reached the server.
+type probe struct {
+	name string
+	host string // its realm
+	base string // the site it pings through
+	user simUser
+	last time.Time // when its ping last reached the server
+
+	local, lapsed, lost int // what its pings right after reloads showed
+}
+
+// ping sends the probe's ping and reports whether it reached the server.
+func (r *rig) ping(p *probe) (forwarded bool, err error) {
+	before, err := r.sim.stats(p.host)
 	if err != nil {
 		return false, err
 	}
-	req := presenceRequest(r.base[module], probeHost, apiPath, pingBody)
-	req.Header.Set("Authorization", basic("Basic", " ", r.probe.Email, r.probe.APIKey))
+	req := presenceRequest(p.base, p.host, apiPath, pingBody)
+	req.Header.Set("Authorization", basic("Basic", " ", p.user.Email, p.user.APIKey))
 	var t tally
 	do(ctlClient, req, wantOK, false, &t)
 	if t.OK != 1 {
 		return false, fmt.Errorf("probe ping: %s", t.describe())
 	}
-	after, err := r.sim.stats(probeHost)
+	after, err := r.sim.stats(p.host)
 	if err != nil {
 		return false, err
 	}
 	forwarded = after.Requests["presence"] > before.Requests["presence"]
 	if forwarded {
-		r.lastProbe = time.Now()
+		p.last = time.Now()
 	}
 	return forwarded, nil
+}
+
+// warm pings until the module answers the probe locally.
+func (r *rig) warm(p *probe) (bool, error) {
+	for range 10 {
+		fwd, err := r.ping(p)
+		if err != nil || !fwd {
+			return !fwd, err
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	return false, nil
+}
+
+// afterReload pings right after a reload. A ping that reached the server
+// is right when the probe's last one to reach it is 55 s old (Zulip's
+// window, which the module may end a few seconds early), and otherwise
+// means the session's state is gone.
+func (r *rig) afterReload(p *probe) error {
+	last := p.last
+	fwd, err := r.ping(p)
+	switch {
+	case err != nil:
+		return err
+	case !fwd:
+		p.local++
+	case time.Since(last) >= 50*time.Second:
+		p.lapsed++
+	default:
+		p.lost++
+		fmt.Fprintf(os.Stderr, "flood: probe %s: ping after a reload forwarded %v after its last\n", p.name, time.Since(last).Round(time.Millisecond))
+	}
+	return nil
 }
 
 // reloadResult is what one reload in the middle of the load showed.
 type reloadResult struct {
 	err       error
 	took      time.Duration
-	local     bool          // the probe's ping right after it was answered locally
-	sinceLast time.Duration // since the probe last reached the server
-	pingLocal float64       // caddy_zulip_presence_requests_total{kind="ping",outcome="local"}
+	pingLocal float64 // caddy_zulip_presence_requests_total{kind="ping",outcome="local"}
 	stores    []storeInfo
 }
 
@@ -527,20 +576,14 @@ func (r *rig) loadRun() error {
 	}
 	rand.Shuffle(len(clients), func(i, j int) { clients[i], clients[j] = clients[j], clients[i] })
 
-	// The probe: a session the module trusts, answered locally.
-	local := false
-	for range 10 {
-		fwd, err := r.probePing()
+	// The probes: sessions the module trusts, answered locally.
+	for _, p := range r.probes {
+		local, err := r.warm(p)
 		if err != nil {
 			return err
 		}
-		if !fwd {
-			local = true
-			break
-		}
-		time.Sleep(200 * time.Millisecond)
+		r.check(local, "probe %s: its ping is answered locally before the load", p.name)
 	}
-	r.check(local, "probe: a trusted session's ping is answered locally before the load")
 
 	r.idle()
 	before, err := r.read("before load (idle)", tally{})
@@ -580,7 +623,7 @@ func (r *rig) loadRun() error {
 	}
 	fmt.Println()
 
-	ok, localCount, lapsed, lost := 0, 0, 0, 0
+	ok := 0
 	prevLocal := -1.0
 	grows, storeOK := true, true
 	var slowest time.Duration
@@ -591,35 +634,48 @@ func (r *rig) loadRun() error {
 		}
 		ok++
 		slowest = max(slowest, res.took)
-		switch {
-		case res.local:
-			localCount++
-		case res.sinceLast >= 50*time.Second:
-			lapsed++ // the 55 s window had run out: forwarding is right
-		default:
-			lost++
-		}
 		if res.pingLocal <= prevLocal {
 			grows = false
 		}
 		prevLocal = res.pingLocal
-		if len(res.stores) != 1 || res.stores[0].UsedBytes <= 0 || res.stores[0].References != 1 {
+		if !storesOK(res.stores) {
 			storeOK = false
 			fmt.Fprintf(os.Stderr, "flood: stores after a reload: %+v\n", res.stores)
 		}
 	}
-	fmt.Printf("Reloads: %d of %d succeeded (slowest %v). Probe ping right after each: %d answered locally, %d forwarded because its 55 s window had run out, %d forwarded otherwise (state lost). Local pings (metric) after each reload: %s.\n\n",
-		ok, len(results), slowest.Round(time.Millisecond), localCount, lapsed, lost, pingLocalSeries(results))
+	fmt.Printf("Reloads: %d of %d succeeded (slowest %v). Local pings (metric) after each: %s.\n\n",
+		ok, len(results), slowest.Round(time.Millisecond), pingLocalSeries(results))
+	fmt.Println("| probe session, ping right after each reload | answered locally | forwarded, 55 s window over | forwarded, state gone |")
+	fmt.Println("|---|---:|---:|---:|")
+	for _, p := range r.probes {
+		fmt.Printf("| %s | %d | %d | %d |\n", p.name, p.local, p.lapsed, p.lost)
+	}
+	fmt.Println()
 
 	mod, pl := tallies[module], tallies[plain]
 	r.check(ok == r.cfg.reloads, "load: %d of %d reloads succeeded", ok, r.cfg.reloads)
 	r.check(mod.Errors() <= pl.Errors(), "load: module errors %d ≤ plain errors %d (of %d and %d requests)", mod.Errors(), pl.Errors(), mod.Requests, pl.Requests)
-	r.check(lost == 0 && localCount > 0, "load: the probe session's ping was answered locally right after %d reloads (%d lapsed windows, %d lost)", localCount, lapsed, lost)
+	p := r.probes[0]
+	r.check(p.lost == 0 && p.local > 0, "load: the probe session's ping was answered locally right after %d reloads (%d lapsed windows, %d lost)", p.local, p.lapsed, p.lost)
 	r.check(grows, "load: ping/local counter grew between every two reloads")
-	r.check(storeOK, "load: /zulip_presence/stores showed the one store, in use, with 1 reference, after every reload")
+	r.check(storeOK, "load: /zulip_presence/stores showed both stores, in use, with 1 reference each, after every reload")
 	r.check(idle.goroutines-before.goroutines <= r.cfg.goroutineSlack, "load: goroutines %d before, %d right after, %d after the idle timeout (growth ≤ %d)", before.goroutines, after.goroutines, idle.goroutines, r.cfg.goroutineSlack)
 	r.checkMemory(after)
 	return nil
+}
+
+// storesOK reports whether the admin listing shows the module site's store
+// and the probe's, in use, each held by one handler: the configs that
+// reloads replaced let go of them.
+func storesOK(stores []storeInfo) bool {
+	seen := map[string]bool{}
+	for _, s := range stores {
+		if s.UsedBytes <= 0 || s.References != 1 {
+			return false
+		}
+		seen[s.CacheName] = true
+	}
+	return len(stores) == 2 && seen["default"] && seen["probe"]
 }
 
 func pingLocalSeries(results []reloadResult) string {
@@ -661,9 +717,12 @@ func (r *rig) reloadDuring(ctx context.Context) []reloadResult {
 			continue
 		}
 		res.took = time.Since(t0)
-		last := r.lastProbe
-		fwd, err := r.probePing()
-		res.local, res.sinceLast = !fwd, time.Since(last)
+		var err error
+		for _, p := range r.probes {
+			if err == nil {
+				err = r.afterReload(p)
+			}
+		}
 		if err == nil {
 			res.pingLocal, err = r.admin.metric(`caddy_zulip_presence_requests_total{kind="ping",outcome="local"}`)
 		}
