@@ -83,15 +83,17 @@ func (v *View) Apply(cursor, days int64, ans presence.Response, now time.Time) b
 		return false
 	case !v.synced || m < v.cursor:
 		return false // older than what the view holds
+	case cursor > v.cursor:
+		// The view lacks (v.cursor, cursor]: merging these rows would
+		// put rows newer than its instant beside older ones. The next
+		// fetch at the view's cursor brings them all.
+		return false
 	default:
 		v.snap.Merge(ans.Rows)
 		for _, r := range ans.Rows {
 			v.changed[r.UserID] = idRange{lo: cursor, hi: m}
 		}
 		v.boundaries[m] = struct{}{}
-		if cursor > v.cursor {
-			return true // rows merged, but (v.cursor, cursor] was not covered
-		}
 		v.boundaries[cursor] = struct{}{}
 	}
 	v.cursor, v.mergedAt, v.serverTS = m, now, ans.ServerTimestamp

@@ -102,9 +102,10 @@ type userPresence struct {
 	} `json:"presence"`
 }
 
-// readRow reads the user's presence row from the server, so that the gate
-// knows when Zulip last stored it. One request of a burst reads; the
-// others wait for it. It returns false when the server refused the
+// readRow reads the user's presence row from the server when that may
+// tell more than the mirror knows, so that the gate knows when Zulip last
+// stored it. One request of a burst reads; the others wait for it, even
+// when they find the row not stale because its read has started. It returns false when the server refused the
 // session's credentials; any other failure leaves the row as it was, so
 // the ping is forwarded.
 func (c *call) readRow(row *cache.Row) bool {

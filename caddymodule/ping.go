@@ -68,9 +68,6 @@ func (c *call) prepareRow(now time.Time) bool {
 	if serverNow, known := c.serverLatest(now); known && row.Quiet(serverNow, c.write(), c.window()) {
 		return true
 	}
-	if !row.NeedsRead(now, c.window()) {
-		return true
-	}
 	return c.readRow(row)
 }
 

@@ -10,7 +10,7 @@ import (
 	"time"
 )
 
-// TestSpec runs every behavioural case of zulip-presence-spec.md §7 over
+// TestSpec runs every behavioural case of docs/zulip-presence.md §7 over
 // real HTTP. Case numbers are the spec's.
 func TestSpec(t *testing.T) {
 	t.Run("01 invalid status", func(t *testing.T) {
