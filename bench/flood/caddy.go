@@ -272,6 +272,27 @@ func (s sim) resetStats(host string) error {
 	return call("POST", s.base+"/_sim/stats/reset", host, nil, nil)
 }
 
+// rowAge is how old a user's presence row is, by the realm's clock: the
+// older of its two times (a missing row or time counts as very old).
+func (s sim) rowAge(host string, userID int64) (time.Duration, error) {
+	var row struct {
+		LastConnected *float64 `json:"last_connected"`
+		LastActive    *float64 `json:"last_active"`
+	}
+	var clock struct{ Now float64 }
+	if err := call("GET", s.base+"/_sim/users/"+strconv.FormatInt(userID, 10)+"/presence_row", host, nil, &row); err != nil {
+		return 0, err
+	}
+	if err := call("GET", s.base+"/_sim/clock", host, nil, &clock); err != nil {
+		return 0, err
+	}
+	if row.LastConnected == nil || row.LastActive == nil {
+		return 24 * time.Hour, nil
+	}
+	oldest := min(*row.LastConnected, *row.LastActive)
+	return time.Duration((clock.Now - oldest) * float64(time.Second)), nil
+}
+
 // newSession logs a user in and returns the session and CSRF cookies.
 func (s sim) newSession(host string, userID int64) (sessionID, csrf string, err error) {
 	var out struct{ Sessionid, Csrftoken string }
