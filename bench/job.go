@@ -112,6 +112,7 @@ func lastUpdateID(body []byte) (int64, bool) {
 // answer is one HTTP answer.
 type answer struct {
 	status int
+	header http.Header
 	body   []byte
 }
 
@@ -157,7 +158,7 @@ func compareJob(j *job, scratch *[]byte) error {
 	if j.converted() {
 		pBody = withCursorOf(d.body, p.body, scratch)
 	}
-	return zuliptest.Compare(zuliptest.Answer{Status: d.status, Body: d.body}, zuliptest.Answer{Status: p.status, Body: pBody}, j.converted())
+	return zuliptest.Compare(zuliptest.Answer{Status: d.status, Header: d.header, Body: d.body}, zuliptest.Answer{Status: p.status, Header: p.header, Body: pBody}, j.converted())
 }
 
 // withCursorOf returns the proxied body with the direct answer's

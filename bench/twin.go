@@ -149,7 +149,7 @@ func (w *worker) do(j *job) {
 	} else {
 		w.serveModule(rec, req)
 	}
-	j.ans[w.s] = answer{status: rec.status, body: rec.body}
+	j.ans[w.s] = answer{status: rec.status, header: rec.header, body: rec.body}
 	j.learn(w.s)
 	j.row[w.s] = w.tw.realm(w.s).PresenceRow(j.c.user.id)
 	w.seq = max(w.seq, j.row[w.s].LastUpdateID)

@@ -5,7 +5,6 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
-	"unsafe"
 
 	"github.com/dgraph-io/ristretto/v2"
 )
@@ -21,11 +20,12 @@ type Config struct {
 // Store is the proxy's state: sessions, user directories and host facts,
 // all in one ristretto cache so that one byte budget bounds them all.
 type Store struct {
-	cache  *ristretto.Cache[string, any]
-	keys   *keyer
-	ttl    atomic.Int64
-	rowMu  sync.Mutex // so that one user never gets two rows at once
-	hostMu sync.Mutex // so that one host never gets two Hosts at once
+	cache *ristretto.Cache[string, any]
+	keys  *keyer
+	ttl   atomic.Int64
+	// createMu is held while an entry that must exist once (a user's row,
+	// a host's facts or view) is made.
+	createMu sync.Mutex
 
 	// Sessions the server has not accepted yet live only while requests
 	// hold them: a flood of credentials the server refuses costs nothing
@@ -118,30 +118,11 @@ func (s *Store) UserKey(host, email string) UserKey {
 // evicted and made anew knows nothing, which makes the gate forward until
 // it has read the row again.
 func (s *Store) Row(k UserKey) *Row {
-	if r := s.ExistingRow(k); r != nil {
-		return r
-	}
-	s.rowMu.Lock()
-	defer s.rowMu.Unlock()
-	if r := s.ExistingRow(k); r != nil {
-		return r
-	}
-	r := &Row{}
-	if s.set(string(k), r, rowCost) {
-		s.cache.Wait()
-	}
-	return r
+	return entryFor(s, "", string(k), rowCost, func() *Row { return &Row{} })
 }
 
 // ExistingRow returns the mirror of a user's row if there is one.
-func (s *Store) ExistingRow(k UserKey) *Row {
-	v, ok := s.cache.Get(string(k))
-	if !ok {
-		return nil
-	}
-	r, _ := v.(*Row)
-	return r
-}
+func (s *Store) ExistingRow(k UserKey) *Row { return entry[Row](s, "", string(k)) }
 
 // Acquire returns the session of k for one request, which must Release it
 // when done, on every path. A session the store does not keep yet is
@@ -231,14 +212,7 @@ func (s *Store) Forget(k Key, sess *Session) {
 }
 
 // Directory returns the user directory of a host, or nil.
-func (s *Store) Directory(host string) *Directory {
-	v, ok := s.cache.Get(prefixDirectory + host)
-	if !ok {
-		return nil
-	}
-	d, _ := v.(*Directory)
-	return d
-}
+func (s *Store) Directory(host string) *Directory { return entry[Directory](s, prefixDirectory, host) }
 
 // PutDirectory stores the user directory of a host.
 func (s *Store) PutDirectory(host string, d *Directory) {
@@ -248,67 +222,65 @@ func (s *Store) PutDirectory(host string, d *Directory) {
 }
 
 // Host returns what the store knows of a host, or nil.
-func (s *Store) Host(host string) *Host {
-	// Ristretto only hashes the key of a Get, so it is built on the
-	// stack: a ping answered locally looks its host up.
-	var buf [128]byte
-	key := append(append(buf[:0], prefixHost...), host...)
-	v, ok := s.cache.Get(unsafe.String(unsafe.SliceData(key), len(key)))
-	if !ok {
-		return nil
-	}
-	h, _ := v.(*Host)
-	return h
-}
+func (s *Store) Host(host string) *Host { return entry[Host](s, prefixHost, host) }
 
 // HostFor returns the Host of host, creating it if needed. Call it only
 // once the server accepted a session of the host.
 func (s *Store) HostFor(host string) *Host {
-	if h := s.Host(host); h != nil {
-		return h
-	}
-	s.hostMu.Lock()
-	defer s.hostMu.Unlock()
-	if h := s.Host(host); h != nil {
-		return h
-	}
-	h := &Host{}
-	if s.set(prefixHost+host, h, hostCost) {
-		s.cache.Wait()
-	}
-	return h
+	return entryFor(s, prefixHost, host, hostCost, func() *Host { return &Host{} })
 }
 
 // View returns the shared-mode view of a host, or nil.
-func (s *Store) View(host string) *View {
-	v, ok := s.cache.Get(prefixView + host)
-	if !ok {
-		return nil
-	}
-	view, _ := v.(*View)
-	return view
-}
+func (s *Store) View(host string) *View { return entry[View](s, prefixView, host) }
 
 // ViewFor returns the view of host, creating it if needed. Call it only
 // for a host where an eligible session was trusted, so that made-up Host
 // headers cannot grow memory.
 func (s *Store) ViewFor(host string) *View {
-	if v := s.View(host); v != nil {
+	return entryFor(s, prefixView, host, viewBaseCost, func() *View {
+		v := &View{}
+		v.storedAt.Store(time.Now().UnixNano())
+		v.storedCost.Store(viewBaseCost)
+		s.viewHosts.Store(host, struct{}{})
 		return v
+	})
+}
+
+// entry returns the entry of type T stored under prefix+name, or nil.
+func entry[T any](s *Store, prefix, name string) *T {
+	v, ok := s.get(prefix, name)
+	if !ok {
+		return nil
 	}
-	s.hostMu.Lock()
-	defer s.hostMu.Unlock()
-	if v := s.View(host); v != nil {
-		return v
+	t, _ := v.(*T)
+	return t
+}
+
+// get looks prefix+name up.
+func (s *Store) get(prefix, name string) (any, bool) {
+	if prefix == "" {
+		return s.cache.Get(name)
 	}
-	v := &View{}
-	v.storedAt.Store(time.Now().UnixNano())
-	v.storedCost.Store(viewBaseCost)
-	if s.set(prefixView+host, v, viewBaseCost) {
+	return s.cache.Get(prefix + name)
+}
+
+// entryFor returns the entry stored under prefix+name, storing a new one
+// if there is none. One lock for all kinds is enough: entries are created
+// once per user or host.
+func entryFor[T any](s *Store, prefix, name string, cost int64, create func() *T) *T {
+	if t := entry[T](s, prefix, name); t != nil {
+		return t
+	}
+	s.createMu.Lock()
+	defer s.createMu.Unlock()
+	if t := entry[T](s, prefix, name); t != nil {
+		return t
+	}
+	t := create()
+	if s.set(prefix+name, t, cost) {
 		s.cache.Wait()
 	}
-	s.viewHosts.Store(host, struct{}{})
-	return v
+	return t
 }
 
 // KeepView charges the view what it holds now, and renews its time to

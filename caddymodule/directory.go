@@ -21,7 +21,7 @@ func (c *call) directory(rows []presence.Row) *cache.Directory {
 	now := c.h.now()
 	refresh := time.Duration(c.h.UsersRefresh)
 	dir := c.h.store.Directory(c.host)
-	if dir != nil && names(dir, rows) && dir.Fresh(now, refresh, c.isGuest(dir)) {
+	if dir != nil && names(dir, rows) && c.selfActive(dir) && dir.Fresh(now, refresh, c.isGuest(dir)) {
 		return dir
 	}
 	host := c.hostFor()
@@ -61,24 +61,27 @@ func (c *call) isGuest(dir *cache.Directory) bool {
 	return ok && m.Guest
 }
 
+// selfActive reports whether the directory does not call the requester
+// deactivated: the server just accepted the requester, so a list that
+// does is stale (a guest's list may have kept an old entry of another
+// guest it cannot see).
+func (c *call) selfActive(dir *cache.Directory) bool {
+	if c.row == nil {
+		return true
+	}
+	m, ok := dir.Members[c.row.UserID()]
+	return !ok || m.Active
+}
+
 // listIsComplete reports whether the requester of a user list sees every
 // user: it names the requester, who is no guest. The requester's id comes
 // from its row mirror, or else from GET /users/me once.
 func (c *call) listIsComplete(members map[int64]cache.Member) bool {
 	row := c.userRow()
-	if row == nil {
+	if row == nil || c.knowUserID(row) != nil {
 		return false
 	}
-	id := row.UserID()
-	if id == 0 {
-		p, err := c.fetchOwnProfile()
-		if err != nil {
-			return false
-		}
-		id = p.UserID
-		row.SetUser(id, p.DateJoined)
-	}
-	m, ok := members[id]
+	m, ok := members[row.UserID()]
 	return ok && !m.Guest
 }
 

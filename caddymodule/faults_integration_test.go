@@ -110,6 +110,7 @@ func (rig *faultRig) addUser(name string) zuliptest.User {
 // answer whose body broke off, or no answer at all.
 type exchangeResult struct {
 	status  int
+	header  http.Header
 	body    []byte
 	doErr   error // no answer (or none within hangTimeout)
 	readErr error // the body broke off (or did not end within hangTimeout)
@@ -137,7 +138,7 @@ func (x exchangeResult) String() string {
 }
 
 func (x exchangeResult) answer() zuliptest.Answer {
-	return zuliptest.Answer{Status: x.status, Body: x.body}
+	return zuliptest.Answer{Status: x.status, Header: x.header, Body: x.body}
 }
 
 // exchange posts a presence request to a site and reads the whole answer.
@@ -153,7 +154,7 @@ func (rig *faultRig) exchange(t *testing.T, port int, auth, host, form string) e
 	}
 	defer resp.Body.Close()
 	body, err := io.ReadAll(resp.Body)
-	return exchangeResult{status: resp.StatusCode, body: body, readErr: err}
+	return exchangeResult{status: resp.StatusCode, header: resp.Header, body: body, readErr: err}
 }
 
 // requestsCounted sums caddy_zulip_presence_requests_total over all

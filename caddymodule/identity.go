@@ -84,6 +84,20 @@ func (c *call) fetchOwnProfile() (*ownProfile, error) {
 	return &p, nil
 }
 
+// knowUserID makes sure the row mirror knows its user's id (and
+// date_joined), asking the server once per user.
+func (c *call) knowUserID(row *cache.Row) error {
+	if row.UserID() != 0 {
+		return nil
+	}
+	p, err := c.fetchOwnProfile()
+	if err != nil {
+		return err
+	}
+	row.SetUser(p.UserID, p.DateJoined)
+	return nil
+}
+
 // prefix is the URL prefix of the request's family.
 func (c *call) prefix() string {
 	if c.family == cache.FamilyAPI {
@@ -131,16 +145,10 @@ func (c *call) readRow(row *cache.Row) bool {
 }
 
 func (c *call) fetchRow(row *cache.Row) error {
-	id := row.UserID()
-	if id == 0 {
-		p, err := c.fetchOwnProfile()
-		if err != nil {
-			return err
-		}
-		id = p.UserID
-		row.SetUser(id, p.DateJoined)
+	if err := c.knowUserID(row); err != nil {
+		return err
 	}
-	path := c.prefix() + "/users/" + strconv.FormatInt(id, 10) + "/presence"
+	path := c.prefix() + "/users/" + strconv.FormatInt(row.UserID(), 10) + "/presence"
 	var ans userPresence
 	status, err := c.getJSON(path, "slim_presence=true", "user_presence", &ans)
 	switch {

@@ -140,6 +140,9 @@ http://:9081 {
 		{name: "oversize", body: func() (io.Reader, string) {
 			return strings.NewReader("status=active&ping_only=true&pad=" + strings.Repeat("x", 2000)), "application/x-www-form-urlencoded"
 		}},
+		{name: "chunked oversize", chunk: true, body: func() (io.Reader, string) {
+			return strings.NewReader("status=active&ping_only=true&pad=" + strings.Repeat("x", 2000)), "application/x-www-form-urlencoded"
+		}},
 		{name: "chunked", chunk: true, body: func() (io.Reader, string) {
 			return strings.NewReader("status=active&ping_only=true"), "application/x-www-form-urlencoded"
 		}},
@@ -436,7 +439,7 @@ http://:9080 {
 	}
 	metrics, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
-	for _, want := range []string{`caddy_zulip_presence_requests_total{kind="slim",outcome="view"}`, `caddy_zulip_presence_view_age_seconds_count`, `caddy_zulip_presence_view_fetches_total{fetch="full"}`} {
+	for _, want := range []string{`caddy_zulip_presence_requests_total{kind="slim",outcome="view_fed"}`, `caddy_zulip_presence_view_age_seconds_count`, `caddy_zulip_presence_view_fetches_total{fetch="full"}`} {
 		if !bytes.Contains(metrics, []byte(want)) {
 			t.Fatalf("metrics lack %s:\n%s", want, grepLines(metrics, "zulip_presence"))
 		}

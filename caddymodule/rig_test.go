@@ -220,7 +220,7 @@ func (tw *twin) post(c *client, form url.Values) (answer, int) {
 // sameAnswer checks a proxied answer against the direct one, as design §6
 // allows them to differ (zuliptest.Compare).
 func sameAnswer(d, p answer, converted bool) error {
-	return zuliptest.Compare(zuliptest.Answer{Status: d.status, Body: d.body}, zuliptest.Answer{Status: p.status, Body: p.body}, converted)
+	return zuliptest.Compare(zuliptest.Answer{Status: d.status, Header: d.header, Body: d.body}, zuliptest.Answer{Status: p.status, Header: p.header, Body: p.body}, converted)
 }
 
 // sameRows checks that both servers hold the same presence rows.

@@ -8,15 +8,11 @@ import (
 	"github.com/zulip-presence/caddy-zulip-presence/presence"
 )
 
-// Outcomes of shared mode.
-const (
-	// A ping or full poll answered from the host's view with no upstream
-	// request: its write was a no-op on the server.
-	outcomeView = "view"
-	// A ping or full poll whose write went upstream as a fetch at the
-	// view's cursor; the delta fed the view, which gave the answer.
-	outcomeViewFed = "view_fed"
-)
+// outcomeViewFed is, in shared mode, a ping or poll whose write went
+// upstream as a fetch at the view's cursor; the delta fed the view, which
+// gave the answer. A ping answered without the server is "local", as in
+// session mode.
+const outcomeViewFed = "view_fed"
 
 // maxViewDays is the widest window a view is fetched with; a poll asking
 // for more (the settings panel's 365 000 days) is served in session mode.
@@ -35,6 +31,16 @@ func (c *call) shared() (bool, error) {
 	if view == nil || !c.servable(view) {
 		return false, nil
 	}
+	if c.req.Kind() != presence.KindPing {
+		// A poll reads the realm: only the server can say that the
+		// credentials still work and what became of the requester's own
+		// row (Zulip itself moves it when the user turns invisible, and
+		// other Caddy instances write it unseen). So every poll reaches
+		// it, as a fetch at the view's cursor, and the answer stands as
+		// of that fetch.
+		c.reserve()
+		return true, c.feed(view)
+	}
 	prepared := false
 	for {
 		now := c.h.now()
@@ -46,14 +52,7 @@ func (c *call) shared() (bool, error) {
 		tk, decision, wait := c.sess.Admit(now, serverNow, known, c.write(), c.policy(), c.row, true)
 		switch decision {
 		case cache.Local:
-			if c.req.Kind() == presence.KindPing {
-				return true, c.answerPing(now)
-			}
-			if served, ok := c.serveView(view, now, time.Duration(c.h.MaxStaleness), nil); ok {
-				return true, served()
-			}
-			c.reserve() // too stale to answer: the write goes as a fetch
-			return true, c.feed(view)
+			return true, c.answerPing(now)
 		case cache.Forward:
 			c.ticket = tk
 			return true, c.feed(view)
@@ -83,7 +82,7 @@ func (c *call) eligibleView() *cache.View {
 		if !c.bindUser() {
 			return nil
 		}
-		if row = c.userRow(); row == nil || !c.knowUserID(row) {
+		if row = c.userRow(); row == nil || c.knowUserID(row) != nil {
 			return nil
 		}
 		dir = c.directory(nil)
@@ -115,7 +114,7 @@ func (c *call) sharedWriteElsewhere() {
 	if view := c.h.store.View(c.host); view != nil {
 		view.Invalidate()
 	}
-	if row := c.userRow(); row != nil && c.knowUserID(row) {
+	if row := c.userRow(); row != nil && c.knowUserID(row) == nil {
 		c.directory(nil)
 	}
 }
@@ -129,20 +128,6 @@ func (c *call) knownUser() *cache.Row {
 	row := c.h.store.ExistingRow(c.h.store.UserKey(c.host, c.creds.email))
 	c.row = row
 	return row
-}
-
-// knowUserID makes sure the row mirror knows its user's id, asking the
-// server once per user.
-func (c *call) knowUserID(row *cache.Row) bool {
-	if row.UserID() != 0 {
-		return true
-	}
-	p, err := c.fetchOwnProfile()
-	if err != nil {
-		return false
-	}
-	row.SetUser(p.UserID, p.DateJoined)
-	return true
 }
 
 // rowFromView takes the user's row from the view as lower bounds: the view
@@ -172,11 +157,13 @@ func (c *call) servable(view *cache.View) bool {
 	return ok
 }
 
-// serveView returns the writer of a poll's answer rendered from the view,
-// or false when the view may not answer it within staleness. fed is the
-// answer to the fetch that carried the poll's write, nil when there was
-// none: its header and status are the answer's.
-func (c *call) serveView(view *cache.View, now time.Time, staleness time.Duration, fed *recorder) (func() error, bool) {
+// serveView answers a poll from the view, and reports false, having
+// written nothing, when the view may not answer it: it merged no fetch
+// within max_staleness (another fetch reset it since the poll's own). fed
+// is the answer to the fetch that carried the poll's write: its header
+// and status are the answer's.
+func (c *call) serveView(view *cache.View, now time.Time, fed *recorder) (bool, error) {
+	staleness := time.Duration(c.h.MaxStaleness)
 	rowsp := rowPool.Get().(*[]presence.Row)
 	var served cache.Served
 	var ok bool
@@ -185,26 +172,17 @@ func (c *call) serveView(view *cache.View, now time.Time, staleness time.Duratio
 	} else {
 		served, ok = view.Serve((*rowsp)[:0], now, c.req.WindowDays(), staleness)
 	}
+	defer putRows(rowsp, served.Rows)
 	if !ok {
-		putRows(rowsp, served.Rows)
-		return nil, false
+		return false, nil
 	}
-	return func() error {
-		defer putRows(rowsp, served.Rows)
-		hdr, status, outcome, upstream := c.w.Header(), http.StatusOK, outcomeView, 0
-		if fed != nil {
-			hdr, status, outcome, upstream = fed.header, fed.status, outcomeViewFed, fed.body.Len()
-		} else {
-			c.setLocalHeader(hdr, now)
-		}
-		ok, err := c.writeServed(served, hdr, status)
-		if !ok {
-			return c.viewFallback()
-		}
-		c.h.metrics.observeViewAge(served.Age)
-		c.record(outcome, upstream)
-		return err
-	}, true
+	ok, err := c.writeServed(served, fed.header, fed.status)
+	if !ok {
+		return true, c.viewFallback()
+	}
+	c.h.metrics.observeViewAge(served.Age)
+	c.record(outcomeViewFed, fed.body.Len())
+	return true, err
 }
 
 // writeServed writes the answer of what the view served.
@@ -302,7 +280,9 @@ func (c *call) merge(view *cache.View, cursor, days int64, ans presence.Response
 // overlaps the view (or is a full fetch at least as wide).
 func (c *call) mergeForwarded(ans presence.Response, now time.Time) {
 	cursor, days := c.req.LastUpdateID, c.req.WindowDays()
-	if cursor == 0 || (cursor < 0 && days < presence.DefaultWindowDays) {
+	// history_limit_days=0 makes Zulip answer no rows whatever changed,
+	// and a full fetch narrower than the view's would drop rows.
+	if cursor == 0 || days == 0 || (cursor < 0 && days < presence.DefaultWindowDays) {
 		return
 	}
 	if view := c.eligibleView(); view != nil {
@@ -312,13 +292,12 @@ func (c *call) mergeForwarded(ans presence.Response, now time.Time) {
 
 // answerFed answers a poll whose write fed the view.
 func (c *call) answerFed(view *cache.View, rec *recorder, now time.Time) error {
-	send, ok := c.serveView(view, now, time.Duration(1<<62), rec)
-	if !ok {
-		// The view could not take this answer (another fetch reset it):
-		// the write was made, so the client's own request now reads.
-		return c.viewFallback()
+	if ok, err := c.serveView(view, now, rec); ok {
+		return err
 	}
-	return send()
+	// The view could not take this answer (another fetch reset it): the
+	// write was made, so the client's own request now reads.
+	return c.viewFallback()
 }
 
 // viewFallback sends the client's own request upstream: the view cannot

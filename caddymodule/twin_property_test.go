@@ -986,7 +986,7 @@ func (r *propRun) allowedStaleness(c *propClient, q reqSpec, d, p answer) error 
 	if err != nil {
 		return fmt.Errorf("proxied answer: %v", err)
 	}
-	return sameAnswer(answer{status: d.status, body: db}, answer{status: p.status, body: pb}, true)
+	return sameAnswer(answer{status: d.status, header: d.header, body: db}, answer{status: p.status, header: p.header, body: pb}, true)
 }
 
 // dropEntries removes the named entries from an answer's presences,

@@ -14,13 +14,12 @@ import (
 	"unsafe"
 )
 
-// Error is the exact answer Zulip gives to a request it rejects.
+// Error is a parameter error: Zulip rejects the request with a 400 whose
+// "msg" is Msg. The proxy never answers one itself (it passes the request
+// through for the server to answer), so Msg serves to tell which check
+// failed first.
 type Error struct {
-	// Status is the HTTP status code, 400 for every parameter error.
-	Status int
-	// Body is the compact JSON body, newline included. It may be shared
-	// between calls: do not modify it.
-	Body []byte
+	Msg string
 }
 
 // Parsed is the result of Parse.
@@ -475,30 +474,21 @@ func skipDigits(t string, i int) int {
 	return i
 }
 
-// Zulip's fixed error answers, built once so rejecting costs nothing.
+// Zulip's fixed parameter errors, built once so rejecting costs nothing.
 var (
-	errMissingStatus = &Error{Status: 400, Body: []byte(
-		`{"result":"error","msg":"Missing 'status' argument","var_name":"status","code":"REQUEST_VARIABLE_MISSING"}` + "\n")}
-	errInvalidJSON = paramErrors("is not valid JSON")
-	errNotBoolean  = paramErrors("is not a boolean")
-	errNotInteger  = paramErrors("is not an integer")
+	errMissingStatus = &Error{Msg: "Missing 'status' argument"}
+	errInvalidJSON   = paramErrors("is not valid JSON")
+	errNotBoolean    = paramErrors("is not a boolean")
+	errNotInteger    = paramErrors("is not an integer")
 )
 
 func paramErrors(suffix string) (errs [len(params)]*Error) {
 	for i, p := range params {
-		errs[i] = badRequest(p.name + " " + suffix)
+		errs[i] = &Error{Msg: p.name + " " + suffix}
 	}
 	return errs
 }
 
 func invalidStatus(status string) *Error {
-	return badRequest("Invalid status: " + status)
-}
-
-func badRequest(msg string) *Error {
-	b := make([]byte, 0, 64+len(msg))
-	b = append(b, `{"result":"error","msg":`...)
-	b = appendJSONString(b, msg)
-	b = append(b, `,"code":"BAD_REQUEST"}`+"\n"...)
-	return &Error{Status: 400, Body: b}
+	return &Error{Msg: "Invalid status: " + status}
 }

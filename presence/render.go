@@ -121,38 +121,13 @@ func appendJSONFloat(dst []byte, f float64) []byte {
 	if math.IsNaN(f) || math.IsInf(f, 0) {
 		return append(dst, "null"...)
 	}
-	return appendShortest(dst, f, -5, false)
-}
-
-// AppendPyFloat appends Python's repr(f): the shortest digits that read back
-// as f, in fixed notation with at least one fractional digit when the
-// decimal exponent is in [-4, 16) (1656958539.0, 0.0001), else in
-// scientific notation with a signed exponent of at least two digits (1e+16,
-// 1.5e-05). NaN and infinities are "nan", "inf" and "-inf".
-func AppendPyFloat(dst []byte, f float64) []byte {
-	switch {
-	case math.IsNaN(f):
-		return append(dst, "nan"...)
-	case math.IsInf(f, 1):
-		return append(dst, "inf"...)
-	case math.IsInf(f, -1):
-		return append(dst, "-inf"...)
-	}
-	return appendShortest(dst, f, -4, true)
-}
-
-// appendShortest writes finite f with its shortest round-trip digits, in
-// fixed notation when its decimal exponent is in [minFixedExp, 16), else in
-// scientific notation: Python's style (1e+16, 1.5e-05) when pyExp, ryu's
-// (1e16, 1.5e-5) otherwise.
-func appendShortest(dst []byte, f float64, minFixedExp int, pyExp bool) []byte {
 	if f == 0 {
 		if math.Signbit(f) {
 			return append(dst, "-0.0"...)
 		}
 		return append(dst, "0.0"...)
 	}
-	// Go's shortest 'e' form, d.ddde±XX, is exactly Python's.
+	// Go's shortest 'e' form, d.ddde±XX, holds the digits and the exponent.
 	var buf [32]byte
 	e := strconv.AppendFloat(buf[:0], f, 'e', -1, 64)
 	if e[0] == '-' {
@@ -161,10 +136,7 @@ func appendShortest(dst []byte, f float64, minFixedExp int, pyExp bool) []byte {
 	}
 	mark := bytes.IndexByte(e, 'e')
 	exp := atoiExp(e[mark+1:])
-	if exp < minFixedExp || exp >= 16 {
-		if pyExp {
-			return append(dst, e...)
-		}
+	if exp < -5 || exp >= 16 {
 		dst = append(dst, e[:mark+1]...)
 		return strconv.AppendInt(dst, int64(exp), 10)
 	}

@@ -11,7 +11,7 @@ import (
 	_ "github.com/caddyserver/caddy/v2/modules/standard"
 
 	_ "github.com/zulip-presence/caddy-zulip-presence/caddymodule"
-	_ "github.com/zulip-presence/caddy-zulip-presence/zuliptest"
+	_ "github.com/zulip-presence/caddy-zulip-presence/zuliptest/caddysim"
 )
 
 func main() {

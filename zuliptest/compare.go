@@ -12,9 +12,17 @@ import (
 // Answer is one HTTP answer to a presence request.
 type Answer struct {
 	Status int
+	// Header holds the answer's headers; Compare reads Content-Type and
+	// Cache-Control.
 	Header http.Header
 	Body   []byte
 }
+
+// comparedHeaders are the headers Compare requires to be identical: what
+// a client makes of the body, and whether anything between it and the
+// server may cache the answer. The others (Date, Expires, the rate-limit
+// counts, framing) belong to one exchange.
+var comparedHeaders = []string{"Content-Type", "Cache-Control"}
 
 // Compare reports how an answer given through a proxy differs from the
 // answer the server gave the same request directly, beyond what the
@@ -22,15 +30,21 @@ type Answer struct {
 // "presences", and, when converted is true (a full poll the proxy served
 // from incremental fetches), the value of presence_last_update_id, which
 // must still be an integer. Everything else must be identical: status,
-// envelope keys and their order, every entry byte for byte,
-// server_timestamp, ignored_parameters_unsupported, error bodies, and
-// Zulip's trailing newline.
+// the Content-Type and Cache-Control headers, envelope keys and their
+// order, every entry byte for byte, server_timestamp,
+// ignored_parameters_unsupported, error bodies, and Zulip's trailing
+// newline.
 //
 // It scans the compact JSON Zulip writes without decoding it, so that
 // benchmarks can compare every answer of a large realm.
 func Compare(direct, proxied Answer, converted bool) error {
 	if direct.Status != proxied.Status {
 		return fmt.Errorf("status %d, want %d", proxied.Status, direct.Status)
+	}
+	for _, k := range comparedHeaders {
+		if d, p := direct.Header.Values(k), proxied.Header.Values(k); !slices.Equal(d, p) {
+			return fmt.Errorf("%s %q, want %q", k, p, d)
+		}
 	}
 	if bytes.Equal(direct.Body, proxied.Body) {
 		return nil

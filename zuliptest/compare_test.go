@@ -1,6 +1,7 @@
 package zuliptest
 
 import (
+	"net/http"
 	"strings"
 	"testing"
 )
@@ -35,7 +36,33 @@ func TestCompare(t *testing.T) {
 			if status == 0 {
 				status = 200
 			}
-			err := Compare(Answer{Status: 200, Body: []byte(direct)}, Answer{Status: status, Body: []byte(tc.proxied)}, tc.converted)
+			err := Compare(Answer{Status: 200, Header: presenceHeader(), Body: []byte(direct)}, Answer{Status: status, Header: presenceHeader(), Body: []byte(tc.proxied)}, tc.converted)
+			if tc.wantErr == "" {
+				if err != nil {
+					t.Fatalf("unexpected difference: %v", err)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+				t.Fatalf("error = %v, want one containing %q", err, tc.wantErr)
+			}
+		})
+	}
+	for _, tc := range []struct {
+		name    string
+		change  func(http.Header)
+		wantErr string
+	}{
+		{"other headers", func(h http.Header) { h.Set("Date", "x"); h.Del("Expires"); h.Set("X-RateLimit-Remaining", "1") }, ""},
+		{"Content-Type", func(h http.Header) { h.Set("Content-Type", "text/html; charset=utf-8") }, `Content-Type ["text/html; charset=utf-8"], want ["application/json"]`},
+		{"no Content-Type", func(h http.Header) { h.Del("Content-Type") }, `Content-Type [], want ["application/json"]`},
+		{"Cache-Control", func(h http.Header) { h.Set("Cache-Control", "max-age=60") }, "Cache-Control"},
+		{"Cache-Control twice", func(h http.Header) { h.Add("Cache-Control", "private") }, "Cache-Control"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p := presenceHeader()
+			tc.change(p)
+			err := Compare(Answer{Status: 200, Header: presenceHeader(), Body: []byte(direct)}, Answer{Status: 200, Header: p, Body: []byte(direct)}, false)
 			if tc.wantErr == "" {
 				if err != nil {
 					t.Fatalf("unexpected difference: %v", err)
@@ -50,5 +77,14 @@ func TestCompare(t *testing.T) {
 	errBody := `{"result":"error","msg":"Invalid status: foo","code":"BAD_REQUEST"}` + "\n"
 	if err := Compare(Answer{Status: 400, Body: []byte(errBody)}, Answer{Status: 400, Body: []byte(strings.Replace(errBody, "foo", "bar", 1))}, false); err == nil {
 		t.Fatal("differing error bodies compared equal")
+	}
+}
+
+// presenceHeader is the header of Zulip's answer to a presence request.
+func presenceHeader() http.Header {
+	return http.Header{
+		"Content-Type":  {"application/json"},
+		"Cache-Control": {"max-age=0, no-cache, no-store, must-revalidate, private"},
+		"Expires":       {"Mon, 02 Nov 2026 09:00:00 GMT"},
 	}
 }

@@ -2,9 +2,13 @@ package zuliptest
 
 import (
 	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
 	"net/http/httptest"
 	"reflect"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -163,7 +167,7 @@ func TestRunActivity(t *testing.T) {
 }
 
 // TestConcurrentUse mixes API requests, control requests, Go API calls and
-// the background activity, for the race detector.
+// the background activity, for the race detector, and checks every answer.
 func TestConcurrentUse(t *testing.T) {
 	s := NewDemo(DemoConfig{Users: 60, Online: 20})
 	s.demo.tick = time.Millisecond
@@ -174,33 +178,66 @@ func TestConcurrentUse(t *testing.T) {
 	go s.RunActivity(ctx)
 	rm := s.DefaultRealm()
 	users := rm.Users()
-	done := make(chan struct{})
-	for g := range 8 {
-		go func() {
-			defer func() { done <- struct{}{} }()
-			e := &env{t: t, ts: ts, srv: s, rm: rm}
+	e := &env{t: t, ts: ts, srv: s, rm: rm}
+	const goroutines, rounds = 8, 40
+	var wg sync.WaitGroup
+	for g := range goroutines {
+		wg.Go(func() {
 			u := users[g]
-			for i := range 40 {
+			auth := "Authorization: " + rm.BasicAuth(u.ID)
+			for i := range rounds {
+				var r resp
+				var err error
+				var want string // a key the answer must have
 				switch i % 5 {
 				case 0:
-					e.post(u, "status=active&last_update_id=-1")
+					r, err = e.fetch("POST", "/api/v1/users/me/presence", "status=active&last_update_id=-1", auth)
+					want = "presence_last_update_id"
 				case 1:
-					e.post(u, "status=idle")
+					r, err = e.fetch("POST", "/api/v1/users/me/presence", "status=idle", auth)
+					want = "presences"
 				case 2:
-					e.get(u, "users")
+					r, err = e.fetch("GET", "/api/v1/users", "", auth)
+					want = "members"
 				case 3:
-					e.request("GET", "/_sim/stats", "")
+					r, err = e.fetch("GET", "/_sim/stats", "")
+					want = "requests"
 				case 4:
 					rm.SetPresenceEnabled(users[10+g].ID, i%2 == 0)
 					rm.Stats()
+					continue
+				}
+				if err == nil {
+					err = checkAnswer(r, want)
+				}
+				if err != nil {
+					t.Errorf("goroutine %d, request %d: %v", g, i, err)
 				}
 			}
-		}()
+		})
 	}
-	for range 8 {
-		<-done
+	wg.Wait()
+	st := rm.Stats()
+	if st.Requests["presence"] != goroutines*rounds*2/5 || st.Requests["presence_error"] != 0 || st.Requests["users"] != goroutines*rounds/5 {
+		t.Fatalf("stats %+v", st)
 	}
-	if rm.Stats().Requests["presence"] != 8*16 {
-		t.Fatalf("stats %+v", rm.Stats())
+}
+
+// checkAnswer reports what is wrong with an answer that should be a 200
+// JSON object with key want, and a successful one for the API.
+func checkAnswer(r resp, want string) error {
+	if r.status != http.StatusOK {
+		return fmt.Errorf("status %d: %s", r.status, r.body)
 	}
+	var m map[string]json.RawMessage
+	if err := json.Unmarshal([]byte(r.body), &m); err != nil {
+		return fmt.Errorf("%v: %s", err, r.body)
+	}
+	if _, ok := m[want]; !ok {
+		return fmt.Errorf("no %q in %s", want, r.body)
+	}
+	if res, ok := m["result"]; ok && string(res) != `"success"` {
+		return fmt.Errorf("result %s: %s", res, r.body)
+	}
+	return nil
 }

@@ -19,8 +19,8 @@
 // or through the HTTP control API under /_sim/. Each realm keeps a bounded
 // history of its presence rows (HistoryLimits), from which RenderAsOf gives
 // the answer the server would have given as of an earlier update ID, to
-// check answers that may be a few seconds old. The package also provides
-// the Caddy handler module http.handlers.zulip_sim, which serves a seeded
-// demo realm with simulated background activity, so that a demo runs
-// without a Zulip installation.
+// check answers that may be a few seconds old. NewDemo builds a seeded demo
+// realm with simulated background activity; the Caddy handler module
+// http.handlers.zulip_sim that serves it lives in package caddysim, so that
+// importing zuliptest registers nothing with Caddy.
 package zuliptest

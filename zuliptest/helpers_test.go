@@ -92,9 +92,19 @@ type resp struct {
 // request sends a request; headers are "Name: value" strings.
 func (e *env) request(method, path, body string, headers ...string) resp {
 	e.t.Helper()
-	req, err := http.NewRequest(method, e.ts.URL+path, strings.NewReader(body))
+	r, err := e.fetch(method, path, body, headers...)
 	if err != nil {
 		e.t.Fatal(err)
+	}
+	return r
+}
+
+// fetch is request for other goroutines than the test's, which must not
+// call t.Fatal: it returns what goes wrong.
+func (e *env) fetch(method, path, body string, headers ...string) (resp, error) {
+	req, err := http.NewRequest(method, e.ts.URL+path, strings.NewReader(body))
+	if err != nil {
+		return resp{}, err
 	}
 	for _, h := range headers {
 		k, v, _ := strings.Cut(h, ": ")
@@ -106,11 +116,11 @@ func (e *env) request(method, path, body string, headers ...string) resp {
 	client := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
 	res, err := client.Do(req)
 	if err != nil {
-		e.t.Fatal(err)
+		return resp{}, err
 	}
 	defer res.Body.Close()
-	b, _ := io.ReadAll(res.Body)
-	return resp{status: res.StatusCode, header: res.Header, body: string(b)}
+	b, _ := io.ReadAll(res.Body) // a cut body shows in what the caller checks
+	return resp{status: res.StatusCode, header: res.Header, body: string(b)}, nil
 }
 
 // post is POST /api/v1/users/me/presence as u.

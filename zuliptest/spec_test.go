@@ -3,7 +3,6 @@ package zuliptest
 import (
 	"encoding/json"
 	"fmt"
-	"net/http"
 	"net/url"
 	"strings"
 	"testing"
@@ -490,5 +489,3 @@ func num(v any, key string) int64 {
 func status(p map[string]any, email string) string {
 	return p[email].(map[string]any)["aggregated"].(map[string]any)["status"].(string)
 }
-
-var _ = http.StatusOK

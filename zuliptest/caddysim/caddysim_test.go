@@ -1,10 +1,11 @@
-package zuliptest
+package caddysim
 
 import (
 	"context"
 	"encoding/json"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"testing"
 
@@ -16,6 +17,8 @@ import (
 
 	// The adapt test puts zulip_sim in front of reverse_proxy.
 	_ "github.com/caddyserver/caddy/v2/modules/caddyhttp/reverseproxy"
+
+	"github.com/zulip-presence/caddy-zulip-presence/zuliptest"
 )
 
 func TestUnmarshalCaddyfile(t *testing.T) {
@@ -84,7 +87,7 @@ func TestCaddyfileAdapt(t *testing.T) {
 			}
 		}
 	}
-	if !equal(handlers, []string{"zulip_sim", "reverse_proxy"}) {
+	if !slices.Equal(handlers, []string{"zulip_sim", "reverse_proxy"}) {
 		t.Fatalf("handlers %v in %s", handlers, out)
 	}
 }
@@ -96,7 +99,7 @@ func TestHandlerLifecycle(t *testing.T) {
 	if err := h.Provision(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if h.Users != 100 || h.Online != DefaultDemoOnline || h.Seed != DefaultDemoSeed {
+	if h.Users != 100 || h.Online != zuliptest.DefaultDemoOnline || h.Seed != zuliptest.DefaultDemoSeed {
 		t.Fatalf("defaults %+v", h)
 	}
 	if err := h.Validate(); err != nil {
@@ -104,12 +107,12 @@ func TestHandlerLifecycle(t *testing.T) {
 	}
 	w := httptest.NewRecorder()
 	req := httptest.NewRequest("GET", "/api/v1/users/me", nil)
-	req.SetBasicAuth(DemoEmail, DemoAPIKey)
+	req.SetBasicAuth(zuliptest.DemoEmail, zuliptest.DemoAPIKey)
 	next := caddyhttp.HandlerFunc(func(http.ResponseWriter, *http.Request) error {
 		t.Fatal("zulip_sim called the next handler")
 		return nil
 	})
-	if err := h.ServeHTTP(w, req, next); err != nil || w.Code != 200 || !strings.Contains(w.Body.String(), DemoEmail) {
+	if err := h.ServeHTTP(w, req, next); err != nil || w.Code != 200 || !strings.Contains(w.Body.String(), zuliptest.DemoEmail) {
 		t.Fatalf("ServeHTTP: %v %d %s", err, w.Code, w.Body)
 	}
 	if err := h.Cleanup(); err != nil {

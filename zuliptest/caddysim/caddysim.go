@@ -1,4 +1,10 @@
-package zuliptest
+// Package caddysim is the Caddy adapter of zuliptest: the HTTP handler
+// module http.handlers.zulip_sim and its Caddyfile directive zulip_sim,
+// which serve a seeded demo realm with simulated background activity, so
+// that a demo of the presence proxy runs without a Zulip installation.
+// Importing it registers the module, the directive and its order (before
+// reverse_proxy); importing zuliptest alone registers nothing.
+package caddysim
 
 import (
 	"context"
@@ -9,6 +15,8 @@ import (
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+
+	"github.com/zulip-presence/caddy-zulip-presence/zuliptest"
 )
 
 func init() {
@@ -31,7 +39,7 @@ type Handler struct {
 	// Seed makes the demo realm and its activity repeatable. Default: 1.
 	Seed int64 `json:"seed,omitempty"`
 
-	srv  *Server
+	srv  *zuliptest.Server
 	stop context.CancelFunc
 	done chan struct{}
 }
@@ -48,20 +56,20 @@ func (Handler) CaddyModule() caddy.ModuleInfo {
 // background activity, which stops when the config is unloaded.
 func (h *Handler) Provision(ctx caddy.Context) error {
 	if h.Users == 0 {
-		h.Users = DefaultDemoUsers
+		h.Users = zuliptest.DefaultDemoUsers
 	}
 	if h.Online == 0 {
-		h.Online = min(DefaultDemoOnline, h.Users)
+		h.Online = min(zuliptest.DefaultDemoOnline, h.Users)
 	}
 	if h.Seed == 0 {
-		h.Seed = DefaultDemoSeed
+		h.Seed = zuliptest.DefaultDemoSeed
 	}
 	// Validate runs after Provision; checking first keeps a bad config
 	// from building a realm it cannot use.
 	if err := h.Validate(); err != nil {
 		return err
 	}
-	h.srv = NewDemo(DemoConfig{Users: h.Users, Online: h.Online, Seed: h.Seed})
+	h.srv = zuliptest.NewDemo(zuliptest.DemoConfig{Users: h.Users, Online: h.Online, Seed: h.Seed})
 	actx, cancel := context.WithCancel(ctx)
 	h.stop, h.done = cancel, make(chan struct{})
 	go func() {
@@ -83,7 +91,7 @@ func (h *Handler) Validate() error {
 	}
 	users := h.Users
 	if users == 0 {
-		users = DefaultDemoUsers
+		users = zuliptest.DefaultDemoUsers
 	}
 	if h.Online > users {
 		return fmt.Errorf("zulip_sim: online (%d) must not exceed users (%d)", h.Online, users)

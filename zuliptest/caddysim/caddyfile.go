@@ -1,4 +1,4 @@
-package zuliptest
+package caddysim
 
 import (
 	"strconv"
