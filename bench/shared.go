@@ -274,7 +274,7 @@ func (j *job) at() time.Time { return clockStart.Add(time.Duration(j.sec) * time
 // one or, when the own row is newer, the own row's id; the module's
 // value is taken when it is one of those.
 func expectedAsOf(body, key, own []byte, ownPresent bool, ownID, claimed int64, modern bool) ([]byte, error) {
-	top, err := splitObject(body)
+	top, err := zuliptest.SplitObject(body)
 	if err != nil {
 		return nil, err
 	}
@@ -284,24 +284,24 @@ func expectedAsOf(body, key, own []byte, ownPresent bool, ownID, claimed int64, 
 		if i > 0 {
 			out = append(out, ',')
 		}
-		out = append(out, mem.key...)
+		out = append(out, mem.Key...)
 		out = append(out, ':')
-		switch string(mem.key) {
+		switch string(mem.Key) {
 		case `"presences"`:
-			entries, err := splitObject(mem.value)
+			entries, err := zuliptest.SplitObject(mem.Value)
 			if err != nil {
 				return nil, err
 			}
 			out = append(out, '{')
 			n := 0
 			for _, e := range entries {
-				if bytes.Equal(e.key, key) {
+				if bytes.Equal(e.Key, key) {
 					continue
 				}
 				if n > 0 {
 					out = append(out, ',')
 				}
-				out = append(append(append(out, e.key...), ':'), e.value...)
+				out = append(append(append(out, e.Key...), ':'), e.Value...)
 				n++
 			}
 			if ownPresent {
@@ -312,7 +312,7 @@ func expectedAsOf(body, key, own []byte, ownPresent bool, ownID, claimed int64, 
 			}
 			out = append(out, '}')
 		case `"presence_last_update_id"`:
-			v := mem.value
+			v := mem.Value
 			if modern {
 				asOfID, err := strconv.ParseInt(string(v), 10, 64)
 				if err == nil && (claimed == asOfID || (ownPresent && claimed == max(asOfID, ownID))) {
@@ -321,7 +321,7 @@ func expectedAsOf(body, key, own []byte, ownPresent bool, ownID, claimed int64, 
 			}
 			out = append(out, v...)
 		default:
-			out = append(out, mem.value...)
+			out = append(out, mem.Value...)
 		}
 	}
 	return append(out, "}\n"...), nil
@@ -329,21 +329,21 @@ func expectedAsOf(body, key, own []byte, ownPresent bool, ownID, claimed int64, 
 
 // presenceEntry returns the value of key in the answer's presences.
 func presenceEntry(body, key []byte) ([]byte, bool, error) {
-	top, err := splitObject(body)
+	top, err := zuliptest.SplitObject(body)
 	if err != nil {
 		return nil, false, err
 	}
 	for _, mem := range top {
-		if string(mem.key) != `"presences"` {
+		if string(mem.Key) != `"presences"` {
 			continue
 		}
-		entries, err := splitObject(mem.value)
+		entries, err := zuliptest.SplitObject(mem.Value)
 		if err != nil {
 			return nil, false, err
 		}
 		for _, e := range entries {
-			if bytes.Equal(e.key, key) {
-				return e.value, true, nil
+			if bytes.Equal(e.Key, key) {
+				return e.Value, true, nil
 			}
 		}
 		return nil, false, nil
@@ -376,83 +376,6 @@ func instantOf(ts float64) time.Time {
 }
 
 func pyFloatText(f float64) string { return strconv.FormatFloat(f, 'f', -1, 64) }
-
-// objMember is one key and its raw value in a compact JSON object.
-type objMember struct{ key, value []byte }
-
-// splitObject splits a compact JSON object (Zulip's answers have no
-// insignificant whitespace) into its members, in order.
-func splitObject(obj []byte) ([]objMember, error) {
-	obj = bytes.TrimRight(obj, "\n")
-	if len(obj) < 2 || obj[0] != '{' || obj[len(obj)-1] != '}' {
-		return nil, errors.New("not a JSON object")
-	}
-	var out []objMember
-	for i := 1; i < len(obj)-1; {
-		keyEnd, err := jsonEnd(obj, i)
-		if err != nil {
-			return nil, err
-		}
-		if keyEnd >= len(obj) || obj[keyEnd] != ':' {
-			return nil, fmt.Errorf("no colon after the key at %d", i)
-		}
-		valEnd, err := jsonEnd(obj, keyEnd+1)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, objMember{obj[i:keyEnd], obj[keyEnd+1 : valEnd]})
-		i = valEnd
-		if i < len(obj)-1 {
-			if obj[i] != ',' {
-				return nil, fmt.Errorf("expected a comma at %d", i)
-			}
-			i++
-		}
-	}
-	return out, nil
-}
-
-// jsonEnd returns the index just after the compact JSON value at i.
-func jsonEnd(b []byte, i int) (int, error) {
-	if i >= len(b) {
-		return 0, errors.New("missing value")
-	}
-	depth := 0
-	for j := i; j < len(b); j++ {
-		switch b[j] {
-		case '"':
-			j++
-			for j < len(b) && b[j] != '"' {
-				if b[j] == '\\' {
-					j++
-				}
-				j++
-			}
-			if j >= len(b) {
-				return 0, errors.New("unterminated string")
-			}
-		case '{', '[':
-			depth++
-			continue
-		case '}', ']':
-			depth--
-			if depth < 0 {
-				return j, nil // the end of a scalar inside its container
-			}
-		case ',':
-			if depth == 0 {
-				return j, nil
-			}
-			continue
-		default:
-			continue
-		}
-		if depth == 0 {
-			return j + 1, nil
-		}
-	}
-	return 0, errors.New("unbalanced value")
-}
 
 // Staleness summarises how much older shared-mode answers stood than the
 // direct ones: direct server_timestamp − module server_timestamp.

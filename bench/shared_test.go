@@ -151,13 +151,13 @@ func (j *job) asOfRequestFrom(f map[string]string) zuliptest.AsOfRequest {
 
 func TestSplitObject(t *testing.T) {
 	body := []byte(`{"result":"success","msg":"a,\"}b","presences":{"1":{"active_timestamp":5,"idle_timestamp":6},"x@y":{"aggregated":{"client":"website","status":"idle","timestamp":6}}},"server_timestamp":1.5,"presence_last_update_id":-1,"ignored_parameters_unsupported":["a","b"]}` + "\n")
-	top, err := splitObject(body)
+	top, err := zuliptest.SplitObject(body)
 	if err != nil {
 		t.Fatal(err)
 	}
 	var keys []string
 	for _, m := range top {
-		keys = append(keys, string(m.key))
+		keys = append(keys, string(m.Key))
 	}
 	if got := strings.Join(keys, " "); got != `"result" "msg" "presences" "server_timestamp" "presence_last_update_id" "ignored_parameters_unsupported"` {
 		t.Fatalf("keys %s", got)

@@ -100,6 +100,13 @@ func (v *View) Apply(cursor, days int64, ans presence.Response, now time.Time) b
 	return true
 }
 
+// Synced reports whether the view holds a full fetch.
+func (v *View) Synced() bool {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	return v.synced
+}
+
 // Invalidate records that a write reached the server without feeding the
 // view: it answers no poll until a fetch merges again.
 func (v *View) Invalidate() {

@@ -23,9 +23,10 @@ const maxViewDays = 365
 // is not an active member of the host who is no guest nor bot per the
 // host's user list. Guests stay in session mode: when the server limits
 // what guests see, merging a guest's delta would make the view miss rows.
-// A session whose trust lapsed is eligible when its Basic credentials name
-// such a user: its write goes as a fetch, and the server's success to that
-// very request makes it trusted before the view answers it.
+// A session whose trust lapsed is eligible when the store already knows
+// its user as such (knownUser): its request goes as a fetch, and the
+// server's success to that very request makes it trusted before the view
+// answers it.
 func (c *call) shared() (bool, error) {
 	view := c.eligibleView()
 	if view == nil || !c.servable(view) {
@@ -119,15 +120,19 @@ func (c *call) sharedWriteElsewhere() {
 	}
 }
 
-// knownUser returns the row mirror of the user Basic credentials name, if
-// the store holds one, without making one.
+// knownUser returns the row mirror of the session's user, if the store
+// holds one, without making one: the user a browser session was bound to
+// when the server last accepted it, or the one Basic credentials name.
 func (c *call) knownUser() *cache.Row {
-	if c.family != cache.FamilyAPI {
+	u := c.sess.User() // a browser session the server accepted before
+	if u == "" && c.family == cache.FamilyAPI {
+		u = c.h.store.UserKey(c.host, c.creds.email)
+	}
+	if u == "" {
 		return nil
 	}
-	row := c.h.store.ExistingRow(c.h.store.UserKey(c.host, c.creds.email))
-	c.row = row
-	return row
+	c.row = c.h.store.ExistingRow(u)
+	return c.row
 }
 
 // rowFromView takes the user's row from the view as lower bounds: the view
@@ -285,9 +290,14 @@ func (c *call) mergeForwarded(ans presence.Response, now time.Time) {
 	if cursor == 0 || days == 0 || (cursor < 0 && days < presence.DefaultWindowDays) {
 		return
 	}
-	if view := c.eligibleView(); view != nil {
-		c.merge(view, cursor, days, ans, now)
+	view := c.eligibleView()
+	if view == nil || (cursor < 0 && view.Synced()) {
+		// A page load's full table would restart the boundaries every
+		// other tab's cursor stands on; the view makes its own full
+		// fetches every resync_interval.
+		return
 	}
+	c.merge(view, cursor, days, ans, now)
 }
 
 // answerFed answers a poll whose write fed the view.

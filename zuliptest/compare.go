@@ -124,6 +124,25 @@ func comparePresences(d, p []byte) error {
 	return nil
 }
 
+// Member is one key, with its quotes, and its raw value in a JSON object.
+type Member struct {
+	Key, Value []byte
+}
+
+// SplitObject splits a compact JSON object (Zulip's answers have no
+// insignificant whitespace) into its members, in order.
+func SplitObject(obj []byte) ([]Member, error) {
+	ms, err := members(obj)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]Member, len(ms))
+	for i, m := range ms {
+		out[i] = Member{Key: m.key, Value: m.value}
+	}
+	return out, nil
+}
+
 // member is one key and its raw value in a JSON object.
 type member struct {
 	key, value []byte
