@@ -28,9 +28,7 @@ func (c *call) convert() error {
 		c.reserve()
 		return c.forward(outcomeForwarded)
 	}
-	conv := c.sess.LockConversion()
-	accepted, err := c.convertLocked(conv)
-	c.sess.UnlockConversion()
+	accepted, err := c.convertLocked()
 	if accepted {
 		// The snapshot may have grown: charge it to the store now, not
 		// on the session's next request.
@@ -40,8 +38,12 @@ func (c *call) convert() error {
 }
 
 // convertLocked does convert's work with the session's conversion state
-// locked. accepted reports Zulip's success to the converted request.
-func (c *call) convertLocked(conv *cache.Conversion) (accepted bool, err error) {
+// locked, unlocked however it ends: an answer cut off mid-body panics with
+// http.ErrAbortHandler, and the session's next poll must not wait for good.
+// accepted reports Zulip's success to the converted request.
+func (c *call) convertLocked() (accepted bool, err error) {
+	conv := c.sess.LockConversion()
+	defer c.sess.UnlockConversion()
 	now := c.h.now()
 	days := c.req.WindowDays()
 	full := conv.NeedsFullFetch(now, days, time.Duration(c.h.ResyncInterval))
