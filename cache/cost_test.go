@@ -37,7 +37,8 @@ func heapOf(t testing.TB, n int, fill func(s *Store, i int)) (heap, charged floa
 
 // costCases are the kinds of entries a store holds, as the handler makes
 // them: sessions (empty, and with the snapshot of a 300-user realm), row
-// mirrors, host facts and user directories.
+// mirrors, host facts, user directories and shared-mode views (of a
+// 500-user realm, 300 of whose rows changed since the last full fetch).
 var costCases = []struct {
 	name string
 	n    int
@@ -67,6 +68,20 @@ var costCases = []struct {
 			"Date":          {"Mon, 02 Nov 2026 09:00:00 GMT"},
 			"Vary":          {"Accept-Language, Cookie"},
 		})
+	}},
+	{"view", 500, func(s *Store, i int) {
+		host := fmt.Sprint("zulip", i, ".example")
+		v := s.ViewFor(host)
+		rows := make([]presence.Row, 500)
+		for j := range rows {
+			rows[j] = presence.Row{UserID: int64(j), Presence: presence.Presence{Active: 1000, Idle: 1000}}
+		}
+		v.Apply(-1, 14, presence.Response{Rows: rows, LastUpdateID: 500, HasLastUpdateID: true}, t0)
+		for j := range 300 {
+			rows := []presence.Row{{UserID: int64(j), Presence: presence.Presence{Active: 2000, Idle: 2000}}}
+			v.Apply(int64(500+j), 14, presence.Response{Rows: rows, LastUpdateID: int64(501 + j), HasLastUpdateID: true}, t0)
+		}
+		s.KeepView(host, v)
 	}},
 	{"directory", 200, func(s *Store, i int) {
 		m := make(map[int64]Member, 500)

@@ -1,6 +1,7 @@
 package cache
 
 import (
+	"math"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -23,17 +24,18 @@ type View struct {
 	synced   bool      // a full fetch was merged, and nothing since undid it
 	days     int64     // the window of that full fetch
 	syncedAt time.Time // proxy clock: when it was made
-	mergedAt time.Time // proxy clock: when a fetch was last merged
-	serverTS float64   // server_timestamp of the answer last merged
+	// lastSyncID is the id the last full fetch answered.
+	lastSyncID int64
+	mergedAt   time.Time // proxy clock: when a fetch was last merged
+	serverTS   float64   // server_timestamp of the answer last merged
 
-	// Since the last full fetch, which answered spanStart: the ids fetches
-	// started from or answered (boundaries), and for each row a fetch
-	// returned, the interval its id lies in. Every other row's id is at
-	// most spanStart. Both are reset by each full fetch, so they hold at
-	// most resync_interval of changes.
-	spanStart  int64
-	boundaries map[int64]struct{}
-	changed    map[int64]idRange
+	// For each row a fetch returned since spanStart, the interval its id
+	// lies in; every other row's id is at most spanStart. A full fetch
+	// starts over, or (see resync) moves spanStart to the previous full
+	// fetch's id, so that they cover at most two resync_intervals.
+	spanStart int64
+	changed   map[int64]idRange
+	scratch   []idRange // narrow's, reused
 
 	// Resync is held by the request making the host's full fetch, so
 	// that a burst of writes makes one.
@@ -69,15 +71,35 @@ func (v *View) Cursor(now time.Time, days int64, resync time.Duration) (int64, b
 func (v *View) Apply(cursor, days int64, ans presence.Response, now time.Time) bool {
 	v.mu.Lock()
 	defer v.mu.Unlock()
+	return v.apply(cursor, days, ans, now, false)
+}
+
+// ApplyPoll is Apply for the answer to a web app tab's poll forwarded as
+// it came, which is merged only when the view can tell, for each of its
+// rows, on which side of its own cursor the row's id lies (see
+// narrow). Otherwise merging would spread some rows' ids over other tabs'
+// cursors, which the view could then no longer answer; it loses nothing by
+// refusing, since its next fetch brings what changed past its cursor. A
+// fetch carrying a write cannot be refused: its answer must show the
+// writer's own row.
+func (v *View) ApplyPoll(cursor, days int64, ans presence.Response, now time.Time) bool {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	return v.apply(cursor, days, ans, now, true)
+}
+
+func (v *View) apply(cursor, days int64, ans presence.Response, now time.Time, poll bool) bool {
 	m := ans.LastUpdateID
 	switch {
 	case cursor < 0 && (!v.synced || m >= v.cursor):
 		// A full fetch; one that found no row (an empty realm, or realm
 		// presence disabled, which answers {} and -1) leaves the view at
 		// -1, from where every fetch is a full one again.
+		if !v.synced || !v.resync(m, ans.Rows) {
+			v.spanStart, v.changed = m, map[int64]idRange{}
+		}
 		v.snap.Replace(ans.Rows)
-		v.synced, v.days, v.syncedAt = true, days, now
-		v.spanStart, v.boundaries, v.changed = m, map[int64]struct{}{m: {}}, map[int64]idRange{}
+		v.synced, v.days, v.syncedAt, v.lastSyncID = true, days, now, m
 	case cursor < 0 || m < cursor:
 		v.synced = false
 		return false
@@ -89,15 +111,106 @@ func (v *View) Apply(cursor, days int64, ans presence.Response, now time.Time) b
 		// fetch at the view's cursor brings them all.
 		return false
 	default:
-		v.snap.Merge(ans.Rows)
-		for _, r := range ans.Rows {
-			v.changed[r.UserID] = idRange{lo: cursor, hi: m}
+		ranges, spread, _ := v.narrow(cursor, m, ans.Rows)
+		if poll && spread {
+			return false
 		}
-		v.boundaries[m] = struct{}{}
-		v.boundaries[cursor] = struct{}{}
+		for i, r := range ans.Rows {
+			v.changed[r.UserID] = ranges[i]
+		}
+		v.snap.Merge(ans.Rows)
 	}
 	v.cursor, v.mergedAt, v.serverTS = m, now, ans.ServerTimestamp
 	return true
+}
+
+// resync keeps the intervals across a full fetch answering m, when the
+// view can tell which rows changed past its cursor (see narrow): web app
+// tabs go on being answered. Intervals from before the previous full
+// fetch are dropped.
+func (v *View) resync(m int64, rows []presence.Row) bool {
+	start := max(v.spanStart, v.lastSyncID)
+	fetched := make(map[int64]struct{}, len(rows))
+	for _, r := range rows {
+		fetched[r.UserID] = struct{}{}
+	}
+	for id, r := range v.changed {
+		if _, ok := fetched[id]; !ok && r.hi > start {
+			// A row that changed since start left the answer: its user
+			// was deactivated, or it left the window, and a tab's
+			// incremental poll still gets a row, whatever its age.
+			return false
+		}
+	}
+	// Every id past the view's cursor must be one a fetched row took: a
+	// row written since and then left out (deactivated, or out of the
+	// window by now) would be missing from tabs' answers.
+	ranges, spread, exact := v.narrow(math.MinInt64, m, rows)
+	if spread || !exact {
+		return false
+	}
+	changed := make(map[int64]idRange, len(rows))
+	for i, r := range rows {
+		if ranges[i].hi > start {
+			changed[r.UserID] = ranges[i]
+		}
+	}
+	v.spanStart, v.changed = start, changed
+	return true
+}
+
+// narrow returns, for each row of the answer m to a fetch at cursor (a
+// full fetch: math.MinInt64), the interval its id lies in, given what the
+// view knew before the merge, and whether some interval spreads over ids
+// the view cannot decide between.
+//
+// A delta alone says (cursor, m]. A fetch from the view's own cursor can
+// say no more, and needs no more. One from an older cursor (a web app
+// tab's, forwarded as it came), or a full fetch, also returns rows the
+// view already holds. A row certainly holds a new id, in (view cursor, m],
+// when the view last saw it change at or before cursor, or holds other
+// values for it (a row's values change only by writes, each of which
+// takes the next id). Ids are taken one by one with no gap, so when those
+// rows are as many as the ids past the view's cursor, every other row
+// kept the id the view knew. Otherwise (a row written twice, or rewritten
+// with the same values to the second, such as by invisible mode) the
+// other rows may hold either and spread over both. So does a row the view
+// does not hold (a new row, or a reactivated user's old one).
+func (v *View) narrow(cursor, m int64, rows []presence.Row) (ranges []idRange, spread, exact bool) {
+	ranges = v.scratch[:0]
+	moved := int64(0)
+	for _, r := range rows {
+		known, ok := v.changed[r.UserID]
+		if !ok {
+			known = idRange{lo: math.MinInt64, hi: v.spanStart}
+		}
+		held, ok := v.snap.Get(r.UserID)
+		switch {
+		case known.hi <= cursor || (ok && held != r.Presence):
+			ranges = append(ranges, idRange{lo: v.cursor, hi: m})
+			moved++
+		case !ok:
+			ranges = append(ranges, idRange{lo: cursor, hi: m})
+			spread = true
+		default:
+			ranges = append(ranges, idRange{lo: max(known.lo, cursor), hi: known.hi})
+		}
+	}
+	exact = moved == m-v.cursor
+	for i, r := range ranges {
+		switch {
+		case r.lo >= r.hi:
+			// The answer disagrees with what the view knew (it missed
+			// a change): only what the fetch itself says holds.
+			ranges[i] = idRange{lo: cursor, hi: m}
+			spread = spread || cursor < v.cursor
+		case !exact && r.hi <= v.cursor && m > v.cursor:
+			ranges[i].hi = m
+			spread = true
+		}
+	}
+	v.scratch = ranges
+	return ranges, spread, exact
 }
 
 // Synced reports whether the view holds a full fetch.
@@ -143,13 +256,17 @@ func (v *View) Serve(rows []presence.Row, now time.Time, days int64, staleness t
 // ServeSince appends the rows whose id is above cursor, as a web app tab
 // polling with last_update_id=cursor gets them, and reports the answer's
 // presence_last_update_id, or false when the view cannot tell exactly:
-// cursor is not a boundary of its fetches, a row's id may lie on either
-// side of it, or the view merged nothing within staleness.
+// cursor lies outside (spanStart, view cursor], a row's id may lie on
+// either side of it, or the view merged nothing within staleness.
+//
+// The view covers every change from spanStart to its cursor, since a
+// fetch is merged only when it starts at or below the view's cursor; so
+// any cursor in between is decided by the rows' intervals.
 func (v *View) ServeSince(rows []presence.Row, cursor int64, now time.Time, staleness time.Duration) (Served, bool) {
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	age := now.Sub(v.mergedAt)
-	if _, boundary := v.boundaries[cursor]; !v.synced || !boundary || cursor < v.spanStart || age > staleness {
+	if !v.synced || cursor < v.spanStart || cursor > v.cursor || age > staleness {
 		return Served{}, false
 	}
 	n := len(rows)
@@ -166,7 +283,8 @@ func (v *View) ServeSince(rows []presence.Row, cursor int64, now time.Time, stal
 	}
 	id := cursor // Zulip echoes the cursor when no row changed
 	if len(rows) > n {
-		// The view's cursor is the id of the last row a fetch returned.
+		// The view's cursor is the id of the newest row it holds: the
+		// highest id of the rows the last merged fetch returned.
 		id = v.cursor
 	}
 	return Served{Rows: rows, Cursor: id, ServerTimestamp: v.serverTS, Age: age}, true
@@ -183,11 +301,19 @@ func (v *View) Row(userID int64) (presence.Presence, bool) {
 func (v *View) cost() int64 {
 	v.mu.Lock()
 	defer v.mu.Unlock()
-	return viewBaseCost + v.snap.SizeBytes()
+	return v.costLocked()
+}
+
+// intervalCost is the memory of one row's entry in View.changed, the
+// map's overhead and narrow's scratch included.
+const intervalCost = 48
+
+func (v *View) costLocked() int64 {
+	return viewBaseCost + v.snap.SizeBytes() + int64(len(v.changed)+cap(v.scratch)/2)*intervalCost
 }
 
 func (v *View) info(host string) ViewInfo {
 	v.mu.Lock()
 	defer v.mu.Unlock()
-	return ViewInfo{Host: host, Rows: v.snap.Len(), Bytes: viewBaseCost + v.snap.SizeBytes(), Cursor: v.cursor}
+	return ViewInfo{Host: host, Rows: v.snap.Len(), Bytes: v.costLocked(), Cursor: v.cursor}
 }

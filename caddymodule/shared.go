@@ -14,6 +14,11 @@ import (
 // session mode.
 const outcomeViewFed = "view_fed"
 
+// outcomeViewJoined is, in shared mode, a web app tab's poll the view
+// could not answer: its write fed the view, then the poll went upstream as
+// it came, so that the view answers the tab's next poll.
+const outcomeViewJoined = "view_joined"
+
 // maxViewDays is the widest window a view is fetched with; a poll asking
 // for more (the settings panel's 365 000 days) is served in session mode.
 const maxViewDays = 365
@@ -29,7 +34,14 @@ const maxViewDays = 365
 // answers it.
 func (c *call) shared() (bool, error) {
 	view := c.eligibleView()
-	if view == nil || !c.servable(view) {
+	if view == nil {
+		return false, nil
+	}
+	if !c.servable(view) {
+		if c.joinable() {
+			c.reserve()
+			return true, c.join(view)
+		}
 		return false, nil
 	}
 	if c.req.Kind() != presence.KindPing {
@@ -208,6 +220,48 @@ func (c *call) writeServed(served cache.Served, hdr http.Header, status int) (bo
 // into the view, and answers the client from it: the ping body, or the
 // full table it asked for.
 func (c *call) feed(view *cache.View) error {
+	rec, answered, err := c.feedView(view, true)
+	if answered {
+		return err
+	}
+	if c.req.Kind() == presence.KindPing {
+		c.record(outcomeViewFed, rec.body.Len())
+		return writeAnswer(c.w, rec.header, rec.status, presence.PingAnswer)
+	}
+	return c.answerFed(view, rec, c.h.now())
+}
+
+// joinable reports whether a web app tab's poll the view cannot answer
+// may be brought onto the view's boundaries.
+func (c *call) joinable() bool {
+	return c.req.Kind() == presence.KindModern && c.req.LastUpdateID > 0 && c.req.WindowDays() != 0
+}
+
+// join brings a web app tab onto the view's boundaries: a page load's
+// cursor, or one from before the view's last full fetch, is none. The
+// poll's answer alone would not do: it starts below the view's cursor or
+// beyond it, and carries the tab's own write, so it cannot tell which of
+// its rows changed after the view's cursor, and every other tab's cursor
+// would stop being a boundary. So the tab's write goes first, as a fetch
+// at the view's cursor (its new_user_input stays with the poll); then the
+// poll goes upstream as it came, a no-op write by now, and its answer,
+// which starts inside the view and (unless others wrote in between) ends
+// at the view's cursor, is merged. The id it hands the tab is a boundary,
+// and the tab's next poll is answered from the view.
+func (c *call) join(view *cache.View) error {
+	if _, answered, err := c.feedView(view, false); answered {
+		return err
+	}
+	c.reserve()
+	return c.forward(outcomeViewJoined)
+}
+
+// feedView sends the request's reserved write upstream as a fetch at the
+// view's cursor, with the request's new_user_input when withInput, and
+// merges the answer into the view. It reports answered when the client
+// already got its answer: the server refused or failed the write, or
+// cannot answer incremental fetches.
+func (c *call) feedView(view *cache.View, withInput bool) (*recorder, bool, error) {
 	c.fed = true
 	now := c.h.now()
 	days := max(c.req.WindowDays(), presence.DefaultWindowDays)
@@ -227,7 +281,7 @@ func (c *call) feed(view *cache.View) error {
 		}
 	}
 	up := presence.Request{Sent: presence.ParamStatus | presence.ParamLastUpdateID, Status: c.req.Status, LastUpdateID: cursor}
-	if c.req.Sent&presence.ParamNewUserInput != 0 {
+	if withInput && c.req.Sent&presence.ParamNewUserInput != 0 {
 		up.Sent |= presence.ParamNewUserInput
 		up.NewUserInput = c.req.NewUserInput
 	}
@@ -243,7 +297,7 @@ func (c *call) feed(view *cache.View) error {
 		if err == errAborted {
 			panic(http.ErrAbortHandler) // as plain reverse_proxy would
 		}
-		return err
+		return nil, true, err
 	}
 	received := c.h.now()
 	o := zulipOutcome(rec.status, rec.header, rec.body.Bytes(), nil)
@@ -252,32 +306,33 @@ func (c *call) feed(view *cache.View) error {
 		// The server refused or failed the write: the client gets its
 		// answer, which is the same whatever the request asked to read.
 		c.record(outcomeUpstreamError, rec.body.Len())
-		return rec.replay(c.w)
+		return nil, true, rec.replay(c.w)
 	}
 	ans, err := presence.DecodeModern(rec.body.Bytes())
 	if err != nil || !ans.HasLastUpdateID {
 		// Not the answer of a Zulip that knows last_update_id: the write
 		// was made; serve this request in session mode from now on.
 		c.hostFor().MarkIncrementalUnsupported(now.Add(time.Duration(c.h.ResyncInterval)))
-		return c.viewFallback()
+		return nil, true, c.viewFallback()
 	}
 	host := c.hostFor()
 	c.learnAnswer(host, ans, now, received)
 	host.SetPingHeader(pingHeaderOf(rec.header))
 	c.merge(view, up.LastUpdateID, days, ans, received)
-	if c.req.Kind() == presence.KindPing {
-		c.record(outcomeViewFed, rec.body.Len())
-		return writeAnswer(c.w, rec.header, rec.status, presence.PingAnswer)
-	}
-	return c.answerFed(view, rec, received)
+	return rec, false, nil
 }
 
 // merge merges the answer to a fetch made at cursor into the view.
 func (c *call) merge(view *cache.View, cursor, days int64, ans presence.Response, now time.Time) {
 	if view.Apply(cursor, days, ans, now) {
-		c.h.store.KeepView(c.host, view)
-		c.h.metrics.observeViewFetch(cursor < 0)
+		c.kept(view, cursor)
 	}
+}
+
+// kept stores a view that merged a fetch made at cursor, and counts it.
+func (c *call) kept(view *cache.View, cursor int64) {
+	c.h.store.KeepView(c.host, view)
+	c.h.metrics.observeViewFetch(cursor < 0)
 }
 
 // mergeForwarded merges the answer to a web app poll forwarded as it came
@@ -297,7 +352,9 @@ func (c *call) mergeForwarded(ans presence.Response, now time.Time) {
 		// fetches every resync_interval.
 		return
 	}
-	c.merge(view, cursor, days, ans, now)
+	if view.ApplyPoll(cursor, days, ans, now) {
+		c.kept(view, cursor)
+	}
 }
 
 // answerFed answers a poll whose write fed the view.

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/zulip-presence/caddy-zulip-presence/zuliptest"
 )
@@ -158,4 +159,50 @@ func TestSharedModeRealmPresenceDisabled(t *testing.T) {
 		}
 		t.Logf("phase %d done", phase)
 	}
+}
+
+// TestSharedModeWebTabsFromTheView: web app tabs start from the cursor a
+// page load gives them and poll every minute while phones write between
+// their polls. From its second poll on, every tab is answered from the
+// view (one upstream request, the fetch that carries its write); its
+// first poll joins the view; every answer is the server's.
+func TestSharedModeWebTabsFromTheView(t *testing.T) {
+	tw, users, phones := sharedRealm(t, Handler{}, 8)
+	type tab struct {
+		c      *client
+		cursor int64
+		polls  int
+	}
+	var tabs []*tab
+	for i, u := range users[:4] {
+		b := tw.browser(fmt.Sprint("browser", i), u)
+		for range 2 {
+			tabs = append(tabs, &tab{c: b})
+		}
+	}
+	served := func() float64 {
+		return testutil.ToFloat64(tw.h.metrics.requests.WithLabelValues("modern", outcomeViewFed))
+	}
+	for second := range 20 * 60 {
+		if i := second % 10; i < len(phones) && second%60 < 50 {
+			tw.postShared(phones[i], form("status", "active", "slim_presence", "true"), 10*time.Second)
+		}
+		for i, tb := range tabs {
+			if second < 60 || second%60 != 5*i+3 {
+				continue // pages load once the view is made
+			}
+			if tb.polls == 0 {
+				tb.cursor = tw.direct.DefaultRealm().LastUpdateID() // the page load's
+			}
+			before := served()
+			d, n := tw.postShared(tb.c, form("status", "active", "last_update_id", itoa(tb.cursor)), 10*time.Second)
+			tb.cursor = cursorOf(t, d)
+			tb.polls++
+			if tb.polls >= 2 && (served() != before+1 || n != 1) {
+				t.Fatalf("tab %d, poll %d: %d upstream requests, answered from the view: %v", i, tb.polls, n, served() == before+1)
+			}
+		}
+		tw.clk.Advance(time.Second)
+	}
+	tw.sameRows(users...)
 }
