@@ -52,6 +52,16 @@ type idRange struct{ lo, hi int64 }
 // entry included.
 const viewBaseCost = 512
 
+// FetchDays is the window a full fetch for a poll of days asks for: the
+// widest the view has held. Fetching alternately narrower and wider would
+// bring rows the view never held, and every full fetch would start its
+// intervals over.
+func (v *View) FetchDays(days int64) int64 {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	return max(days, v.days)
+}
+
 // Cursor returns the id fetches should start from, and false when the
 // view needs a full fetch: it was never synced, the last full fetch is
 // older than resync, or it covers a narrower window than days.

@@ -264,7 +264,7 @@ func (c *call) join(view *cache.View) error {
 func (c *call) feedView(view *cache.View, withInput bool) (*recorder, bool, error) {
 	c.fed = true
 	now := c.h.now()
-	days := max(c.req.WindowDays(), presence.DefaultWindowDays)
+	days := view.FetchDays(max(c.req.WindowDays(), presence.DefaultWindowDays))
 	cursor, ok := view.Cursor(now, days, time.Duration(c.h.ResyncInterval))
 	if !ok {
 		lead, wait := view.Resync.Begin()
