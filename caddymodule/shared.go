@@ -35,7 +35,11 @@ const maxViewDays = 365
 func (c *call) shared() (bool, error) {
 	view := c.eligibleView()
 	if view == nil {
-		return false, nil
+		if view = c.probedView(); view == nil {
+			return false, nil
+		}
+		c.reserve()
+		return true, c.feedNewSession(view)
 	}
 	if !c.servable(view) {
 		if c.joinable() {
@@ -115,6 +119,52 @@ func (c *call) eligibleView() *cache.View {
 		return nil
 	}
 	return c.h.store.ViewFor(c.host)
+}
+
+// probedView returns the host's view for a full poll of a session the
+// store knows nothing of yet (its first request, or its first since it
+// was evicted), when the view could answer it: the poll's write goes
+// upstream as a fetch at the view's cursor, and the server's answer tells
+// whether the credentials work, and whose they are, before anything is
+// read from or merged into the view.
+func (c *call) probedView() *cache.View {
+	switch k := c.req.Kind(); {
+	case k != presence.KindSlim && k != presence.KindLegacy:
+		return nil
+	case c.req.WindowDays() < 0 || c.req.WindowDays() > maxViewDays:
+		return nil
+	case c.sess.Trusted(c.h.now(), time.Duration(c.h.TrustWindow)) || c.knownUser() != nil:
+		return nil // eligibleView has decided
+	}
+	host := c.hostInfo()
+	if host == nil || host.IncrementalUnsupported(c.h.now()) {
+		return nil
+	}
+	view := c.h.store.View(c.host)
+	if view == nil || !view.Synced() {
+		return nil
+	}
+	return view
+}
+
+// feedNewSession sends a new session's full poll as a fetch at the view's
+// cursor. Once the server accepted it, the session's user is learned; the
+// answer is merged and the poll answered from the view only if the user
+// is eligible. Otherwise (a guest, whose answers the server may restrict)
+// the view is left as it was, answers nothing until its next merge (which
+// brings this write), and the poll goes upstream as it came, its write a
+// no-op by now.
+func (c *call) feedNewSession(view *cache.View) error {
+	f, answered, err := c.fetchForView(view, true)
+	if answered {
+		return err
+	}
+	if c.eligibleView() != view {
+		view.Invalidate()
+		return c.viewFallback()
+	}
+	c.merge(view, f.cursor, f.days, f.ans, f.received)
+	return c.answerFed(view, f.rec, c.h.now())
 }
 
 // sharedWriteElsewhere handles, in shared mode, a write the server
@@ -262,6 +312,27 @@ func (c *call) join(view *cache.View) error {
 // already got its answer: the server refused or failed the write, or
 // cannot answer incremental fetches.
 func (c *call) feedView(view *cache.View, withInput bool) (*recorder, bool, error) {
+	f, answered, err := c.fetchForView(view, withInput)
+	if answered {
+		return nil, true, err
+	}
+	c.merge(view, f.cursor, f.days, f.ans, f.received)
+	return f.rec, false, nil
+}
+
+// viewFetch is the answer to a fetch made for a view.
+type viewFetch struct {
+	rec      *recorder
+	ans      presence.Response
+	cursor   int64 // what the fetch started from, -1 for a full fetch
+	days     int64
+	received time.Time
+}
+
+// fetchForView sends the request's reserved write upstream as a fetch at
+// the view's cursor (a full fetch when the view needs one) and learns from
+// the answer, without merging it. It reports answered as feedView does.
+func (c *call) fetchForView(view *cache.View, withInput bool) (viewFetch, bool, error) {
 	c.fed = true
 	now := c.h.now()
 	days := view.FetchDays(max(c.req.WindowDays(), presence.DefaultWindowDays))
@@ -297,7 +368,7 @@ func (c *call) feedView(view *cache.View, withInput bool) (*recorder, bool, erro
 		if err == errAborted {
 			panic(http.ErrAbortHandler) // as plain reverse_proxy would
 		}
-		return nil, true, err
+		return viewFetch{}, true, err
 	}
 	received := c.h.now()
 	o := zulipOutcome(rec.status, rec.header, rec.body.Bytes(), nil)
@@ -306,20 +377,19 @@ func (c *call) feedView(view *cache.View, withInput bool) (*recorder, bool, erro
 		// The server refused or failed the write: the client gets its
 		// answer, which is the same whatever the request asked to read.
 		c.record(outcomeUpstreamError, rec.body.Len())
-		return nil, true, rec.replay(c.w)
+		return viewFetch{}, true, rec.replay(c.w)
 	}
 	ans, err := presence.DecodeModern(rec.body.Bytes())
 	if err != nil || !ans.HasLastUpdateID {
 		// Not the answer of a Zulip that knows last_update_id: the write
 		// was made; serve this request in session mode from now on.
 		c.hostFor().MarkIncrementalUnsupported(now.Add(time.Duration(c.h.ResyncInterval)))
-		return nil, true, c.viewFallback()
+		return viewFetch{}, true, c.viewFallback()
 	}
 	host := c.hostFor()
 	c.learnAnswer(host, ans, now, received)
 	host.SetPingHeader(pingHeaderOf(rec.header))
-	c.merge(view, up.LastUpdateID, days, ans, received)
-	return rec, false, nil
+	return viewFetch{rec: rec, ans: ans, cursor: up.LastUpdateID, days: days, received: received}, false, nil
 }
 
 // merge merges the answer to a fetch made at cursor into the view.
