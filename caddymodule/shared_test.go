@@ -206,3 +206,43 @@ func TestSharedModeWebTabsFromTheView(t *testing.T) {
 	}
 	tw.sameRows(users...)
 }
+
+// TestSharedModeNewSessions: a new member session's first full poll is
+// answered from the view, with one upstream presence request; a new
+// guest session's, whose answers the server restricts, goes upstream as
+// it came, and its restricted answer never reaches the view.
+func TestSharedModeNewSessions(t *testing.T) {
+	tw, users, clients := sharedRealm(t, Handler{}, 6)
+	tw.both(func(r *zuliptest.Realm) {
+		s := r.Settings()
+		s.CanAccessAllUsersGroupLimitsPresence = true
+		r.SetSettings(s)
+	})
+	guest := tw.addUser("guest@zulip.example", zuliptest.RoleGuest)
+	count := func(kind, outcome string) float64 {
+		return testutil.ToFloat64(tw.h.metrics.requests.WithLabelValues(kind, outcome))
+	}
+	round := func() {
+		for _, c := range clients {
+			tw.postShared(c, form("status", "active", "slim_presence", "true"), 10*time.Second)
+			tw.clk.Advance(2 * time.Second)
+		}
+	}
+	round()
+	for i, u := range users {
+		tw.clk.Advance(50 * time.Second)
+		round()
+		fed := count("slim", outcomeViewFed)
+		_, n := tw.postShared(tw.apiClient(fmt.Sprint("new", i), u), form("status", "active", "slim_presence", "true"), 10*time.Second)
+		if n != 1 || count("slim", outcomeViewFed) != fed+1 {
+			t.Fatalf("member %d's new session: %d upstream presence requests, answered from the view: %v", i, n, count("slim", outcomeViewFed) == fed+1)
+		}
+		fed = count("legacy", outcomeViewFed)
+		tw.postShared(tw.apiClient(fmt.Sprint("guest", i), guest), form("status", "active"), 10*time.Second)
+		if count("legacy", outcomeViewFed) != fed {
+			t.Fatalf("a guest's new session was answered from the view")
+		}
+		round() // members' answers would lack rows had the guest's fed the view
+	}
+	tw.sameRows(append(users, guest)...)
+}
