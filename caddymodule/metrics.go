@@ -32,7 +32,7 @@ func newMetrics() *metrics {
 	return &metrics{
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: ns, Subsystem: sub, Name: "requests_total",
-			Help: "Presence requests handled, by kind (ping, modern, slim, legacy, other) and outcome (local, forwarded, converted, passthrough, fallback).",
+			Help: "Presence requests handled, by kind (ping, modern, slim, legacy, other) and outcome (local, forwarded, converted, upstream_error, old_server, fallback, passthrough, view_fed, view_joined).",
 		}, []string{"kind", "outcome"}),
 		upstreamBytes: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: ns, Subsystem: sub, Name: "upstream_response_bytes_total",
