@@ -68,7 +68,7 @@ type Ticket struct {
 // Otherwise, while another forward of the session is in flight, the ping
 // waits for it: its outcome decides whether this ping still needs the
 // server, and two tabs must not forward the same write.
-func (s *Session) Admit(now, serverNow time.Time, known bool, w Write, p Policy, row *Row, prepared bool) (Ticket, Decision, <-chan struct{}) {
+func (s *Session) Admit(now, serverNow time.Time, known bool, w Write, p Policy, row *RowMirror, prepared bool) (Ticket, Decision, <-chan struct{}) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	trusted := s.trustedLocked(now, p.Trust)

@@ -15,8 +15,8 @@ func at(sec float64) time.Time { return t0.Add(time.Duration(sec * float64(time.
 
 // trusted returns a session the server accepted at 0, and its user's row,
 // stored at 0 by the server's clock, which reads skew ahead of the proxy's.
-func trusted(skew time.Duration) (*Session, *Row) {
-	s, row := &Session{}, &Row{}
+func trusted(skew time.Duration) (*Session, *RowMirror) {
+	s, row := &Session{}, &RowMirror{}
 	tk := s.Reserve(at(0), Write{}, window)
 	s.Settle(&tk, OutcomeOK)
 	row.SetUser(1, at(-1e6))
@@ -24,7 +24,7 @@ func trusted(skew time.Duration) (*Session, *Row) {
 	return s, row
 }
 
-func admit(s *Session, row *Row, sec float64, skew time.Duration, w Write) (Ticket, Decision) {
+func admit(s *Session, row *RowMirror, sec float64, skew time.Duration, w Write) (Ticket, Decision) {
 	tk, d, _ := s.Admit(at(sec), at(sec).Add(skew), true, w, policy, row, true)
 	return tk, d
 }
@@ -32,7 +32,7 @@ func admit(s *Session, row *Row, sec float64, skew time.Duration, w Write) (Tick
 func TestGateDecisions(t *testing.T) {
 	tests := []struct {
 		name    string
-		prepare func(s *Session, row *Row)
+		prepare func(s *Session, row *RowMirror)
 		now     float64
 		w       Write
 		want    Decision
@@ -40,17 +40,17 @@ func TestGateDecisions(t *testing.T) {
 		{"repeat idle within window", nil, 54, Write{}, Local},
 		{"repeat idle at the window", nil, 55, Write{}, Local},
 		{"repeat idle past the window", nil, 55.001, Write{}, Forward},
-		{"first active after idle writes", func(s *Session, row *Row) { row.active = time.Time{} }, 10, Write{Active: true}, Forward},
+		{"first active after idle writes", func(s *Session, row *RowMirror) { row.active = time.Time{} }, 10, Write{Active: true}, Forward},
 		{"first input", nil, 10, Write{Input: true}, Forward},
-		{"input repeated within the window", func(s *Session, row *Row) {
+		{"input repeated within the window", func(s *Session, row *RowMirror) {
 			tk := s.Reserve(at(5), Write{Input: true}, window)
 			s.Settle(&tk, OutcomeOK)
 		}, 10, Write{Input: true}, Local},
-		{"input retried after a failure", func(s *Session, row *Row) {
+		{"input retried after a failure", func(s *Session, row *RowMirror) {
 			tk := s.Reserve(at(5), Write{Input: true}, window)
 			s.Settle(&tk, OutcomeFailed)
 		}, 10, Write{Input: true}, Forward},
-		{"denied forgets the trust", func(s *Session, row *Row) {
+		{"denied forgets the trust", func(s *Session, row *RowMirror) {
 			tk := s.Reserve(at(10), Write{}, window)
 			s.Settle(&tk, OutcomeDenied)
 		}, 11, Write{}, Forward},
@@ -71,7 +71,7 @@ func TestGateDecisions(t *testing.T) {
 			})
 		}
 	}
-	if _, d, _ := (&Session{}).Admit(at(0), at(0), true, Write{}, policy, &Row{}, true); d != Forward {
+	if _, d, _ := (&Session{}).Admit(at(0), at(0), true, Write{}, policy, &RowMirror{}, true); d != Forward {
 		t.Fatal("a session without state was answered locally")
 	}
 	s, row := trusted(0)
@@ -121,13 +121,13 @@ func TestSettleIsIdempotent(t *testing.T) {
 	b := s.Reserve(at(0), Write{}, window)
 	s.Settle(&a, OutcomeOK)
 	s.Settle(&a, OutcomeFailed)
-	if _, d, _ := s.Admit(at(1), at(1), true, Write{}, policy, &Row{}, true); d != Wait {
+	if _, d, _ := s.Admit(at(1), at(1), true, Write{}, policy, &RowMirror{}, true); d != Wait {
 		t.Fatal("settling one ticket twice released another's reservation")
 	}
 	s.Settle(&b, OutcomeFailed)
 	var zero Ticket
 	s.Settle(&zero, OutcomeFailed)
-	if _, d, _ := s.Admit(at(1), at(1), true, Write{}, policy, &Row{}, true); d != Forward {
+	if _, d, _ := s.Admit(at(1), at(1), true, Write{}, policy, &RowMirror{}, true); d != Forward {
 		t.Fatal("the session still waits after every ticket settled")
 	}
 }

@@ -11,7 +11,7 @@ import (
 // session. Like session keys it is an HMAC, so no email is stored.
 type UserKey string
 
-// Row mirrors what the server said of a user's presence row: lower bounds
+// RowMirror mirrors what the server said of a user's presence row: lower bounds
 // on the stored last_connected_time and last_active_time, in the server's
 // clock. They come only from the server's own answers (the row read with
 // GET /users/{id}/presence, or the user's entry in a presence answer),
@@ -23,7 +23,7 @@ type UserKey string
 // row at that instant). Stored times only move forward while the user is
 // visible; turning invisible mode on moves them back, but an invisible
 // user's writes are never stored, so a ping the bounds call a no-op is one.
-type Row struct {
+type RowMirror struct {
 	mu        sync.Mutex
 	connected time.Time // lower bound on last_connected_time; zero: none
 	active    time.Time // lower bound on last_active_time; zero: none
@@ -37,7 +37,7 @@ type Row struct {
 	Reading Flight
 }
 
-// rowCost is the memory of a Row, ristretto's entry for it included (see
+// rowCost is the memory of a RowMirror, ristretto's entry for it included (see
 // TestCostsMatchHeap).
 const rowCost = 320
 
@@ -45,7 +45,7 @@ const rowCost = 320
 // its clock reads at most serverNow: each stored time it would compare is
 // at least its lower bound, so within the window (Zulip writes only when a
 // stored time is more than 55 s old, comparing with >).
-func (r *Row) Quiet(serverNow time.Time, w Write, window time.Duration) bool {
+func (r *RowMirror) Quiet(serverNow time.Time, w Write, window time.Duration) bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if !within(r.connected, serverNow, window) {
@@ -62,7 +62,7 @@ func within(lo, now time.Time, window time.Duration) bool {
 // be answered locally: the row was never read, or a write reached the
 // server since it was. After a failed read it waits a window before trying
 // again, so that a broken upstream does not double every ping.
-func (r *Row) NeedsRead(now time.Time, window time.Duration) bool {
+func (r *RowMirror) NeedsRead(now time.Time, window time.Duration) bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.read && !r.stale {
@@ -73,14 +73,14 @@ func (r *Row) NeedsRead(now time.Time, window time.Duration) bool {
 
 // StartRead records that a read of the row is being sent. Writes that
 // reach the server from now on make the row stale again.
-func (r *Row) StartRead() {
+func (r *RowMirror) StartRead() {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.stale = false
 }
 
 // FailRead records that the read started at now did not tell the row.
-func (r *Row) FailRead(now time.Time) {
+func (r *RowMirror) FailRead(now time.Time) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.stale, r.failedAt = true, now
@@ -88,21 +88,21 @@ func (r *Row) FailRead(now time.Time) {
 
 // Wrote records that a write of the user reached the server, which may
 // have moved the row past what the proxy read.
-func (r *Row) Wrote() {
+func (r *RowMirror) Wrote() {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.stale = true
 }
 
 // UserID returns the user's id, or 0 if it is not known yet.
-func (r *Row) UserID() int64 {
+func (r *RowMirror) UserID() int64 {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return r.userID
 }
 
 // SetUser records the user's id and date_joined, as the server told them.
-func (r *Row) SetUser(id int64, joined time.Time) {
+func (r *RowMirror) SetUser(id int64, joined time.Time) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.userID, r.joined = id, joined
@@ -113,7 +113,7 @@ func (r *Row) SetUser(id int64, joined time.Time) {
 // them), or that it has no row (exists false), which leaves the bounds as
 // they are. read is true when the answer tells the row as of after every
 // write that reached the server before StartRead.
-func (r *Row) Observe(exists bool, active, idle int64, read bool) {
+func (r *RowMirror) Observe(exists bool, active, idle int64, read bool) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if read {
@@ -130,7 +130,7 @@ func (r *Row) Observe(exists bool, active, idle int64, read bool) {
 // stored time. Zulip sends the user's date_joined where the stored time is
 // NULL (never written), which its write rule treats as a day old: such a
 // value, or any value while date_joined is unknown, bounds nothing.
-func (r *Row) lowerBound(sec int64) time.Time {
+func (r *RowMirror) lowerBound(sec int64) time.Time {
 	if r.joined.IsZero() || sec == r.joined.Unix() {
 		return time.Time{}
 	}

@@ -64,7 +64,7 @@ func TestRowNeverHidesAWrite(t *testing.T) {
 			z.connected = at(-float64(rng.IntN(300)))
 			z.active = z.connected.Add(-time.Duration(rng.IntN(300)) * time.Second)
 		}
-		row := &Row{}
+		row := &RowMirror{}
 		row.SetUser(1, joined)
 		now, quiet, noops := 0.0, 0, 0
 		for range 400 {
@@ -119,7 +119,7 @@ func timestampOrJoined(t, joined time.Time) int64 {
 // from below, to the second; date_joined bounds nothing, and neither does
 // any value while date_joined is unknown.
 func TestRowLowerBounds(t *testing.T) {
-	row := &Row{}
+	row := &RowMirror{}
 	row.Observe(true, 1000, 1000, true)
 	if row.Quiet(time.Unix(1010, 0), Write{}, window) {
 		t.Fatal("a value was trusted before date_joined was known")
@@ -141,7 +141,7 @@ func TestRowLowerBounds(t *testing.T) {
 }
 
 func TestRowNeedsRead(t *testing.T) {
-	row := &Row{}
+	row := &RowMirror{}
 	if !row.NeedsRead(at(0), window) {
 		t.Fatal("a row never read needs no read")
 	}

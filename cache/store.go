@@ -117,12 +117,12 @@ func (s *Store) UserKey(host, email string) UserKey {
 // Call it only for a user whose credentials the server accepted. A row
 // evicted and made anew knows nothing, which makes the gate forward until
 // it has read the row again.
-func (s *Store) Row(k UserKey) *Row {
-	return entryFor(s, "", string(k), rowCost, func() *Row { return &Row{} })
+func (s *Store) Row(k UserKey) *RowMirror {
+	return entryFor(s, "", string(k), rowCost, func() *RowMirror { return &RowMirror{} })
 }
 
 // ExistingRow returns the mirror of a user's row if there is one.
-func (s *Store) ExistingRow(k UserKey) *Row { return entry[Row](s, "", string(k)) }
+func (s *Store) ExistingRow(k UserKey) *RowMirror { return entry[RowMirror](s, "", string(k)) }
 
 // Acquire returns the session of k for one request, which must Release it
 // when done, on every path. A session the store does not keep yet is

@@ -43,7 +43,7 @@ type call struct {
 	key    cache.Key
 	sess   *cache.Session
 	ticket cache.Ticket // the write this request reserved, until settled
-	row    *cache.Row   // the mirror of the user's presence row, once known
+	row    *cache.RowMirror   // the mirror of the user's presence row, once known
 	facts  *cache.Host  // what the store knows of the host, once found
 	fed    bool         // shared mode: the request's write fed the view
 	body   *[]byte      // the body as read; installed again before anything goes upstream
@@ -171,7 +171,7 @@ func (c *call) settle(o cache.Outcome, hdr http.Header, sent, received time.Time
 
 // userRow returns the mirror of the session's user's row, nil while the
 // user is not known. Call it only once the server accepted the session.
-func (c *call) userRow() *cache.Row {
+func (c *call) userRow() *cache.RowMirror {
 	if c.row != nil {
 		return c.row
 	}

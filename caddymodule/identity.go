@@ -86,7 +86,7 @@ func (c *call) fetchOwnProfile() (*ownProfile, error) {
 
 // knowUserID makes sure the row mirror knows its user's id (and
 // date_joined), asking the server once per user.
-func (c *call) knowUserID(row *cache.Row) error {
+func (c *call) knowUserID(row *cache.RowMirror) error {
 	if row.UserID() != 0 {
 		return nil
 	}
@@ -122,7 +122,7 @@ type userPresence struct {
 // when they find the row not stale because its read has started. It returns false when the server refused the
 // session's credentials; any other failure leaves the row as it was, so
 // the ping is forwarded.
-func (c *call) readRow(row *cache.Row) bool {
+func (c *call) readRow(row *cache.RowMirror) bool {
 	lead, wait := row.Reading.Begin()
 	if !lead {
 		select {
@@ -144,7 +144,7 @@ func (c *call) readRow(row *cache.Row) bool {
 	return !errors.Is(err, errDenied)
 }
 
-func (c *call) fetchRow(row *cache.Row) error {
+func (c *call) fetchRow(row *cache.RowMirror) error {
 	if err := c.knowUserID(row); err != nil {
 		return err
 	}

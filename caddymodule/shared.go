@@ -93,7 +93,7 @@ func (c *call) eligibleView() *cache.View {
 	if host := c.hostInfo(); host == nil || host.IncrementalUnsupported(now) {
 		return nil
 	}
-	var row *cache.Row
+	var row *cache.RowMirror
 	var dir *cache.Directory
 	if c.sess.Trusted(now, time.Duration(c.h.TrustWindow)) {
 		if !c.bindUser() {
@@ -185,7 +185,7 @@ func (c *call) sharedWriteElsewhere() {
 // knownUser returns the row mirror of the session's user, if the store
 // holds one, without making one: the user a browser session was bound to
 // when the server last accepted it, or the one Basic credentials name.
-func (c *call) knownUser() *cache.Row {
+func (c *call) knownUser() *cache.RowMirror {
 	u := c.sess.User() // a browser session the server accepted before
 	if u == "" && c.family == cache.FamilyAPI {
 		u = c.h.store.UserKey(c.host, c.creds.email)
