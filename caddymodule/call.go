@@ -42,11 +42,11 @@ type call struct {
 	creds  credentials // as Zulip reads them
 	key    cache.Key
 	sess   *cache.Session
-	ticket cache.Ticket // the write this request reserved, until settled
-	row    *cache.RowMirror   // the mirror of the user's presence row, once known
-	facts  *cache.Host  // what the store knows of the host, once found
-	fed    bool         // shared mode: the request's write fed the view
-	body   *[]byte      // the body as read; installed again before anything goes upstream
+	ticket cache.Ticket     // the write this request reserved, until settled
+	row    *cache.RowMirror // the mirror of the user's presence row, once known
+	facts  *cache.Host      // what the store knows of the host, once found
+	fed    bool             // shared mode: the request's write fed the view
+	body   *[]byte          // the body as read; installed again before anything goes upstream
 }
 
 func (c *call) serve() error {
