@@ -87,8 +87,9 @@ type Handler struct {
 	MaxBody int64 `json:"max_body,omitempty"`
 
 	// CacheName names the state store. Handlers with the same name, in one
-	// configuration or across reloads, share one store; the size of the
-	// last one provisioned applies. Default: "default".
+	// configuration or across reloads, share one store. Within one
+	// configuration they must give it the same cache_size; a reload may
+	// change it. Default: "default".
 	CacheName string `json:"cache_name,omitempty"`
 
 	// CacheSize is the store's memory budget in bytes; when it is full, the
@@ -123,6 +124,9 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		return fmt.Errorf("registering metrics: %v", err)
 	}
 	h.metrics = m
+	if err := claimStoreSize(h.CacheName, h.CacheSize, ctx.Done()); err != nil {
+		return err
+	}
 	store, err := loadStore(h.CacheName, h.storeConfig())
 	if err != nil {
 		return fmt.Errorf("creating store %q: %v", h.CacheName, err)
