@@ -1,8 +1,10 @@
 package caddymodule
 
 import (
+	"encoding/base64"
 	"fmt"
 	"math/rand/v2"
+	"net/http/httptest"
 	"net/url"
 	"regexp"
 	"strconv"
@@ -245,4 +247,55 @@ func TestSharedModeNewSessions(t *testing.T) {
 		round() // members' answers would lack rows had the guest's fed the view
 	}
 	tw.sameRows(append(users, guest)...)
+}
+
+// TestSharedModeRandomHostsStayBounded: requests naming made-up hosts
+// create no view when the server refuses them, and however many hosts the
+// server accepts (zuliptest answers every Host with its default realm),
+// views and sessions stay within cache_size.
+func TestSharedModeRandomHostsStayBounded(t *testing.T) {
+	tw, users, clients := sharedRealm(t, Handler{CacheName: t.Name(), CacheSize: 2 << 20}, 4)
+	for range 2 {
+		for _, c := range clients {
+			tw.postShared(c, form("status", "active", "slim_presence", "true"), 10*time.Second)
+		}
+		tw.clk.Advance(time.Minute)
+	}
+	if views := tw.h.store.Views(); len(views) != 1 {
+		t.Fatalf("%d views, want the realm's", len(views))
+	}
+	send := func(host string, c *client) int {
+		r := c.request(true, form("status", "active", "slim_presence", "true"))
+		r.Host = host
+		rec := httptest.NewRecorder()
+		if err := tw.h.ServeHTTP(rec, r, simNext(tw.proxied)); err != nil {
+			t.Fatal(err)
+		}
+		return rec.Code
+	}
+	stranger := tw.apiClient("stranger", users[0])
+	stranger.authP = "Basic " + base64.StdEncoding.EncodeToString([]byte(users[0].email+":not-the-key"))
+	rng := rand.New(rand.NewPCG(3, 3))
+	for i := range 100_000 {
+		if code := send(fmt.Sprintf("h%d-%x.example", i, rng.Uint64()), stranger); code != 401 {
+			t.Fatalf("a made-up key got %d", code)
+		}
+	}
+	if views := tw.h.store.Views(); len(views) != 1 {
+		t.Fatalf("%d views after 100 000 refused requests naming made-up hosts, want the realm's alone", len(views))
+	}
+	for i := range 3_000 {
+		// Twice, so that the second request finds a trusted session and
+		// makes the host a view.
+		tw.clk.Advance(time.Second)
+		for range 2 {
+			if code := send(fmt.Sprintf("a%d.example", i), clients[i%len(clients)]); code != 200 {
+				t.Fatalf("host %d: %d", i, code)
+			}
+		}
+	}
+	if used, max := tw.h.store.Used(), tw.h.store.MaxCost(); used > max {
+		t.Fatalf("store holds %d bytes, over its cache_size %d", used, max)
+	}
+	t.Logf("%d views, %d bytes held of %d", len(tw.h.store.Views()), tw.h.store.Used(), tw.h.store.MaxCost())
 }
