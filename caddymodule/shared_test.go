@@ -72,17 +72,23 @@ func TestSharedModeFidelity(t *testing.T) {
 	}
 }
 
-// TestSharedModeGuestsStayInSessionMode: a guest whose view the server
-// restricts gets its own answers, and never feeds the view: members still
-// see every row.
-func TestSharedModeGuestsStayInSessionMode(t *testing.T) {
-	tw, users, clients := sharedRealm(t, Handler{}, 4)
+// restrictedGuest turns on the server's guest restriction on both sides
+// and adds a guest.
+func restrictedGuest(tw *twin) twinUser {
 	tw.both(func(r *zuliptest.Realm) {
 		s := r.Settings()
 		s.CanAccessAllUsersGroupLimitsPresence = true
 		r.SetSettings(s)
 	})
-	guest := tw.addUser("guest@zulip.example", zuliptest.RoleGuest)
+	return tw.addUser("guest@zulip.example", zuliptest.RoleGuest)
+}
+
+// TestSharedModeGuestsStayInSessionMode: a guest whose view the server
+// restricts gets its own answers, and never feeds the view: members still
+// see every row.
+func TestSharedModeGuestsStayInSessionMode(t *testing.T) {
+	tw, users, clients := sharedRealm(t, Handler{}, 4)
+	guest := restrictedGuest(tw)
 	tw.both(func(r *zuliptest.Realm) { r.ShareAccess(guest.id, users[0].id) })
 	gc := tw.apiClient("guest", guest)
 	for range 20 {
@@ -215,12 +221,7 @@ func TestSharedModeWebTabsFromTheView(t *testing.T) {
 // it came, and its restricted answer never reaches the view.
 func TestSharedModeNewSessions(t *testing.T) {
 	tw, users, clients := sharedRealm(t, Handler{}, 6)
-	tw.both(func(r *zuliptest.Realm) {
-		s := r.Settings()
-		s.CanAccessAllUsersGroupLimitsPresence = true
-		r.SetSettings(s)
-	})
-	guest := tw.addUser("guest@zulip.example", zuliptest.RoleGuest)
+	guest := restrictedGuest(tw)
 	count := func(kind, outcome string) float64 {
 		return testutil.ToFloat64(tw.h.metrics.requests.WithLabelValues(kind, outcome))
 	}
