@@ -29,13 +29,23 @@ func (s schedule) run(tw *twin, seconds int) {
 // cursorOf reads presence_last_update_id from an answer.
 func cursorOf(t *testing.T, a answer) int64 {
 	t.Helper()
+	id, ok := cursorIn(a.body)
+	if !ok {
+		t.Fatalf("no presence_last_update_id in %s", a.body)
+	}
+	return id
+}
+
+// cursorIn reads presence_last_update_id from an answer's body, if it
+// has one.
+func cursorIn(body []byte) (int64, bool) {
 	var v struct {
 		ID *int64 `json:"presence_last_update_id"`
 	}
-	if err := json.Unmarshal(a.body, &v); err != nil || v.ID == nil {
-		t.Fatalf("no presence_last_update_id in %s", a.body)
+	if err := json.Unmarshal(body, &v); err != nil || v.ID == nil {
+		return 0, false
 	}
-	return *v.ID
+	return *v.ID, true
 }
 
 // TestFidelityOverAnHour drives every client type of design §1 for a
