@@ -1,14 +1,15 @@
 // Command bench is the workload simulator and benchmark of design §9: it
 // replays seeded realms of Zulip clients straight to the simulated Zulip
 // and through the zulip_presence handler in lock step, compares every
-// answer, runs Caddy on loopback sockets with and without the handler, and
-// writes a markdown report with an SVG chart.
+// answer, runs Caddy on loopback sockets with and without the handler, runs
+// the packages' own benchmarks of design §9's in-process targets (with go
+// test, in a subprocess), and writes a markdown report with an SVG chart.
 //
 // Each realm is replayed in session mode and in shared mode (design §10),
 // whose answers are checked against the direct server's history.
 //
 //	go run ./bench          # the full run: R200, R2k and R10k, 30 simulated minutes each
-//	go run ./bench -short   # R200 for 5 simulated minutes and a small end-to-end run
+//	go run ./bench -short   # R200 for 5 simulated minutes, a small end-to-end run, 200 ms per package benchmark
 //	go run ./bench -realms R2k -minutes 15 -mode shared -trust 5m   # one shared-mode run
 //	go run ./bench -realms none -e2e forwarded   # only forwarded polls, end to end
 package main
@@ -39,18 +40,20 @@ type Config struct {
 	Variants []Variant
 	Extras   map[string][]Variant
 	E2E      E2EConfig
-	Micro    bool
+	// MicroTime is how long each package benchmark behind the micro
+	// figures runs (go test -benchtime); zero runs none.
+	MicroTime time.Duration
 }
 
 // fullConfig and shortConfig are the two modes.
 func fullConfig(seed uint64) Config {
 	return Config{
-		Seed:     seed,
-		Specs:    []Spec{specR200, specR2k, specR10k},
-		Variants: []Variant{sessionRun, sharedRun},
-		Extras:   map[string][]Variant{"R2k": {sharedTrust, sharedTwo}},
-		E2E:      E2EConfig{Users: 2000, Active: 1500, Clients: 400, Workers: 2, Duration: 20 * time.Second, MaxPairs: 40_000},
-		Micro:    true,
+		Seed:      seed,
+		Specs:     []Spec{specR200, specR2k, specR10k},
+		Variants:  []Variant{sessionRun, sharedRun},
+		Extras:    map[string][]Variant{"R2k": {sharedTrust, sharedTwo}},
+		E2E:       E2EConfig{Users: 2000, Active: 1500, Clients: 400, Workers: 2, Duration: 20 * time.Second, MaxPairs: 40_000},
+		MicroTime: time.Second,
 	}
 }
 
@@ -58,18 +61,18 @@ func shortConfig(seed uint64) Config {
 	r200 := specR200
 	r200.Minutes = 5
 	return Config{
-		Short:    true,
-		Seed:     seed,
-		Specs:    []Spec{r200},
-		Variants: []Variant{sessionRun, sharedRun},
-		Extras:   map[string][]Variant{"R200": {sharedTrust, sharedTwo}},
-		E2E:      E2EConfig{Users: 200, Active: 150, Clients: 40, Workers: 2, Duration: 2 * time.Second, MaxPairs: 2_000},
-		Micro:    true,
+		Short:     true,
+		Seed:      seed,
+		Specs:     []Spec{r200},
+		Variants:  []Variant{sessionRun, sharedRun},
+		Extras:    map[string][]Variant{"R200": {sharedTrust, sharedTwo}},
+		E2E:       E2EConfig{Users: 200, Active: 150, Clients: 40, Workers: 2, Duration: 2 * time.Second, MaxPairs: 2_000},
+		MicroTime: 200 * time.Millisecond,
 	}
 }
 
 func main() {
-	short := flag.Bool("short", false, "quick mode: R200 for 5 simulated minutes and a small end-to-end run")
+	short := flag.Bool("short", false, "quick mode: R200 for 5 simulated minutes, a small end-to-end run and shorter package benchmarks")
 	out := flag.String("out", "bench/REPORT.md", "markdown report to write; the SVG chart goes next to it as upstream.svg")
 	seed := flag.Uint64("seed", 1, "workload seed")
 	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of the run to this file")
@@ -176,9 +179,9 @@ func measure(cfg Config, prog *progress) (*Report, error) {
 			rep.Realms = append(rep.Realms, res)
 		}
 	}
-	if cfg.Micro {
-		prog.say("micro benchmarks", true)
-		m, err := runMicro()
+	if cfg.MicroTime > 0 {
+		prog.say("micro benchmarks: the packages' own, in go test", true)
+		m, err := runMicro(cfg.MicroTime)
 		if err != nil {
 			return nil, fmt.Errorf("micro benchmarks: %v", err)
 		}

@@ -355,12 +355,20 @@ func (p *printer) method(r *Report) {
 * **State per session.** *Heap*: the live heap freed when the handler's store is dropped at the end of the run (after two collections), less the heap of the empty store measured at provisioning, divided by the credentials the module saw (API keys and browser sessions that sent a request it understood). *Store accounting*: the store's own cost accounting (`+"`caddy_zulip_presence_store_bytes`"+`) over the same sessions. Sessions of users who went offline are still held (the store's TTL is 20 minutes of wall time). Rows per snapshot are taken from each session's last converted answer.
 * **CPU** per client request is the CPU time of the side's thread (%s), split on the module side between the handler (proxy) and the zuliptest server it calls (server). The garbage collector's background work is not in either figure.
 * **Shared mode** (design §10) runs replay the same workload with the handler in `+"`mode shared`"+` (one handler, or two with separate stores, each client talking to one of them at random, so one user's devices may be split). An answer equal to the direct one passes as above. Otherwise, when both are presence answers, the module's `+"`server_timestamp`"+` must be at most `+"`max_staleness`"+` older than the direct one's, and the answer must equal, under the same comparator, the direct realm's `+"`RenderAsOf`"+` for the same viewer and request (the module side's `+"`last_update_id`"+`, whose cursor may differ from the direct tab's) at the module's `+"`server_timestamp`"+` and at some update id between the realm's last one `+"`max_staleness`"+` before the request and its last one after the direct answer, with the requester's own entry as of now (taken from the direct answer, or rendered as of the direct answer's id when the cursors differ). The id the answer claims is tried first, then every id from the newest down. For incremental polls the answer's presence_last_update_id may be the as-of one or, when the requester's own row is newer, that row's id. *Staleness* is direct `+"`server_timestamp`"+` − module `+"`server_timestamp`"+` over every poll answer of the run.
-* **End to end** as described above; the micro figures are `+"`testing.Benchmark`"+` runs in the same process (a trusted session's ping through `+"`Handler.ServeHTTP`"+`; `+"`presence.Snapshot.Merge`"+` of 400 rows, 100 of them new, into 1 500; `+"`presence.AppendModern`/`AppendLegacy`"+` of 1 500 rows; the heap of 200 snapshots of 1 500 rows built from a full fetch and ten deltas).
+* **End to end** as described above.
+* **Micro figures** are the packages' own benchmarks, which the bench program runs with `+"`go test -run '^$' -bench … -benchmem -count=1 -benchtime …`"+` in a subprocess (no tests, so nothing binds a port; `+"`-short`"+` runs each benchmark for less time; the exact command is below) and reads from its standard benchmark output (ns/op, allocs/op and the units of `+"`b.ReportMetric`"+`): caddymodule's `+"`BenchmarkLocalPing`"+` (a trusted session's ping through `+"`Handler.ServeHTTP`"+`, the request body rewound rather than reallocated so that only the handler's allocations count); presence's `+"`BenchmarkMerge400Into1500`"+` (`+"`Snapshot.Merge`"+` of 400 rows, 100 of them new, into 1 500), `+"`BenchmarkRenderSlim1500`"+` and `+"`BenchmarkRenderLegacy1500`"+` (`+"`AppendModern`/`AppendLegacy`"+` of 1 500 rows into a reused buffer) and `+"`BenchmarkSnapshotBytesPerRow`"+` (the live heap per row of 200 snapshots built from a full fetch of 1 500 rows and ten merges of that delta).
 `, cpuClockName)
-	if r.Micro != nil {
-		p.f("* Micro figures of this run: local ping %s and %.0f allocations; merge %s; render slim %s, legacy %s; snapshot %.1f bytes per row (%d rows).\n",
-			micros(r.Micro.PingNs), r.Micro.PingAllocs, micros(r.Micro.MergeNs), micros(r.Micro.SlimNs), micros(r.Micro.LegacyNs), r.Micro.SnapshotBytesPerRow, r.Micro.SnapshotRowsMeasured)
+	p.microMethod(r.Micro)
+}
+
+// microMethod gives the micro figures of this run and the command that
+// measured them.
+func (p *printer) microMethod(m *MicroResult) {
+	if m == nil {
+		return
 	}
+	p.f("* Micro figures of this run (`%s`): local ping %s and %.0f allocations; merge %s; render slim %s, legacy %s; snapshot %.1f bytes per row (%d rows).\n",
+		m.Command, micros(m.PingNs), m.PingAllocs, micros(m.MergeNs), micros(m.SlimNs), micros(m.LegacyNs), m.SnapshotBytesPerRow, m.SnapshotRowsMeasured)
 }
 
 // div divides, giving NaN for an empty denominator.

@@ -184,6 +184,9 @@ func benchRows(n int) []Row {
 	return rows
 }
 
+// BenchmarkRenderSlim1500 and BenchmarkRenderLegacy1500 render 1 500 rows
+// into a reused buffer, as a session's converted answers are rendered; the
+// benchmark report checks them against design §9's render targets.
 func BenchmarkRenderSlim1500(b *testing.B) {
 	rows := benchRows(1500)
 	a := Answer{ServerTimestamp: 1764153739.6287155, LastUpdateID: 123456}
