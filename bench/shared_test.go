@@ -9,13 +9,14 @@ import (
 	"time"
 
 	"github.com/zulip-presence/caddy-zulip-presence/zuliptest"
+	"github.com/zulip-presence/caddy-zulip-presence/zuliptest/simclock"
 )
 
 // checkerRig is a realm with a viewer and two other users, and the
 // shared-mode checker over it.
 type checkerRig struct {
 	t      *testing.T
-	clk    *clock
+	clk    *simclock.Clock
 	realm  *zuliptest.Realm
 	sc     *sharedChecker
 	viewer *client
@@ -23,7 +24,7 @@ type checkerRig struct {
 }
 
 func newCheckerRig(t *testing.T) *checkerRig {
-	clk := newClock()
+	clk := simclock.New(clockStart)
 	realm := zuliptest.New(clk.Now).DefaultRealm()
 	rig := &checkerRig{t: t, clk: clk, realm: realm}
 	emails := map[int64]string{}

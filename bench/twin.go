@@ -7,7 +7,6 @@ import (
 	"net/http"
 	"os"
 	"runtime"
-	"sync/atomic"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
@@ -16,6 +15,7 @@ import (
 
 	"github.com/zulip-presence/caddy-zulip-presence/caddymodule"
 	"github.com/zulip-presence/caddy-zulip-presence/zuliptest"
+	"github.com/zulip-presence/caddy-zulip-presence/zuliptest/simclock"
 )
 
 // side is one of the two servers of the twin.
@@ -26,22 +26,6 @@ const (
 	sideModule             // clients talk through the zulip_presence handler
 	numSides
 )
-
-// clock is the virtual clock the two servers and the handler share. It is
-// read concurrently by both sides, so it is atomic.
-type clock struct{ ns atomic.Int64 }
-
-func newClock() *clock {
-	c := &clock{}
-	c.ns.Store(clockStart.UnixNano())
-	return c
-}
-
-// Now returns the virtual time.
-func (c *clock) Now() time.Time { return time.Unix(0, c.ns.Load()).UTC() }
-
-// Advance moves the virtual time forward.
-func (c *clock) Advance(d time.Duration) { c.ns.Add(int64(d)) }
 
 // Totals are one side's upstream cost, as its zuliptest realm counted it.
 type Totals struct {
@@ -219,7 +203,7 @@ func (w *worker) upstream(rw http.ResponseWriter, r *http.Request) error {
 type twin struct {
 	spec     Spec
 	variant  Variant
-	clk      *clock
+	clk      *simclock.Clock // the two servers and the handlers read it concurrently
 	srv      [numSides]*zuliptest.Server
 	hs       []*caddymodule.Handler // one per instance
 	cancels  []context.CancelFunc
@@ -245,7 +229,7 @@ type twin struct {
 }
 
 func newTwin(spec Spec) *twin {
-	clk := newClock()
+	clk := simclock.New(clockStart)
 	tw := &twin{spec: spec, clk: clk, res: &RealmResult{Spec: spec, Variant: sessionRun}, creds: map[string]bool{}, snapRows: map[string]int{}, diverged: map[int64]bool{}, seen: map[string]bool{}}
 	for s := range numSides {
 		tw.srv[s] = zuliptest.New(clk.Now)

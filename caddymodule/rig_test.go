@@ -8,7 +8,6 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -17,31 +16,14 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/zulip-presence/caddy-zulip-presence/zuliptest"
+	"github.com/zulip-presence/caddy-zulip-presence/zuliptest/simclock"
 )
-
-// clock is a manual clock shared by the handler and the simulated servers.
-type clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
 
 // newClock starts at a time with a half-second fraction, so that Zulip's
 // sub-second comparisons and the proxy's whole-second ones agree (design §6
 // allows them to differ only within one second of a threshold).
-func newClock() *clock {
-	return &clock{t: time.Date(2026, 11, 2, 9, 0, 0, 500_000_000, time.UTC)}
-}
-
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *clock) Advance(d time.Duration) {
-	c.mu.Lock()
-	c.t = c.t.Add(d)
-	c.mu.Unlock()
+func newClock() *simclock.Clock {
+	return simclock.New(time.Date(2026, 11, 2, 9, 0, 0, 500_000_000, time.UTC))
 }
 
 // provision provisions a handler as Caddy would, released at test end.
@@ -79,7 +61,7 @@ func simNext(sim http.Handler) caddyhttp.Handler {
 // to both, so their answers and their rows can be compared.
 type twin struct {
 	t       *testing.T
-	clk     *clock
+	clk     *simclock.Clock
 	direct  *zuliptest.Server
 	proxied *zuliptest.Server
 	h       *Handler

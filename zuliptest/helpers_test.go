@@ -9,46 +9,21 @@ import (
 	"sort"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
-)
 
-// fakeClock is a settable clock for the server.
-type fakeClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
+	"github.com/zulip-presence/caddy-zulip-presence/zuliptest/simclock"
+)
 
 // t0 has a sub-second part so that truncation bugs show.
 var t0 = time.Date(2022, 7, 4, 18, 15, 39, 628715500, time.UTC)
 
-func newClock() *fakeClock {
-	return &fakeClock{t: t0}
-}
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *fakeClock) Set(t time.Time) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = t
-}
-
-func (c *fakeClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
-}
+func newClock() *simclock.Clock { return simclock.New(t0) }
 
 // env is a server on a real HTTP listener with a fake clock.
 type env struct {
 	t     *testing.T
-	clock *fakeClock
+	clock *simclock.Clock
 	srv   *Server
 	ts    *httptest.Server
 	rm    *Realm
