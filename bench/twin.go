@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"fmt"
 	"math/rand/v2"
 	"net/http"
@@ -14,8 +13,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/zulip-presence/caddy-zulip-presence/caddymodule"
+	"github.com/zulip-presence/caddy-zulip-presence/internal/twinrig"
 	"github.com/zulip-presence/caddy-zulip-presence/zuliptest"
-	"github.com/zulip-presence/caddy-zulip-presence/zuliptest/simclock"
 )
 
 // side is one of the two servers of the twin.
@@ -103,7 +102,7 @@ type worker struct {
 
 func newWorker(tw *twin, s side) *worker {
 	w := &worker{s: s, tw: tw, in: make(chan []*job), done: make(chan struct{})}
-	w.next = caddyhttp.HandlerFunc(w.upstream)
+	w.next = twinrig.Next(http.HandlerFunc(w.upstream))
 	return w
 }
 
@@ -152,7 +151,7 @@ func (w *worker) do(j *job) {
 // serveDirect has the direct server answer the client.
 func (w *worker) serveDirect(j *job, rec *recorder, req *http.Request) {
 	c0 := threadCPU()
-	w.tw.srv[sideDirect].ServeHTTP(rec, req)
+	w.tw.Direct.ServeHTTP(rec, req)
 	spent := threadCPU() - c0
 	w.cpu += spent
 	w.upCPU += spent
@@ -182,36 +181,33 @@ func (w *worker) rowsReturned() int {
 	return int(d)
 }
 
-// upstream is the module's next handler: the proxied zuliptest, as a
-// reverse_proxy to it would be, with its cost counted.
-func (w *worker) upstream(rw http.ResponseWriter, r *http.Request) error {
+// upstream is the module's next handler (twinrig.Next): the proxied
+// zuliptest, with its cost counted.
+func (w *worker) upstream(rw http.ResponseWriter, r *http.Request) {
 	cw := &countingWriter{ResponseWriter: rw}
 	c0 := threadCPU()
-	w.tw.srv[sideModule].ServeHTTP(cw, r)
+	w.tw.Proxied.ServeHTTP(cw, r)
 	spent := threadCPU() - c0
 	w.upCPU += spent
 	w.cur.cpu[sideModule] += spent
 	w.cur.up[sideModule]++
 	w.cur.upBytes[sideModule] += cw.n
-	return nil
 }
 
-// twin runs two identical simulated Zulip servers on one virtual clock:
-// one answers clients directly, the other through the zulip_presence
-// handler. Every request goes to both in the same virtual second, and
-// every pair of answers is compared (design §6).
+// twin is the twin rig (internal/twinrig) run as a benchmark: every
+// request goes to both servers in the same virtual second, each side on a
+// worker of its own, and every pair of answers is compared (design §6).
 type twin struct {
+	*twinrig.Rig
 	spec     Spec
 	variant  Variant
-	clk      *simclock.Clock // the two servers and the handlers read it concurrently
-	srv      [numSides]*zuliptest.Server
 	hs       []*caddymodule.Handler // one per instance
-	cancels  []context.CancelFunc
-	metrics  prometheus.Gatherer // the handlers' collectors are process-wide
-	route    *rand.Rand          // assigns clients to instances
-	checker  *sharedChecker      // shared mode
-	stale    []float64           // shared mode: staleness of every poll answer
-	viewAged []float64           // of those answered without upstream
+	releases []func() error         // one per handler
+	metrics  prometheus.Gatherer    // the handlers' collectors are process-wide
+	route    *rand.Rand             // assigns clients to instances
+	checker  *sharedChecker         // shared mode
+	stale    []float64              // shared mode: staleness of every poll answer
+	viewAged []float64              // of those answered without upstream
 	workers  [numSides]*worker
 	queue    []*job
 	ideal    *ideal
@@ -229,37 +225,31 @@ type twin struct {
 }
 
 func newTwin(spec Spec) *twin {
-	clk := simclock.New(clockStart)
-	tw := &twin{spec: spec, clk: clk, res: &RealmResult{Spec: spec, Variant: sessionRun}, creds: map[string]bool{}, snapRows: map[string]int{}, diverged: map[int64]bool{}, seen: map[string]bool{}}
-	for s := range numSides {
-		tw.srv[s] = zuliptest.New(clk.Now)
-	}
+	tw := &twin{Rig: twinrig.New(), spec: spec, res: &RealmResult{Spec: spec, Variant: sessionRun}, creds: map[string]bool{}, snapRows: map[string]int{}, diverged: map[int64]bool{}, seen: map[string]bool{}}
 	tw.online = make([]int64, spec.Minutes)
 	return tw
 }
 
-func (tw *twin) realm(s side) *zuliptest.Realm { return tw.srv[s].DefaultRealm() }
-
-// both applies an operation to the realm of each side.
-func (tw *twin) both(op func(r *zuliptest.Realm)) {
-	for s := range numSides {
-		op(tw.realm(s))
+// realm is the default realm of side s's server.
+func (tw *twin) realm(s side) *zuliptest.Realm {
+	if s == sideModule {
+		return tw.Proxied.DefaultRealm()
 	}
+	return tw.Direct.DefaultRealm()
 }
 
 // addUser creates a user alike on both sides and returns its id.
 func (tw *twin) addUser(email string, role zuliptest.Role) int64 {
-	d := tw.realm(sideDirect).AddUser(email, email, role)
-	p := tw.realm(sideModule).AddUser(email, email, role)
-	if d.ID != p.ID {
-		panic(fmt.Sprintf("twins diverged: user ids %d and %d", d.ID, p.ID))
+	d, _, err := tw.AddUser(email, email, role)
+	if err != nil {
+		panic(err)
 	}
 	tw.ids = append(tw.ids, d.ID)
 	return d.ID
 }
 
 func (tw *twin) resetStats() {
-	tw.both(func(r *zuliptest.Realm) { r.ResetStats() })
+	tw.Both(func(r *zuliptest.Realm) { r.ResetStats() })
 }
 
 func (tw *twin) enqueue(j *job) {
@@ -290,21 +280,21 @@ func (tw *twin) instance() int {
 func (tw *twin) provision() error {
 	stamp := time.Now().UnixNano()
 	for i := range tw.variant.instances() {
-		ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
 		h := &caddymodule.Handler{CacheName: fmt.Sprintf("bench-%s-%d-%d", tw.spec.Name, stamp, i)}
 		if tw.variant.shared() {
 			h.Mode = "shared"
 			h.TrustWindow = caddy.Duration(tw.variant.Trust)
 		}
-		tw.cancels = append(tw.cancels, cancel)
-		if err := quietly(func() error { return h.Provision(ctx) }); err != nil {
+		var ctx caddy.Context
+		var release func() error
+		err := quietly(func() (err error) {
+			ctx, release, err = tw.Provision(h)
+			return err
+		})
+		if err != nil {
 			return err
 		}
-		tw.hs = append(tw.hs, h)
-		if err := h.Validate(); err != nil {
-			return err
-		}
-		h.SetClock(tw.clk.Now)
+		tw.hs, tw.releases = append(tw.hs, h), append(tw.releases, release)
 		if i == 0 {
 			tw.metrics = ctx.GetMetricsRegistry()
 		}
@@ -368,7 +358,7 @@ func (tw *twin) run(wl *workload, progress func(minute int)) error {
 			tw.sampleMinute(sec / 60)
 			progress(sec/60 + 1)
 		}
-		tw.clk.Advance(time.Second)
+		tw.Clock.Advance(time.Second)
 	}
 	tw.settle(tw.cmp.wait())
 	tw.cmp.close()
@@ -517,8 +507,7 @@ func (tw *twin) sample(j *job) {
 // trackRow counts a lost (or extra) write when the sender's row starts to
 // differ between the sides.
 func (tw *twin) trackRow(j *job) {
-	d, m := j.row[sideDirect], j.row[sideModule]
-	same := d.Exists == m.Exists && d.LastConnected.Equal(m.LastConnected) && d.LastActive.Equal(m.LastActive)
+	same := twinrig.SameRow(j.row[sideDirect], j.row[sideModule])
 	uid := j.c.user.id
 	if !same && !tw.diverged[uid] {
 		tw.res.LostWrites++
@@ -596,13 +585,10 @@ func (tw *twin) finish() {
 // release drops the handlers and measures the heap their stores freed.
 func (tw *twin) release() {
 	held := heapAlloc()
-	for _, h := range tw.hs {
-		_ = h.Cleanup()
+	for _, release := range tw.releases {
+		_ = release()
 	}
-	for _, cancel := range tw.cancels {
-		cancel()
-	}
-	tw.hs, tw.cancels = nil, nil
+	tw.hs, tw.releases = nil, nil
 	tw.res.StoreHeap = held - heapAlloc() - tw.res.StoreFixed
 }
 
@@ -624,8 +610,7 @@ func (tw *twin) pageLoadCursor(s side) int64 { return tw.workers[s].seq }
 func (tw *twin) rowMismatches() int {
 	n := 0
 	for _, id := range tw.ids {
-		d, p := tw.realm(sideDirect).PresenceRow(id), tw.realm(sideModule).PresenceRow(id)
-		if d.Exists != p.Exists || !d.LastConnected.Equal(p.LastConnected) || !d.LastActive.Equal(p.LastActive) {
+		if d, p := tw.Rows(id); !twinrig.SameRow(d, p) {
 			n++
 		}
 	}

@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/zulip-presence/caddy-zulip-presence/internal/twinrig"
 	"github.com/zulip-presence/caddy-zulip-presence/zuliptest"
 )
 
@@ -69,11 +70,9 @@ const (
 	maxStay         = 60 * 60 // longest
 )
 
-// clockStart is the virtual start time. Its half-second fraction keeps
-// Zulip's sub-second comparisons and the proxy's whole-second ones in
-// agreement (design §6 lets them differ only within a second of a
-// threshold), as caddymodule/rig_test.go does.
-var clockStart = time.Date(2026, 11, 2, 9, 0, 0, 500_000_000, time.UTC)
+// clockStart is the virtual start time, the twin rig's: seconds of the
+// run count from it.
+var clockStart = twinrig.Start
 
 // firstNames makes the emails of legacy answers realistic in length.
 var firstNames = []string{"ada", "alan", "grace", "linus", "barbara", "dennis", "margaret", "ken", "frances", "edsger", "radia", "donald"}
@@ -214,7 +213,7 @@ func (wl *workload) seedRows() {
 		if wl.rng.IntN(2) == 0 {
 			active = connected.Add(-randDuration(wl.rng, 0, 3*time.Hour))
 		}
-		wl.tw.both(func(r *zuliptest.Realm) { r.SetPresenceRow(u.id, connected, active) })
+		wl.tw.Both(func(r *zuliptest.Realm) { r.SetPresenceRow(u.id, connected, active) })
 	}
 	wl.offline = append([]*simUser(nil), wl.pool...)
 }

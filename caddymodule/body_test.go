@@ -186,14 +186,14 @@ func TestChunkedBodyOverMaxBody(t *testing.T) {
 	} {
 		tw := newTwin(t, Handler{MaxBody: tc.maxBody, CacheName: t.Name() + itoa(tc.maxBody)})
 		u := tw.addUser("hamlet@zulip.example", zuliptest.RoleMember)
-		tw.clk.Advance(time.Hour)
+		tw.Clock.Advance(time.Hour)
 		c := tw.apiClient("phone", u)
 		tw.post(c, form("status", "active", "ping_only", "true")) // gains trust
-		tw.clk.Advance(20 * time.Second)
+		tw.Clock.Advance(20 * time.Second)
 		if _, n := tw.post(c, form("status", "active", "ping_only", "true")); n != 0 {
 			t.Fatalf("max_body %d: the short ping reached the server", tc.maxBody)
 		}
-		tw.clk.Advance(20 * time.Second)
+		tw.Clock.Advance(20 * time.Second)
 
 		d := tw.serveDirect(chunked(c.request(false, long)))
 		pr := chunked(c.request(true, long))
@@ -208,7 +208,7 @@ func TestChunkedBodyOverMaxBody(t *testing.T) {
 				}
 				r.Body = io.NopCloser(bytes.NewReader(got))
 			}
-			tw.proxied.ServeHTTP(w, r)
+			tw.Proxied.ServeHTTP(w, r)
 			return nil
 		})
 		rec := httptest.NewRecorder()

@@ -51,9 +51,9 @@ func TestOldServerGetsItsOwnAnswers(t *testing.T) {
 	tw := newTwin(t, Handler{})
 	u := tw.addUser("hamlet@zulip.example", zuliptest.RoleMember)
 	other := tw.addUser("othello@zulip.example", zuliptest.RoleMember)
-	tw.both(func(r *zuliptest.Realm) { r.SetPresenceRow(other.id, r.Now(), r.Now()) })
+	tw.Both(func(r *zuliptest.Realm) { r.SetPresenceRow(other.id, r.Now(), r.Now()) })
 	c := tw.apiClient("zulip-mobile", u)
-	direct, proxied := preFL263(tw.direct), preFL263(tw.proxied)
+	direct, proxied := preFL263(tw.Direct), preFL263(tw.Proxied)
 	for i, f := range []url.Values{
 		form("status", "active", "slim_presence", "true"),
 		form("status", "active"),

@@ -164,7 +164,7 @@ func newCredTwin(t *testing.T, json bool) *credTwin {
 	u := tw.addUser("hamlet@zulip.example", zuliptest.RoleMember)
 	// A row never written shows date_joined; let the user join well before
 	// the first ping, as TestCoalescesTabs explains.
-	tw.clk.Advance(time.Hour)
+	tw.Clock.Advance(time.Hour)
 	var c *client
 	if json {
 		c = tw.browser("web", u)
@@ -192,7 +192,7 @@ func (ct *credTwin) trust(t *testing.T, req [2]credRequest, warm bool) {
 	if err := sameAnswer(d, p, false); err != nil {
 		t.Fatalf("trusting ping: %v", err)
 	}
-	ct.clk.Advance(5 * time.Second)
+	ct.Clock.Advance(5 * time.Second)
 	if !warm {
 		return
 	}
@@ -200,7 +200,7 @@ func (ct *credTwin) trust(t *testing.T, req [2]credRequest, warm bool) {
 	if n != 0 || d.status != http.StatusOK || p.status != d.status || !bytes.Equal(p.body, d.body) {
 		t.Fatalf("trusted ping sent again: direct %d %s, proxied %d %s, %d forwarded; want a local 200, the test cannot reach the local path", d.status, d.body, p.status, p.body, n)
 	}
-	ct.clk.Advance(5 * time.Second)
+	ct.Clock.Advance(5 * time.Second)
 }
 
 // send sends the request to both sides.

@@ -82,12 +82,12 @@ func TestEvictionCostsOnlyRequests(t *testing.T) {
 				tw.post(c, form("status", "active"))
 			}
 			tw.post(c, form("status", "active", "ping_only", "true"))
-			tw.clk.Advance(time.Second)
+			tw.Clock.Advance(time.Second)
 		}
-		tw.clk.Advance(20 * time.Second)
+		tw.Clock.Advance(20 * time.Second)
 	}
 	tw.sameRows(users...)
-	if d, p := tw.direct.DefaultRealm().Stats(), tw.proxied.DefaultRealm().Stats(); d.RowsWritten != p.RowsWritten {
+	if d, p := tw.Direct.DefaultRealm().Stats(), tw.Proxied.DefaultRealm().Stats(); d.RowsWritten != p.RowsWritten {
 		t.Fatalf("rows written %d through the module, %d direct", p.RowsWritten, d.RowsWritten)
 	}
 	if used := tw.h.store.Used(); used > 1<<20 {

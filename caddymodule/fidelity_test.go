@@ -22,7 +22,7 @@ func (s schedule) run(tw *twin, seconds int) {
 		for _, f := range s[sec] {
 			f()
 		}
-		tw.clk.Advance(time.Second)
+		tw.Clock.Advance(time.Second)
 	}
 }
 
@@ -66,8 +66,8 @@ func TestFidelityOverAnHour(t *testing.T) {
 		everyone = append(everyone, u)
 		if i%3 == 0 {
 			age := time.Duration(rng.IntN(20*24)) * time.Hour
-			connected := tw.clk.Now().Add(-age)
-			tw.both(func(r *zuliptest.Realm) { r.SetPresenceRow(u.id, connected, connected.Add(-time.Hour)) })
+			connected := tw.Clock.Now().Add(-age)
+			tw.Both(func(r *zuliptest.Realm) { r.SetPresenceRow(u.id, connected, connected.Add(-time.Hour)) })
 		}
 		start, length := rng.IntN(hour), 120+rng.IntN(1800)
 		c := tw.apiClient(u.email, u)
@@ -76,7 +76,7 @@ func TestFidelityOverAnHour(t *testing.T) {
 			sched.at(sec, func() {
 				f := form("status", status, "ping_only", "true")
 				tw.serveDirect(c.request(false, f))
-				tw.proxied.ServeHTTP(discard{}, c.request(true, f))
+				tw.Proxied.ServeHTTP(discard{}, c.request(true, f))
 			})
 		}
 	}
@@ -146,7 +146,7 @@ func TestFidelityOverAnHour(t *testing.T) {
 
 	everyone = append(everyone, bu, fu, mu, tu, su)
 	tw.sameRows(everyone...)
-	d, p := tw.direct.DefaultRealm().Stats(), tw.proxied.DefaultRealm().Stats()
+	d, p := tw.Direct.DefaultRealm().Stats(), tw.Proxied.DefaultRealm().Stats()
 	if d.RowsWritten != p.RowsWritten {
 		t.Fatalf("rows written: %d through the module, %d direct", p.RowsWritten, d.RowsWritten)
 	}

@@ -28,10 +28,10 @@ func TestGateAcrossSessions(t *testing.T) {
 	ping := form("status", "active", "ping_only", "true")
 	tw.post(phone, ping) // t=0: the phone writes the row
 	tw.sameRows(u)
-	tw.clk.Advance(30 * time.Second)
+	tw.Clock.Advance(30 * time.Second)
 	tw.post(browser, ping) // t=30: a no-op for Zulip, recorded by the gate
 	tw.sameRows(u)
-	tw.clk.Advance(30 * time.Second)
+	tw.Clock.Advance(30 * time.Second)
 	tw.post(browser, ping) // t=60: Zulip writes; the module must not answer locally
 	tw.sameRows(u)
 }
@@ -79,7 +79,7 @@ func TestPassThroughWrites(t *testing.T) {
 		status := map[bool]string{true: "active", false: "idle"}[i == 2]
 		sched.at(offset, func() {
 			// The page load (/register) hands the tab the realm's cursor.
-			tb.cursor = tw.direct.DefaultRealm().PresenceRow(u.id).LastUpdateID
+			tb.cursor = tw.Direct.DefaultRealm().PresenceRow(u.id).LastUpdateID
 			tabSend(tb, form("status", status, "ping_only", "true", "new_user_input", "false"))
 		})
 		for sec := offset + 60; sec < 300; sec += 60 {

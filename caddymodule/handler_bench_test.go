@@ -9,7 +9,9 @@ import (
 
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 
+	"github.com/zulip-presence/caddy-zulip-presence/internal/twinrig"
 	"github.com/zulip-presence/caddy-zulip-presence/zuliptest"
+	"github.com/zulip-presence/caddy-zulip-presence/zuliptest/simclock"
 )
 
 // benchClient is one API client of a simulated realm, with a handler in
@@ -21,7 +23,7 @@ type benchClient struct {
 }
 
 func newBenchClient(b *testing.B) *benchClient {
-	clk := newClock()
+	clk := simclock.New(twinrig.Start)
 	sim := zuliptest.New(clk.Now)
 	realm := sim.DefaultRealm()
 	u := realm.AddUser("hamlet@zulip.example", "Hamlet", zuliptest.RoleMember)
@@ -70,7 +72,7 @@ func BenchmarkLocalPing(b *testing.B) {
 	// The first ping is forwarded and makes the session trusted; the
 	// second reads the user's row, and from then on pings are local.
 	for range 2 {
-		if err := c.h.ServeHTTP(httptest.NewRecorder(), c.request(body), simNext(c.sim)); err != nil {
+		if err := c.h.ServeHTTP(httptest.NewRecorder(), c.request(body), twinrig.Next(c.sim)); err != nil {
 			b.Fatal(err)
 		}
 	}

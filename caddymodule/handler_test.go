@@ -22,7 +22,7 @@ func TestCoalescesTabs(t *testing.T) {
 	// Zulip shows date_joined for a row never written; the gate cannot tell
 	// it from a write in the very second the user joined, so let the user
 	// join a while before the tabs open.
-	tw.clk.Advance(time.Hour)
+	tw.Clock.Advance(time.Hour)
 	b := tw.browser("web", u)
 	status := func(sec int) string {
 		if sec >= 300 && sec < 600 {
@@ -67,7 +67,7 @@ func TestCoalescesTabs(t *testing.T) {
 	if n := len(forwarded); n < 20 || n > 23 {
 		t.Errorf("%d of 60 pings forwarded (%v), want about 20", n, forwarded)
 	}
-	d, p := tw.direct.DefaultRealm().Stats(), tw.proxied.DefaultRealm().Stats()
+	d, p := tw.Direct.DefaultRealm().Stats(), tw.Proxied.DefaultRealm().Stats()
 	if d.RowsWritten != p.RowsWritten {
 		t.Errorf("rows written %d through the module, %d direct", p.RowsWritten, d.RowsWritten)
 	}
@@ -81,13 +81,13 @@ func TestIdleToActiveIsForwarded(t *testing.T) {
 	b := tw.browser("web", u)
 	for sec := 0; sec < 240; sec += 20 {
 		tw.post(b, form("status", "idle", "ping_only", "true"))
-		tw.clk.Advance(20 * time.Second)
+		tw.Clock.Advance(20 * time.Second)
 	}
 	if _, n := tw.post(b, form("status", "active", "ping_only", "true")); n != 1 {
 		t.Fatalf("the idle→active ping was answered locally")
 	}
 	tw.sameRows(u)
-	if tw.proxied.DefaultRealm().PresenceRow(u.id).LastActive.IsZero() {
+	if tw.Proxied.DefaultRealm().PresenceRow(u.id).LastActive.IsZero() {
 		t.Fatal("the active write did not reach the server")
 	}
 }
@@ -105,15 +105,15 @@ func TestTrustEndsWithRevokedCredentials(t *testing.T) {
 			name:   "api key regenerated",
 			client: func(tw *twin, u twinUser) *client { return tw.apiClient("flutter", u) },
 			revoke: func(tw *twin, c *client) {
-				tw.both(func(r *zuliptest.Realm) { r.RegenerateAPIKey(c.user.id) })
+				tw.Both(func(r *zuliptest.Realm) { r.RegenerateAPIKey(c.user.id) })
 			},
 		},
 		{
 			name:   "browser logged out",
 			client: func(tw *twin, u twinUser) *client { return tw.browser("web", u) },
 			revoke: func(tw *twin, c *client) {
-				tw.direct.DefaultRealm().Logout(c.authD)
-				tw.proxied.DefaultRealm().Logout(c.authP)
+				tw.Direct.DefaultRealm().Logout(c.authD)
+				tw.Proxied.DefaultRealm().Logout(c.authP)
 			},
 		},
 	}
@@ -124,21 +124,21 @@ func TestTrustEndsWithRevokedCredentials(t *testing.T) {
 			c := tc.client(tw, u)
 			ping := form("status", "active", "ping_only", "true")
 			tw.post(c, ping)
-			tw.clk.Advance(10 * time.Second)
+			tw.Clock.Advance(10 * time.Second)
 			tc.revoke(tw, c)
-			revokedAt := tw.clk.Now()
+			revokedAt := tw.Clock.Now()
 			for range 40 {
-				tw.clk.Advance(7 * time.Second)
+				tw.Clock.Advance(7 * time.Second)
 				d := tw.serveDirect(c.request(false, ping))
 				p, n := tw.serveProxied(c.request(true, ping))
-				if tw.clk.Now().Sub(revokedAt) < 55*time.Second {
+				if tw.Clock.Now().Sub(revokedAt) < 55*time.Second {
 					continue // within the trust window a local answer is allowed
 				}
 				if n != 1 {
-					t.Fatalf("%v after revocation: answered locally", tw.clk.Now().Sub(revokedAt))
+					t.Fatalf("%v after revocation: answered locally", tw.Clock.Now().Sub(revokedAt))
 				}
 				if err := sameAnswer(d, p, false); err != nil || d.status != http.StatusUnauthorized {
-					t.Fatalf("%v: %v (direct %d %s, proxied %d %s)", tw.clk.Now().Sub(revokedAt), err, d.status, d.body, p.status, p.body)
+					t.Fatalf("%v: %v (direct %d %s, proxied %d %s)", tw.Clock.Now().Sub(revokedAt), err, d.status, d.body, p.status, p.body)
 				}
 				if got, want := p.header.Get("WWW-Authenticate"), d.header.Get("WWW-Authenticate"); got != want {
 					t.Fatalf("WWW-Authenticate %q, want %q", got, want)
@@ -153,7 +153,7 @@ func TestTrustEndsWithRevokedCredentials(t *testing.T) {
 // new session is never answered from another's trust.
 func TestSessionsAreIsolated(t *testing.T) {
 	tw := newTwin(t, Handler{})
-	tw.both(func(r *zuliptest.Realm) {
+	tw.Both(func(r *zuliptest.Realm) {
 		s := r.Settings()
 		s.CanAccessAllUsersGroupLimitsPresence = true
 		r.SetSettings(s)
@@ -161,14 +161,14 @@ func TestSessionsAreIsolated(t *testing.T) {
 	member := tw.addUser("hamlet@zulip.example", zuliptest.RoleMember)
 	guest := tw.addUser("polonius@zulip.example", zuliptest.RoleGuest)
 	hidden := tw.addUser("othello@zulip.example", zuliptest.RoleMember)
-	tw.both(func(r *zuliptest.Realm) { r.ShareAccess(guest.id, member.id) })
+	tw.Both(func(r *zuliptest.Realm) { r.ShareAccess(guest.id, member.id) })
 	mc, gc, hc := tw.apiClient("member", member), tw.apiClient("guest", guest), tw.apiClient("hidden", hidden)
 	for range 5 {
 		for _, c := range []*client{hc, mc, gc} {
 			tw.post(c, form("status", "active", "slim_presence", "true"))
 			tw.post(c, form("status", "active"))
 		}
-		tw.clk.Advance(61 * time.Second)
+		tw.Clock.Advance(61 * time.Second)
 	}
 	// A second session of the same user starts untrusted.
 	other := tw.browser("member's browser", member)
@@ -221,10 +221,10 @@ func TestDeactivatedUserLeavesConvertedPolls(t *testing.T) {
 			for range 3 {
 				tw.post(gc, form("status", "active", "ping_only", "true"))
 				tw.post(vc, poll)
-				tw.clk.Advance(60 * time.Second)
+				tw.Clock.Advance(60 * time.Second)
 			}
-			tw.both(func(r *zuliptest.Realm) { r.Deactivate(gone.id) })
-			deactivatedAt := tw.clk.Now()
+			tw.Both(func(r *zuliptest.Realm) { r.Deactivate(gone.id) })
+			deactivatedAt := tw.Clock.Now()
 			for {
 				d := tw.serveDirect(vc.request(false, poll))
 				p, _ := tw.serveProxied(vc.request(true, poll))
@@ -237,10 +237,10 @@ func TestDeactivatedUserLeavesConvertedPolls(t *testing.T) {
 					}
 					break
 				}
-				if tw.clk.Now().Sub(deactivatedAt) > 10*time.Minute {
-					t.Fatalf("deactivated user still listed %v later", tw.clk.Now().Sub(deactivatedAt))
+				if tw.Clock.Now().Sub(deactivatedAt) > 10*time.Minute {
+					t.Fatalf("deactivated user still listed %v later", tw.Clock.Now().Sub(deactivatedAt))
 				}
-				tw.clk.Advance(60 * time.Second)
+				tw.Clock.Advance(60 * time.Second)
 			}
 		})
 	}
@@ -252,8 +252,8 @@ func TestUserLeavesWindowAtOnce(t *testing.T) {
 	tw := newTwin(t, Handler{})
 	viewer := tw.addUser("hamlet@zulip.example", zuliptest.RoleMember)
 	old := tw.addUser("othello@zulip.example", zuliptest.RoleMember)
-	edge := tw.clk.Now().Add(-14*24*time.Hour + 30*time.Second)
-	tw.both(func(r *zuliptest.Realm) { r.SetPresenceRow(old.id, edge, edge) })
+	edge := tw.Clock.Now().Add(-14*24*time.Hour + 30*time.Second)
+	tw.Both(func(r *zuliptest.Realm) { r.SetPresenceRow(old.id, edge, edge) })
 	vc := tw.apiClient("viewer", viewer)
 	for _, poll := range []string{"slim", "legacy"} {
 		f := form("status", "active")
@@ -265,7 +265,7 @@ func TestUserLeavesWindowAtOnce(t *testing.T) {
 			t.Fatalf("%s: the user should still be in the window: %s", poll, a.body)
 		}
 	}
-	tw.clk.Advance(60 * time.Second)
+	tw.Clock.Advance(60 * time.Second)
 	for _, poll := range []string{"slim", "legacy"} {
 		f := form("status", "active")
 		if poll == "slim" {
@@ -324,7 +324,7 @@ func TestErrorsAreZulips(t *testing.T) {
 // reaches the client unchanged.
 func TestRateLimitReachesClient(t *testing.T) {
 	tw := newTwin(t, Handler{})
-	tw.both(func(r *zuliptest.Realm) {
+	tw.Both(func(r *zuliptest.Realm) {
 		s := r.Settings()
 		s.RateLimit = true
 		r.SetSettings(s)
@@ -359,7 +359,7 @@ func TestDevicesShareTheRow(t *testing.T) {
 	rng := rand.New(rand.NewPCG(3, 9))
 	local := 0
 	for range 300 {
-		tw.clk.Advance(time.Duration(rng.IntN(25_000)) * time.Millisecond)
+		tw.Clock.Advance(time.Duration(rng.IntN(25_000)) * time.Millisecond)
 		c := devices[rng.IntN(len(devices))]
 		status := []string{"active", "idle"}[rng.IntN(3)/2]
 		if _, n := tw.post(c, form("status", status, "ping_only", "true")); n == 0 {
@@ -382,7 +382,7 @@ func TestPassThroughWritesReachTheRow(t *testing.T) {
 	script, browser, phone := tw.apiClient("script", u), tw.browser("browser", u), tw.apiClient("phone", u)
 	rng := rand.New(rand.NewPCG(5, 1))
 	for range 300 {
-		tw.clk.Advance(time.Duration(rng.IntN(20_000)) * time.Millisecond)
+		tw.Clock.Advance(time.Duration(rng.IntN(20_000)) * time.Millisecond)
 		switch rng.IntN(4) {
 		case 0:
 			tw.post(script, form("status", "active", "note", "cron"))

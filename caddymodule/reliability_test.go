@@ -25,7 +25,7 @@ import (
 // handler's own reads included. A panic of the handler is returned.
 func (tw *twin) serveCounting(r *http.Request, next http.Handler) (a answer, upstream int, panicked any) {
 	if next == nil {
-		next = tw.proxied
+		next = tw.Proxied
 	}
 	var n atomic.Int64
 	counting := caddyhttp.HandlerFunc(func(w http.ResponseWriter, r *http.Request) error {
@@ -48,7 +48,7 @@ func (tw *twin) serveCounting(r *http.Request, next http.Handler) (a answer, ups
 func (tw *twin) established(email string) (twinUser, *client) {
 	tw.t.Helper()
 	u := tw.addUser(email, zuliptest.RoleMember)
-	tw.clk.Advance(time.Hour) // Zulip shows date_joined for a NULL time
+	tw.Clock.Advance(time.Hour) // Zulip shows date_joined for a NULL time
 	c := tw.apiClient(email, u)
 	tw.establish(c)
 	return u, c
@@ -60,7 +60,7 @@ func (tw *twin) establish(c *client) {
 	tw.t.Helper()
 	ping := form("status", "active", "ping_only", "true")
 	tw.post(c, ping)
-	tw.clk.Advance(5 * time.Second)
+	tw.Clock.Advance(5 * time.Second)
 	if _, n := tw.post(c, ping); n != 0 {
 		tw.t.Fatal("the second ping of an established session was forwarded")
 	}
@@ -90,12 +90,12 @@ func TestAbortedAnswerReleasesTheSession(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			tw := newTwin(t, Handler{})
 			u := tw.addUser(name+"@zulip.example", zuliptest.RoleMember)
-			tw.clk.Advance(time.Hour)
+			tw.Clock.Advance(time.Hour)
 			c := tw.apiClient(name, u)
 			// The session is stored (accepted once), so that what the
 			// abort leaves reserved would stay.
 			tw.post(c, form("status", "active", "ping_only", "true"))
-			tw.clk.Advance(time.Minute)
+			tw.Clock.Advance(time.Minute)
 			if _, _, p := tw.serveCounting(c.request(true, form(kv...)), abortMidBody); p != http.ErrAbortHandler {
 				t.Fatalf("the aborted answer ended with %v, want panic(http.ErrAbortHandler) as plain reverse_proxy", p)
 			}
@@ -104,7 +104,7 @@ func TestAbortedAnswerReleasesTheSession(t *testing.T) {
 			var waited atomic.Bool
 			watch := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 				waited.Store(r.Context().Err() != nil)
-				tw.proxied.ServeHTTP(w, r)
+				tw.Proxied.ServeHTTP(w, r)
 			})
 			r := c.request(true, form("status", "active", "ping_only", "true")).WithContext(ctx)
 			a, _, _ := tw.serveCounting(r, watch)
@@ -136,7 +136,7 @@ func TestAbortedAnswerReleasesTheSession(t *testing.T) {
 // brings count against cache_size as soon as they are held.
 func TestSnapshotIsChargedAtOnce(t *testing.T) {
 	tw := newTwin(t, Handler{})
-	tw.both(func(r *zuliptest.Realm) {
+	tw.Both(func(r *zuliptest.Realm) {
 		for i := range 2000 {
 			u := r.AddUser(fmt.Sprintf("user%d@zulip.example", i), "x", zuliptest.RoleMember)
 			r.SetPresenceRow(u.ID, r.Now(), r.Now())
@@ -190,7 +190,7 @@ func TestRefusedCredentialsCostNothing(t *testing.T) {
 		u := tw.addUser(fmt.Sprintf("user%d@zulip.example", i), zuliptest.RoleMember)
 		warm = append(warm, tw.apiClient(u.email, u))
 	}
-	tw.clk.Advance(time.Hour)
+	tw.Clock.Advance(time.Hour)
 	for _, c := range warm {
 		tw.post(c, form("status", "active", "ping_only", "true"))
 	}
@@ -206,7 +206,7 @@ func TestRefusedCredentialsCostNothing(t *testing.T) {
 	if got := tw.h.store.Used(); got != used || tw.h.store.Pending() != 0 {
 		t.Fatalf("refused credentials left %d bytes and %d sessions", got-used, tw.h.store.Pending())
 	}
-	tw.clk.Advance(5 * time.Second)
+	tw.Clock.Advance(5 * time.Second)
 	for i, c := range warm {
 		// The user's id and row are read, then the ping is answered
 		// locally, as it would have been without the flood.
@@ -256,7 +256,7 @@ func TestOnlyZulipSuccessIsTrusted(t *testing.T) {
 		t.Fatalf("a converted poll during the episode cost %d upstream requests", n)
 	}
 	for range 3 {
-		tw.clk.Advance(10 * time.Second)
+		tw.Clock.Advance(10 * time.Second)
 		if d, n := tw.post(wrong, ping); n != 1 || d.status != http.StatusUnauthorized {
 			t.Fatalf("after the episode the wrong key got %d with %d upstream requests", d.status, n)
 		}
@@ -268,7 +268,7 @@ func TestOnlyZulipSuccessIsTrusted(t *testing.T) {
 func TestBurstOfANewUser(t *testing.T) {
 	tw := newTwin(t, Handler{})
 	u := tw.addUser("hamlet@zulip.example", zuliptest.RoleMember)
-	tw.clk.Advance(time.Hour)
+	tw.Clock.Advance(time.Hour)
 	for _, c := range []*client{tw.apiClient("phone", u), tw.browser("web", u)} {
 		var total atomic.Int64
 		var wg sync.WaitGroup
@@ -289,7 +289,7 @@ func TestBurstOfANewUser(t *testing.T) {
 		if n := total.Load(); n > 3 {
 			t.Fatalf("%s: 200 concurrent pings cost %d upstream requests, want at most 3", c.name, n)
 		}
-		tw.clk.Advance(2 * time.Minute)
+		tw.Clock.Advance(2 * time.Minute)
 	}
 }
 
@@ -301,7 +301,7 @@ func TestPingDoesNotWaitForASlowPoll(t *testing.T) {
 	release := make(chan struct{})
 	slow := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		<-release
-		tw.proxied.ServeHTTP(w, r)
+		tw.Proxied.ServeHTTP(w, r)
 	})
 	done := make(chan struct{})
 	go func() {
@@ -331,7 +331,7 @@ func TestStrangersCannotMoveAVictimsState(t *testing.T) {
 		r.Header.Set("Authorization", stranger)
 		tw.serveCounting(r, nil)
 	}
-	tw.clk.Advance(5 * time.Second)
+	tw.Clock.Advance(5 * time.Second)
 	if _, n, _ := tw.serveCounting(c.request(true, form("status", "active", "ping_only", "true")), nil); n != 0 {
 		t.Fatalf("the victim's ping cost %d upstream requests after a stranger's", n)
 	}
@@ -344,9 +344,9 @@ func TestClockSkewLosesNoWrite(t *testing.T) {
 	for _, skew := range []time.Duration{-60 * time.Second, -7 * time.Second, 3 * time.Second, 60 * time.Second} {
 		t.Run(skew.String(), func(t *testing.T) {
 			tw := newTwin(t, Handler{})
-			tw.h.SetClock(func() time.Time { return tw.clk.Now().Add(skew) })
+			tw.h.SetClock(func() time.Time { return tw.Clock.Now().Add(skew) })
 			u := tw.addUser("hamlet@zulip.example", zuliptest.RoleMember)
-			tw.clk.Advance(time.Hour)
+			tw.Clock.Advance(time.Hour)
 			b, phone := tw.browser("web", u), tw.apiClient("phone", u)
 			sched, local := schedule{}, 0
 			for tab := range 4 {
@@ -365,7 +365,7 @@ func TestClockSkewLosesNoWrite(t *testing.T) {
 				}
 			}
 			sched.run(tw, 1800)
-			if d, p := tw.direct.DefaultRealm().Stats(), tw.proxied.DefaultRealm().Stats(); d.RowsWritten != p.RowsWritten {
+			if d, p := tw.Direct.DefaultRealm().Stats(), tw.Proxied.DefaultRealm().Stats(); d.RowsWritten != p.RowsWritten {
 				t.Fatalf("rows written %d through the module, %d direct", p.RowsWritten, d.RowsWritten)
 			}
 			if local < 40 {
@@ -380,7 +380,7 @@ func TestClockSkewLosesNoWrite(t *testing.T) {
 func TestLocalPingHasZulipsHeaders(t *testing.T) {
 	tw := newTwin(t, Handler{})
 	_, c := tw.established("hamlet@zulip.example")
-	tw.clk.Advance(5 * time.Second)
+	tw.Clock.Advance(5 * time.Second)
 	ping := form("status", "active", "ping_only", "true")
 	d := tw.serveDirect(c.request(false, ping))
 	p, n := tw.serveProxied(c.request(true, ping))

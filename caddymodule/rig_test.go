@@ -2,7 +2,6 @@ package caddymodule
 
 import (
 	"bytes"
-	"context"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -11,77 +10,59 @@ import (
 	"testing"
 	"time"
 
-	"github.com/caddyserver/caddy/v2"
-	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"go.uber.org/zap"
 
+	"github.com/zulip-presence/caddy-zulip-presence/internal/twinrig"
 	"github.com/zulip-presence/caddy-zulip-presence/zuliptest"
-	"github.com/zulip-presence/caddy-zulip-presence/zuliptest/simclock"
 )
-
-// newClock starts at a time with a half-second fraction, so that Zulip's
-// sub-second comparisons and the proxy's whole-second ones agree (design §6
-// allows them to differ only within one second of a threshold).
-func newClock() *simclock.Clock {
-	return simclock.New(time.Date(2026, 11, 2, 9, 0, 0, 500_000_000, time.UTC))
-}
 
 // provision provisions a handler as Caddy would, released at test end.
 func provision(t testing.TB, h Handler) *Handler {
 	t.Helper()
-	ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
-	hp := &h
-	if err := hp.Provision(ctx); err != nil {
+	_, release, err := twinrig.Provision(&h)
+	return keep(t, &h, release, err)
+}
+
+// provisionOnClock provisions a handler on the twin's clock, released at
+// test end.
+func (tw *twin) provisionOnClock(h Handler) *Handler {
+	tw.t.Helper()
+	_, release, err := tw.Provision(&h)
+	return keep(tw.t, &h, release, err)
+}
+
+// keep silences a freshly provisioned handler, whose default Caddy logger
+// writes debug lines, and releases it at test end.
+func keep(t testing.TB, h *Handler, release func() error, err error) *Handler {
+	t.Helper()
+	if err != nil {
 		t.Fatal(err)
 	}
-	if err := hp.Validate(); err != nil {
-		t.Fatal(err)
-	}
-	hp.logger = zap.NewNop() // Caddy's default logger writes debug lines
+	h.logger = zap.NewNop()
 	t.Cleanup(func() {
-		if err := hp.Cleanup(); err != nil {
+		if err := release(); err != nil {
 			t.Error(err)
 		}
-		cancel()
 	})
-	return hp
+	return h
 }
 
-// simNext is the next handler the module calls: the simulated Zulip, as a
-// reverse_proxy to it would be.
-func simNext(sim http.Handler) caddyhttp.Handler {
-	return caddyhttp.HandlerFunc(func(w http.ResponseWriter, r *http.Request) error {
-		sim.ServeHTTP(w, r)
-		return nil
-	})
-}
-
-// twin runs two identical simulated Zulip servers on one clock: one answers
-// clients directly, the other through the module. Every operation is done
-// to both, so their answers and their rows can be compared.
+// twin is the twin rig (internal/twinrig) for one test: the handler under
+// test sits in front of the proxied server. Every operation is done to
+// both servers, so their answers and their rows can be compared.
 type twin struct {
-	t       *testing.T
-	clk     *simclock.Clock
-	direct  *zuliptest.Server
-	proxied *zuliptest.Server
-	h       *Handler
+	*twinrig.Rig
+	t *testing.T
+	h *Handler
 }
 
 func newTwin(t *testing.T, cfg Handler) *twin {
-	clk := newClock()
-	tw := &twin{t: t, clk: clk, direct: zuliptest.New(clk.Now), proxied: zuliptest.New(clk.Now)}
+	tw := &twin{Rig: twinrig.New(), t: t}
 	if cfg.CacheName == "" {
 		cfg.CacheName = t.Name()
 	}
-	tw.h = provision(t, cfg)
-	tw.h.SetClock(clk.Now)
+	tw.h = tw.provisionOnClock(cfg)
 	return tw
-}
-
-// both applies an operation to the realm of each server.
-func (tw *twin) both(op func(r *zuliptest.Realm)) {
-	op(tw.direct.DefaultRealm())
-	op(tw.proxied.DefaultRealm())
 }
 
 // twinUser is one user, created alike on both servers.
@@ -94,10 +75,9 @@ type twinUser struct {
 
 func (tw *twin) addUser(email string, role zuliptest.Role) twinUser {
 	tw.t.Helper()
-	d := tw.direct.DefaultRealm().AddUser(email, strings.Split(email, "@")[0], role)
-	p := tw.proxied.DefaultRealm().AddUser(email, strings.Split(email, "@")[0], role)
-	if d.ID != p.ID {
-		tw.t.Fatalf("twins diverged: user ids %d and %d", d.ID, p.ID)
+	d, p, err := tw.AddUser(email, strings.Split(email, "@")[0], role)
+	if err != nil {
+		tw.t.Fatal(err)
 	}
 	return twinUser{id: d.ID, email: email, direct: d, proxied: p}
 }
@@ -119,15 +99,15 @@ func (tw *twin) apiClient(name string, u twinUser) *client {
 	return &client{
 		name:  name,
 		user:  u,
-		authD: tw.direct.DefaultRealm().BasicAuth(u.id),
-		authP: tw.proxied.DefaultRealm().BasicAuth(u.id),
+		authD: tw.Direct.DefaultRealm().BasicAuth(u.id),
+		authP: tw.Proxied.DefaultRealm().BasicAuth(u.id),
 	}
 }
 
 func (tw *twin) browser(name string, u twinUser) *client {
 	c := &client{name: name, json: true, user: u}
-	c.authD, c.csrfD = tw.direct.DefaultRealm().NewSession(u.id)
-	c.authP, c.csrfP = tw.proxied.DefaultRealm().NewSession(u.id)
+	c.authD, c.csrfD = tw.Direct.DefaultRealm().NewSession(u.id)
+	c.authP, c.csrfP = tw.Proxied.DefaultRealm().NewSession(u.id)
 	return c
 }
 
@@ -163,7 +143,7 @@ type answer struct {
 
 func (tw *twin) serveDirect(r *http.Request) answer {
 	rec := httptest.NewRecorder()
-	tw.direct.ServeHTTP(rec, r)
+	tw.Direct.ServeHTTP(rec, r)
 	return answer{rec.Code, rec.Header(), rec.Body.Bytes()}
 }
 
@@ -172,13 +152,12 @@ func (tw *twin) serveDirect(r *http.Request) answer {
 // GET /users/me, are not writes).
 func (tw *twin) serveProxied(r *http.Request) (answer, int) {
 	var upstream int
-	next := caddyhttp.HandlerFunc(func(w http.ResponseWriter, r *http.Request) error {
+	next := twinrig.Next(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if _, ok := presenceFamily(r); ok {
 			upstream++
 		}
-		tw.proxied.ServeHTTP(w, r)
-		return nil
-	})
+		tw.Proxied.ServeHTTP(w, r)
+	}))
 	rec := httptest.NewRecorder()
 	if err := tw.h.ServeHTTP(rec, r, next); err != nil {
 		tw.t.Fatalf("ServeHTTP: %v", err)
@@ -194,7 +173,7 @@ func (tw *twin) post(c *client, form url.Values) (answer, int) {
 	d := tw.serveDirect(c.request(false, form))
 	p, n := tw.serveProxied(c.request(true, form))
 	if err := sameAnswer(d, p, isFullPoll(form)); err != nil {
-		tw.t.Fatalf("%s %s at %s: %v\ndirect:  %d %s\nproxied: %d %s", c.name, form.Encode(), tw.clk.Now().Format(time.TimeOnly), err, d.status, d.body, p.status, p.body)
+		tw.t.Fatalf("%s %s at %s: %v\ndirect:  %d %s\nproxied: %d %s", c.name, form.Encode(), tw.Clock.Now().Format(time.TimeOnly), err, d.status, d.body, p.status, p.body)
 	}
 	return d, n
 }
@@ -209,10 +188,8 @@ func sameAnswer(d, p answer, converted bool) error {
 func (tw *twin) sameRows(users ...twinUser) {
 	tw.t.Helper()
 	for _, u := range users {
-		d := tw.direct.DefaultRealm().PresenceRow(u.id)
-		p := tw.proxied.DefaultRealm().PresenceRow(u.id)
-		if !d.LastConnected.Equal(p.LastConnected) || !d.LastActive.Equal(p.LastActive) || d.Exists != p.Exists {
-			tw.t.Fatalf("rows of %s differ at %s:\ndirect:  %+v\nproxied: %+v", u.email, tw.clk.Now().Format(time.TimeOnly), d, p)
+		if d, p := tw.Rows(u.id); !twinrig.SameRow(d, p) {
+			tw.t.Fatalf("rows of %s differ at %s:\ndirect:  %+v\nproxied: %+v", u.email, tw.Clock.Now().Format(time.TimeOnly), d, p)
 		}
 	}
 }

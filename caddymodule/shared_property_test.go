@@ -417,12 +417,12 @@ func (ss *sharedScenario) run(t *testing.T, steps []step, quiet bool) ([]finding
 	}
 	for i, h := range hs {
 		skew := ss.skews[i]
-		h.SetClock(func() time.Time { return tw.clk.Now().Add(skew) })
+		h.SetClock(func() time.Time { return tw.Clock.Now().Add(skew) })
 		if quiet {
 			defer h.Cleanup()
 		}
 	}
-	tw.both(func(r *zuliptest.Realm) {
+	tw.Both(func(r *zuliptest.Realm) {
 		s := r.Settings()
 		s.RateLimit = true
 		r.SetSettings(s)
@@ -442,8 +442,8 @@ func (ss *sharedScenario) run(t *testing.T, steps []step, quiet bool) ([]finding
 		r.users = append(r.users, tw.addUser(u.name+"@zulip.example", u.role))
 		r.active = append(r.active, true)
 	}
-	tw.clk.Advance(time.Hour) // as TestTwinProperty: users joined an hour ago
-	r.start = tw.clk.Now()
+	tw.Clock.Advance(time.Hour) // as TestTwinProperty: users joined an hour ago
+	r.start = tw.Clock.Now()
 	for _, cs := range ss.clients {
 		u := r.users[cs.user]
 		var c *client
@@ -471,7 +471,7 @@ func (ss *sharedScenario) run(t *testing.T, steps []step, quiet bool) ([]finding
 		}
 		r.checkServers()
 		if !r.stopped {
-			if d, p := tw.direct.DefaultRealm().LastUpdateID(), tw.proxied.DefaultRealm().LastUpdateID(); d != p {
+			if d, p := tw.Direct.DefaultRealm().LastUpdateID(), tw.Proxied.DefaultRealm().LastUpdateID(); d != p {
 				r.report("presence update ids differ", "last update id %d through the module, %d direct", p, d)
 				r.stopped = true
 			}
@@ -510,7 +510,7 @@ func (r *sharedRun) request(c *propClient, q reqSpec) {
 	r.tw.h = r.hs[inst] // serve goes through tw.h
 	p, calls := r.serve(reqP)
 	r.stats.requests++
-	now := r.tw.clk.Now()
+	now := r.tw.Clock.Now()
 	writes := 0
 	for _, call := range calls {
 		if call.method == http.MethodPost && strings.HasSuffix(call.path, "/users/me/presence") {
@@ -600,7 +600,7 @@ func (r *sharedRun) request(c *propClient, q reqSpec) {
 func (r *sharedRun) rowIDs() []int64 {
 	ids := make([]int64, len(r.users))
 	for i, u := range r.users {
-		ids[i] = r.tw.direct.DefaultRealm().PresenceRow(u.id).LastUpdateID
+		ids[i] = r.tw.Direct.DefaultRealm().PresenceRow(u.id).LastUpdateID
 	}
 	return ids
 }
@@ -626,8 +626,8 @@ func (r *sharedRun) validPoll(c *propClient, q reqSpec, cursorD, cursorP int64, 
 		r.stats.exact++
 		return "", nil
 	}
-	now := r.tw.clk.Now()
-	dr := r.tw.direct.DefaultRealm()
+	now := r.tw.Clock.Now()
+	dr := r.tw.Direct.DefaultRealm()
 	dts, err1 := serverTimestampOf(d.body)
 	pts, err2 := serverTimestampOf(p.body)
 	if err1 != nil || err2 != nil {
@@ -743,7 +743,7 @@ func (r *sharedRun) unsignalledID(viewerID, id int64, req zuliptest.AsOfRequest,
 	if json.Unmarshal(eb, &e) != nil || json.Unmarshal(pb, &p) != nil {
 		return err
 	}
-	dr := r.tw.direct.DefaultRealm()
+	dr := r.tw.Direct.DefaultRealm()
 	rows, herr := dr.RowsAsOf(id)
 	if herr != nil {
 		return herr
@@ -804,7 +804,7 @@ func (r *sharedRun) sharedDrops(viewer int, q reqSpec, now, at time.Time) map[st
 	for u, tu := range r.users {
 		changed := r.changedAt[viewer][u]
 		stale := !changed.IsZero() && now.Sub(changed) <= defaultResync
-		row := r.tw.direct.DefaultRealm().PresenceRow(tu.id)
+		row := r.tw.Direct.DefaultRealm().PresenceRow(tu.id)
 		edge := false
 		for _, t := range []time.Time{now, at} {
 			cutoff := t.AddDate(0, 0, -days)

@@ -27,9 +27,7 @@ func sharedTwin(t *testing.T) *twin {
 // secondInstance provisions another shared-mode handler with a store of
 // its own (another Caddy instance) on the twin's clock.
 func (tw *twin) secondInstance() *Handler {
-	h := provision(tw.t, Handler{Mode: modeShared, CacheName: tw.t.Name() + "/second"})
-	h.SetClock(tw.clk.Now)
-	return h
+	return tw.provisionOnClock(Handler{Mode: modeShared, CacheName: tw.t.Name() + "/second"})
 }
 
 // exchange sends the client's request to both servers, the proxied one
@@ -79,21 +77,21 @@ func TestSharedRegressionRevokedPollAnsweredFromView(t *testing.T) {
 		revoke  func(tw *twin, u twinUser, c *client)
 	}{
 		{"deactivated", false, func(tw *twin, u twinUser, c *client) {
-			tw.both(func(r *zuliptest.Realm) { r.Deactivate(u.id) })
+			tw.Both(func(r *zuliptest.Realm) { r.Deactivate(u.id) })
 		}},
 		{"key regenerated", false, func(tw *twin, u twinUser, c *client) {
-			tw.both(func(r *zuliptest.Realm) { r.RegenerateAPIKey(u.id) })
+			tw.Both(func(r *zuliptest.Realm) { r.RegenerateAPIKey(u.id) })
 		}},
 		{"logged out", true, func(tw *twin, u twinUser, c *client) {
-			tw.direct.DefaultRealm().Logout(c.authD)
-			tw.proxied.DefaultRealm().Logout(c.authP)
+			tw.Direct.DefaultRealm().Logout(c.authD)
+			tw.Proxied.DefaultRealm().Logout(c.authP)
 		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			tw := sharedTwin(t)
 			tw.addUser("hamlet@zulip.example", zuliptest.RoleMember)
 			u := tw.addUser("othello@zulip.example", zuliptest.RoleMember)
-			tw.clk.Advance(time.Hour)
+			tw.Clock.Advance(time.Hour)
 			c := tw.apiClient("othello", u)
 			if tc.browser {
 				c = tw.browser("othello", u)
@@ -131,12 +129,12 @@ func TestSharedRegressionOwnRowAfterInvisibleMode(t *testing.T) {
 	tw := sharedTwin(t)
 	tw.addUser("hamlet@zulip.example", zuliptest.RoleMember)
 	u := tw.addUser("othello@zulip.example", zuliptest.RoleMember)
-	tw.clk.Advance(time.Hour)
+	tw.Clock.Advance(time.Hour)
 	c := tw.apiClient("othello", u)
 	slim := form("status", "active", "slim_presence", "true")
 	// A page load: forwarded, and merged as the view's full fetch.
 	tw.postShared(c, form("status", "active", "last_update_id", "-1"), 10*time.Second)
-	tw.both(func(r *zuliptest.Realm) { r.SetPresenceEnabled(u.id, false) })
+	tw.Both(func(r *zuliptest.Realm) { r.SetPresenceEnabled(u.id, false) })
 	for _, f := range []url.Values{slim, form("status", "idle"), form("status", "active", "last_update_id", "-1")} {
 		d, p, n := tw.exchange(tw.h, c, f)
 		key := itoa(u.id)
@@ -172,7 +170,7 @@ func TestSharedRegressionOwnRowWrittenThroughAnotherInstance(t *testing.T) {
 	tw.addUser("hamlet@zulip.example", zuliptest.RoleMember)
 	othello := tw.addUser("othello@zulip.example", zuliptest.RoleMember)
 	iago := tw.addUser("iago@zulip.example", zuliptest.RoleMember)
-	tw.clk.Advance(time.Hour)
+	tw.Clock.Advance(time.Hour)
 	phone, browser, other := tw.apiClient("iago phone", iago), tw.browser("iago browser", iago), tw.apiClient("othello", othello)
 
 	tw.exchange(a, phone, form("status", "idle", "ping_only", "true"))
@@ -208,17 +206,17 @@ func TestSharedRegressionForwardedPollRefreshesUnsyncedView(t *testing.T) {
 	tw.addUser("hamlet@zulip.example", zuliptest.RoleMember)
 	othello := tw.addUser("othello@zulip.example", zuliptest.RoleMember)
 	iago := tw.addUser("iago@zulip.example", zuliptest.RoleMember)
-	tw.clk.Advance(time.Hour)
+	tw.Clock.Advance(time.Hour)
 	oc, tab := tw.apiClient("othello", othello), tw.browser("iago tab", iago)
 
 	tw.exchange(tw.h, oc, form("status", "active", "last_update_id", "-1"))
-	tw.both(func(r *zuliptest.Realm) { r.Deactivate(othello.id) })
+	tw.Both(func(r *zuliptest.Realm) { r.Deactivate(othello.id) })
 	d, p, _ := tw.exchange(tw.h, tab, form("status", "idle", "last_update_id", "-1", "ping_only", "false"))
 	if err := sameAnswer(d, p, false); err != nil {
 		t.Fatalf("page load: %v", err)
 	}
-	tw.both(func(r *zuliptest.Realm) { r.Reactivate(othello.id) })
-	tw.clk.Advance(11 * time.Minute)
+	tw.Both(func(r *zuliptest.Realm) { r.Reactivate(othello.id) })
+	tw.Clock.Advance(11 * time.Minute)
 	cursor := itoa(nextCursor(p, -1))
 	if d, p, _ = tw.exchange(tw.h, tab, form("status", "active", "last_update_id", cursor, "new_user_input", "true")); sameAnswer(d, p, false) != nil {
 		t.Fatalf("second poll: %v", sameAnswer(d, p, false))
@@ -247,7 +245,7 @@ func TestSharedRegressionDaysZeroPollMakesViewFresh(t *testing.T) {
 	tw := sharedTwin(t)
 	hamlet := tw.addUser("hamlet@zulip.example", zuliptest.RoleMember)
 	othello := tw.addUser("othello@zulip.example", zuliptest.RoleMember)
-	tw.clk.Advance(time.Hour)
+	tw.Clock.Advance(time.Hour)
 	oc, hb := tw.apiClient("othello", othello), tw.browser("hamlet", hamlet)
 
 	d, p, _ := tw.exchange(tw.h, oc, form("status", "active", "last_update_id", "-1", "slim_presence", "true", "ping_only", "false"))
@@ -256,7 +254,7 @@ func TestSharedRegressionDaysZeroPollMakesViewFresh(t *testing.T) {
 	}
 	cursor := itoa(nextCursor(p, -1))
 	tw.exchange(tw.h, hb, form("status", "idle", "ping_only", "true", "new_user_input", "true"))
-	tw.clk.Advance(17 * time.Second)
+	tw.Clock.Advance(17 * time.Second)
 	d, p, _ = tw.exchange(tw.h, oc, form("status", "active", "last_update_id", cursor, "history_limit_days", "0", "ping_only", "false"))
 	if err := sameAnswer(d, p, false); err != nil {
 		t.Fatalf("days=0 poll: %v", err)
@@ -290,16 +288,16 @@ func TestSharedRegressionGuestOwnRowAfterReactivation(t *testing.T) {
 	hamlet := tw.addUser("hamlet@zulip.example", zuliptest.RoleMember)
 	polonius := tw.addUser("polonius@zulip.example", zuliptest.RoleGuest)
 	prospero := tw.addUser("prospero@zulip.example", zuliptest.RoleGuest)
-	tw.clk.Advance(time.Hour)
-	tw.both(func(r *zuliptest.Realm) {
+	tw.Clock.Advance(time.Hour)
+	tw.Both(func(r *zuliptest.Realm) {
 		s := r.Settings()
 		s.CanAccessAllUsersGroupLimitsPresence = true
 		r.SetSettings(s)
 		r.Deactivate(polonius.id)
 	})
 	tw.exchange(tw.h, tw.apiClient("hamlet", hamlet), form("status", "active", "slim_presence", "true", "new_user_input", "true"))
-	tw.both(func(r *zuliptest.Realm) { r.Reactivate(polonius.id) })
-	tw.clk.Advance(time.Hour + 5*time.Minute)
+	tw.Both(func(r *zuliptest.Realm) { r.Reactivate(polonius.id) })
+	tw.Clock.Advance(time.Hour + 5*time.Minute)
 	tw.exchange(tw.h, tw.apiClient("prospero", prospero), form("status", "idle"))
 	d, p, _ := tw.exchange(tw.h, tw.apiClient("polonius", polonius), form("status", "idle"))
 	if d.status != http.StatusOK {

@@ -131,7 +131,7 @@ func TestSharedModeSpecCases(t *testing.T) {
 				for i, s := range tc.steps {
 					runSpecStep(t, tw, users, clients, cursors, s, fmt.Sprintf("round %d step %d", round, i))
 				}
-				tw.clk.Advance(time.Minute)
+				tw.Clock.Advance(time.Minute)
 			}
 		})
 	}
@@ -141,7 +141,7 @@ func runSpecStep(t *testing.T, tw *twin, users []twinUser, clients []*client, cu
 	t.Helper()
 	switch {
 	case s.realm != nil:
-		tw.both(func(r *zuliptest.Realm) { s.realm(r, users) })
+		tw.Both(func(r *zuliptest.Realm) { s.realm(r, users) })
 	case s.get != "":
 		c := clients[s.client]
 		req := func(proxied bool) *http.Request {
@@ -162,7 +162,7 @@ func runSpecStep(t *testing.T, tw *twin, users []twinUser, clients []*client, cu
 		}
 		if f.Get("last_update_id") == "cursor" {
 			if cursors[s.client] == 0 {
-				cursors[s.client] = tw.direct.DefaultRealm().LastUpdateID() // the page load's
+				cursors[s.client] = tw.Direct.DefaultRealm().LastUpdateID() // the page load's
 			}
 			f.Set("last_update_id", itoa(cursors[s.client]))
 		}
@@ -172,5 +172,5 @@ func runSpecStep(t *testing.T, tw *twin, users []twinUser, clients []*client, cu
 		}
 	}
 	tw.sameRows(users...)
-	tw.clk.Advance(s.after)
+	tw.Clock.Advance(s.after)
 }

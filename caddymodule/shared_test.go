@@ -14,6 +14,7 @@ import (
 	"github.com/caddyserver/caddy/v2"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/zulip-presence/caddy-zulip-presence/internal/twinrig"
 	"github.com/zulip-presence/caddy-zulip-presence/zuliptest"
 )
 
@@ -29,7 +30,7 @@ func sharedRealm(t *testing.T, cfg Handler, members int) (*twin, []twinUser, []*
 		users = append(users, u)
 		clients = append(clients, tw.apiClient(fmt.Sprint("client", i), u))
 	}
-	tw.clk.Advance(time.Hour)
+	tw.Clock.Advance(time.Hour)
 	return tw, users, clients
 }
 
@@ -49,7 +50,7 @@ func TestSharedModeFidelity(t *testing.T) {
 	for step := range 1500 {
 		// Whole seconds: the legacy 70-second rule may round otherwise
 		// (an allowed difference this test does not model).
-		tw.clk.Advance(time.Duration(rng.IntN(6)) * time.Second)
+		tw.Clock.Advance(time.Duration(rng.IntN(6)) * time.Second)
 		c := clients[rng.IntN(len(clients))]
 		kv := append([]string{"status", []string{"active", "idle"}[rng.IntN(2)]}, kinds[rng.IntN(len(kinds))]...)
 		if rng.IntN(10) == 0 {
@@ -58,10 +59,10 @@ func TestSharedModeFidelity(t *testing.T) {
 		tw.postShared(c, form(kv...), 10*time.Second)
 		tw.sameRows(users...)
 		if step == 200 { // past the first minutes, when views and lists are made
-			direct, proxied = tw.direct.DefaultRealm().Stats(), tw.proxied.DefaultRealm().Stats()
+			direct, proxied = tw.Direct.DefaultRealm().Stats(), tw.Proxied.DefaultRealm().Stats()
 		}
 	}
-	d, p := tw.direct.DefaultRealm().Stats(), tw.proxied.DefaultRealm().Stats()
+	d, p := tw.Direct.DefaultRealm().Stats(), tw.Proxied.DefaultRealm().Stats()
 	if d.RowsWritten != p.RowsWritten {
 		t.Fatalf("rows written %d through the module, %d direct", p.RowsWritten, d.RowsWritten)
 	}
@@ -75,7 +76,7 @@ func TestSharedModeFidelity(t *testing.T) {
 // restrictedGuest turns on the server's guest restriction on both sides
 // and adds a guest.
 func restrictedGuest(tw *twin) twinUser {
-	tw.both(func(r *zuliptest.Realm) {
+	tw.Both(func(r *zuliptest.Realm) {
 		s := r.Settings()
 		s.CanAccessAllUsersGroupLimitsPresence = true
 		r.SetSettings(s)
@@ -89,15 +90,15 @@ func restrictedGuest(tw *twin) twinUser {
 func TestSharedModeGuestsStayInSessionMode(t *testing.T) {
 	tw, users, clients := sharedRealm(t, Handler{}, 4)
 	guest := restrictedGuest(tw)
-	tw.both(func(r *zuliptest.Realm) { r.ShareAccess(guest.id, users[0].id) })
+	tw.Both(func(r *zuliptest.Realm) { r.ShareAccess(guest.id, users[0].id) })
 	gc := tw.apiClient("guest", guest)
 	for range 20 {
 		for _, c := range append(clients, gc) {
 			tw.postShared(c, form("status", "active", "slim_presence", "true"), 10*time.Second)
 			tw.postShared(c, form("status", "active"), 10*time.Second)
-			tw.clk.Advance(3 * time.Second)
+			tw.Clock.Advance(3 * time.Second)
 		}
-		tw.clk.Advance(40 * time.Second)
+		tw.Clock.Advance(40 * time.Second)
 	}
 	tw.sameRows(append(users, guest)...)
 }
@@ -110,7 +111,7 @@ func TestSharedModeViewIsListed(t *testing.T) {
 		for _, c := range clients {
 			tw.postShared(c, form("status", "active", "slim_presence", "true"), 10*time.Second)
 		}
-		tw.clk.Advance(61 * time.Second)
+		tw.Clock.Advance(61 * time.Second)
 	}
 	views := tw.h.store.Views()
 	if len(views) != 1 || views[0].Host != "zulip.example" || views[0].Rows != 3 {
@@ -136,7 +137,7 @@ func (tw *twin) postShared(c *client, form url.Values, staleness time.Duration) 
 		p.body = serverTimestamp.ReplaceAll(p.body, dm[0])
 	}
 	if err := sameAnswer(d, p, isFullPoll(form)); err != nil {
-		tw.t.Fatalf("%s %s at %s: %v\ndirect:  %d %s\nproxied: %d %s", c.name, form.Encode(), tw.clk.Now().Format(time.TimeOnly), err, d.status, d.body, p.status, p.body)
+		tw.t.Fatalf("%s %s at %s: %v\ndirect:  %d %s\nproxied: %d %s", c.name, form.Encode(), tw.Clock.Now().Format(time.TimeOnly), err, d.status, d.body, p.status, p.body)
 	}
 	return d, n
 }
@@ -147,7 +148,7 @@ func (tw *twin) postShared(c *client, form url.Values, staleness time.Duration) 
 func TestSharedModeRealmPresenceDisabled(t *testing.T) {
 	tw, users, clients := sharedRealm(t, Handler{TrustWindow: caddy.Duration(5 * time.Minute)}, 5)
 	setDisabled := func(off bool) {
-		tw.both(func(r *zuliptest.Realm) {
+		tw.Both(func(r *zuliptest.Realm) {
 			s := r.Settings()
 			s.PresenceDisabled = off
 			r.SetSettings(s)
@@ -160,9 +161,9 @@ func TestSharedModeRealmPresenceDisabled(t *testing.T) {
 			for i, c := range clients {
 				kv := append([]string{"status", "active"}, kinds[(i+round)%len(kinds)]...)
 				tw.postShared(c, form(kv...), 10*time.Second)
-				tw.clk.Advance(2 * time.Second)
+				tw.Clock.Advance(2 * time.Second)
 			}
-			tw.clk.Advance(50 * time.Second)
+			tw.Clock.Advance(50 * time.Second)
 			tw.sameRows(users...)
 		}
 		t.Logf("phase %d done", phase)
@@ -200,7 +201,7 @@ func TestSharedModeWebTabsFromTheView(t *testing.T) {
 				continue // pages load once the view is made
 			}
 			if tb.polls == 0 {
-				tb.cursor = tw.direct.DefaultRealm().LastUpdateID() // the page load's
+				tb.cursor = tw.Direct.DefaultRealm().LastUpdateID() // the page load's
 			}
 			before := served()
 			d, n := tw.postShared(tb.c, form("status", "active", "last_update_id", itoa(tb.cursor)), 10*time.Second)
@@ -210,7 +211,7 @@ func TestSharedModeWebTabsFromTheView(t *testing.T) {
 				t.Fatalf("tab %d, poll %d: %d upstream requests, answered from the view: %v", i, tb.polls, n, served() == before+1)
 			}
 		}
-		tw.clk.Advance(time.Second)
+		tw.Clock.Advance(time.Second)
 	}
 	tw.sameRows(users...)
 }
@@ -228,12 +229,12 @@ func TestSharedModeNewSessions(t *testing.T) {
 	round := func() {
 		for _, c := range clients {
 			tw.postShared(c, form("status", "active", "slim_presence", "true"), 10*time.Second)
-			tw.clk.Advance(2 * time.Second)
+			tw.Clock.Advance(2 * time.Second)
 		}
 	}
 	round()
 	for i, u := range users {
-		tw.clk.Advance(50 * time.Second)
+		tw.Clock.Advance(50 * time.Second)
 		round()
 		fed := count("slim", outcomeViewFed)
 		_, n := tw.postShared(tw.apiClient(fmt.Sprint("new", i), u), form("status", "active", "slim_presence", "true"), 10*time.Second)
@@ -260,7 +261,7 @@ func TestSharedModeRandomHostsStayBounded(t *testing.T) {
 		for _, c := range clients {
 			tw.postShared(c, form("status", "active", "slim_presence", "true"), 10*time.Second)
 		}
-		tw.clk.Advance(time.Minute)
+		tw.Clock.Advance(time.Minute)
 	}
 	if views := tw.h.store.Views(); len(views) != 1 {
 		t.Fatalf("%d views, want the realm's", len(views))
@@ -269,7 +270,7 @@ func TestSharedModeRandomHostsStayBounded(t *testing.T) {
 		r := c.request(true, form("status", "active", "slim_presence", "true"))
 		r.Host = host
 		rec := httptest.NewRecorder()
-		if err := tw.h.ServeHTTP(rec, r, simNext(tw.proxied)); err != nil {
+		if err := tw.h.ServeHTTP(rec, r, twinrig.Next(tw.Proxied)); err != nil {
 			t.Fatal(err)
 		}
 		return rec.Code
@@ -288,7 +289,7 @@ func TestSharedModeRandomHostsStayBounded(t *testing.T) {
 	for i := range 3_000 {
 		// Twice, so that the second request finds a trusted session and
 		// makes the host a view.
-		tw.clk.Advance(time.Second)
+		tw.Clock.Advance(time.Second)
 		for range 2 {
 			if code := send(fmt.Sprintf("a%d.example", i), clients[i%len(clients)]); code != 200 {
 				t.Fatalf("host %d: %d", i, code)

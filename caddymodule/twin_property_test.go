@@ -661,8 +661,8 @@ func (sc *scenario) run(t *testing.T, steps []step, quiet bool) []finding {
 	if quiet {
 		defer tw.h.Cleanup()
 	}
-	tw.h.SetClock(func() time.Time { return tw.clk.Now().Add(sc.skew) })
-	tw.both(func(r *zuliptest.Realm) {
+	tw.h.SetClock(func() time.Time { return tw.Clock.Now().Add(sc.skew) })
+	tw.Both(func(r *zuliptest.Realm) {
 		s := r.Settings()
 		s.RateLimit = true
 		r.SetSettings(s)
@@ -675,8 +675,8 @@ func (sc *scenario) run(t *testing.T, steps []step, quiet bool) []finding {
 	// Users join an hour before the run: Zulip shows date_joined for a
 	// never-written time, which the gate cannot tell from a write in that
 	// same second (a documented limitation that costs only requests).
-	tw.clk.Advance(time.Hour)
-	r.start = tw.clk.Now()
+	tw.Clock.Advance(time.Hour)
+	r.start = tw.Clock.Now()
 	for _, cs := range sc.clients {
 		u := r.users[cs.user]
 		var c *client
@@ -712,7 +712,7 @@ func (r *propRun) report(class, format string, args ...any) {
 		return
 	}
 	r.seen[class] = true
-	at := r.tw.clk.Now().Sub(r.start)
+	at := r.tw.Clock.Now().Sub(r.start)
 	r.findings = append(r.findings, finding{class: class, step: r.step, msg: fmt.Sprintf("[t+%v] ", at) + fmt.Sprintf(format, args...)})
 }
 
@@ -723,39 +723,39 @@ func (r *propRun) apply(s step) {
 		r.request(r.clients[s.client], s.req)
 		return
 	case stepAdvance:
-		tw.clk.Advance(s.d)
+		tw.Clock.Advance(s.d)
 	case stepInvisible:
-		tw.both(func(rm *zuliptest.Realm) { rm.SetPresenceEnabled(r.users[s.user].id, s.on) })
+		tw.Both(func(rm *zuliptest.Realm) { rm.SetPresenceEnabled(r.users[s.user].id, s.on) })
 	case stepDeactivate:
 		r.active[s.user] = false
-		tw.both(func(rm *zuliptest.Realm) { rm.Deactivate(r.users[s.user].id) })
+		tw.Both(func(rm *zuliptest.Realm) { rm.Deactivate(r.users[s.user].id) })
 	case stepReactivate:
 		r.active[s.user] = true
-		tw.both(func(rm *zuliptest.Realm) { rm.Reactivate(r.users[s.user].id) })
+		tw.Both(func(rm *zuliptest.Realm) { rm.Reactivate(r.users[s.user].id) })
 	case stepRegenerate:
-		tw.both(func(rm *zuliptest.Realm) { rm.RegenerateAPIKey(r.users[s.user].id) })
+		tw.Both(func(rm *zuliptest.Realm) { rm.RegenerateAPIKey(r.users[s.user].id) })
 	case stepRenew:
 		c := r.clients[s.client]
 		id := c.user.id
 		switch {
 		case !c.json:
-			c.authD = tw.direct.DefaultRealm().BasicAuth(id)
-			c.authP = tw.proxied.DefaultRealm().BasicAuth(id)
+			c.authD = tw.Direct.DefaultRealm().BasicAuth(id)
+			c.authP = tw.Proxied.DefaultRealm().BasicAuth(id)
 		case r.active[c.spec.user]:
 			// A deactivated user cannot log in; an active one gets a
 			// new session (and CSRF token).
-			c.authD, c.csrfD = tw.direct.DefaultRealm().NewSession(id)
-			c.authP, c.csrfP = tw.proxied.DefaultRealm().NewSession(id)
+			c.authD, c.csrfD = tw.Direct.DefaultRealm().NewSession(id)
+			c.authP, c.csrfP = tw.Proxied.DefaultRealm().NewSession(id)
 		}
 	case stepLogout:
 		c := r.clients[s.client]
 		if c.json {
-			tw.direct.DefaultRealm().Logout(c.authD)
-			tw.proxied.DefaultRealm().Logout(c.authP)
+			tw.Direct.DefaultRealm().Logout(c.authD)
+			tw.Proxied.DefaultRealm().Logout(c.authP)
 		}
 	case stepRestrict:
 		r.restricted = s.on
-		tw.both(func(rm *zuliptest.Realm) {
+		tw.Both(func(rm *zuliptest.Realm) {
 			st := rm.Settings()
 			st.CanAccessAllUsersGroupLimitsPresence = s.on
 			rm.SetSettings(st)
@@ -763,14 +763,14 @@ func (r *propRun) apply(s step) {
 	case stepShare:
 		r.shared[[2]int{s.user, s.other}] = true
 		r.shared[[2]int{s.other, s.user}] = true
-		tw.both(func(rm *zuliptest.Realm) { rm.ShareAccess(r.users[s.user].id, r.users[s.other].id) })
+		tw.Both(func(rm *zuliptest.Realm) { rm.ShareAccess(r.users[s.user].id, r.users[s.other].id) })
 	case stepSetRow:
-		connected := tw.clk.Now().Add(-s.d)
+		connected := tw.Clock.Now().Add(-s.d)
 		var active time.Time
 		if s.lag >= 0 {
 			active = connected.Add(-s.lag)
 		}
-		tw.both(func(rm *zuliptest.Realm) { rm.SetPresenceRow(r.users[s.user].id, connected, active) })
+		tw.Both(func(rm *zuliptest.Realm) { rm.SetPresenceRow(r.users[s.user].id, connected, active) })
 	}
 	r.noteVisibility()
 }
@@ -792,7 +792,7 @@ func (r *propRun) visibility() [][]bool {
 }
 
 func (r *propRun) noteVisibility() {
-	now := r.tw.clk.Now()
+	now := r.tw.Clock.Now()
 	v := r.visibility()
 	for viewer := range v {
 		for u := range v[viewer] {
@@ -837,7 +837,7 @@ func (r *propRun) serve(req *http.Request) (answer, []upstreamCall) {
 	var calls []upstreamCall
 	next := caddyhttp.HandlerFunc(func(w http.ResponseWriter, up *http.Request) error {
 		sw := &statusWriter{ResponseWriter: w}
-		r.tw.proxied.ServeHTTP(sw, up)
+		r.tw.Proxied.ServeHTTP(sw, up)
 		calls = append(calls, upstreamCall{up.Method, up.URL.Path, credsOf(up), sw.status})
 		return nil
 	})
@@ -875,7 +875,7 @@ func (r *propRun) request(c *propClient, q reqSpec) {
 	creds := credsOf(reqP)
 	d := r.tw.serveDirect(reqD)
 	p, calls := r.serve(reqP)
-	now := r.tw.clk.Now()
+	now := r.tw.Clock.Now()
 	writes := 0
 	for _, call := range calls {
 		if call.method == http.MethodPost && strings.HasSuffix(call.path, "/users/me/presence") {
@@ -953,7 +953,7 @@ func (r *propRun) request(c *propClient, q reqSpec) {
 // interval, which deltas never signal, and users whose last connection is
 // within a second of the window's edge (whole-second rounding).
 func (r *propRun) allowedStaleness(c *propClient, q reqSpec, d, p answer) error {
-	now := r.tw.clk.Now()
+	now := r.tw.Clock.Now()
 	days := 14
 	if q.days >= 0 {
 		days = q.days
@@ -964,7 +964,7 @@ func (r *propRun) allowedStaleness(c *propClient, q reqSpec, d, p answer) error 
 	for u, tu := range r.users {
 		at := r.changedAt[viewer][u]
 		stale := !at.IsZero() && now.Sub(at) <= defaultResync
-		row := r.tw.direct.DefaultRealm().PresenceRow(tu.id)
+		row := r.tw.Direct.DefaultRealm().PresenceRow(tu.id)
 		edge := row.Exists && row.LastConnected.Sub(cutoff).Abs() < time.Second
 		if !stale && !edge {
 			continue
@@ -1086,7 +1086,7 @@ func callList(calls []upstreamCall) string {
 // checkServers compares every user's presence row and the rows written.
 // A difference here means the servers' states diverged: the run stops.
 func (r *propRun) checkServers() {
-	dr, pr := r.tw.direct.DefaultRealm(), r.tw.proxied.DefaultRealm()
+	dr, pr := r.tw.Direct.DefaultRealm(), r.tw.Proxied.DefaultRealm()
 	for i, u := range r.users {
 		d, p := dr.PresenceRow(u.id), pr.PresenceRow(u.id)
 		if !d.LastConnected.Equal(p.LastConnected) || !d.LastActive.Equal(p.LastActive) || d.Exists != p.Exists {
@@ -1099,7 +1099,7 @@ func (r *propRun) checkServers() {
 }
 
 func (r *propRun) checkRowsWritten() {
-	d, p := r.tw.direct.DefaultRealm().Stats(), r.tw.proxied.DefaultRealm().Stats()
+	d, p := r.tw.Direct.DefaultRealm().Stats(), r.tw.Proxied.DefaultRealm().Stats()
 	if d.RowsWritten != p.RowsWritten {
 		r.report("rows written differ", "%d through the module, %d direct", p.RowsWritten, d.RowsWritten)
 		r.stopped = true

@@ -23,7 +23,7 @@ import (
 func TestRegressionLocalPingAnswerHeaders(t *testing.T) {
 	tw := newTwin(t, Handler{})
 	u := tw.addUser("hamlet@zulip.example", zuliptest.RoleMember)
-	tw.clk.Advance(time.Hour)
+	tw.Clock.Advance(time.Hour)
 	c := tw.apiClient("flutter", u)
 	ping := form("status", "active", "ping_only", "true")
 	tw.post(c, ping)
@@ -63,22 +63,22 @@ func TestRegressionLocalPingAnswerHeaders(t *testing.T) {
 func TestRegressionInvisibleToggleLosesWrite(t *testing.T) {
 	tw := newTwin(t, Handler{})
 	u := tw.addUser("hamlet@zulip.example", zuliptest.RoleMember)
-	tw.clk.Advance(time.Hour)
+	tw.Clock.Advance(time.Hour)
 	c := tw.apiClient("flutter", u)
 	ping := form("status", "active", "ping_only", "true")
 
 	tw.post(c, ping)
 	tw.post(c, ping)
-	tw.clk.Advance(51 * time.Second)
-	tw.both(func(r *zuliptest.Realm) {
+	tw.Clock.Advance(51 * time.Second)
+	tw.Both(func(r *zuliptest.Realm) {
 		r.SetPresenceEnabled(u.id, false)
 		r.SetPresenceEnabled(u.id, true)
 	})
 	tw.sameRows(u)
-	tw.clk.Advance(16 * time.Second)
+	tw.Clock.Advance(16 * time.Second)
 	tw.post(c, ping)
 	tw.sameRows(u)
-	tw.clk.Advance(41 * time.Second)
+	tw.Clock.Advance(41 * time.Second)
 	tw.post(c, ping)
 	tw.sameRows(u)
 }
@@ -95,7 +95,7 @@ func TestRegressionInvisibleToggleLosesWrite(t *testing.T) {
 // do the refreshing, the user stays missing.
 func TestRegressionReactivatedUserMissingFromLegacy(t *testing.T) {
 	tw := newTwin(t, Handler{})
-	tw.both(func(r *zuliptest.Realm) {
+	tw.Both(func(r *zuliptest.Realm) {
 		s := r.Settings()
 		s.CanAccessAllUsersGroupLimitsPresence = true
 		r.SetSettings(s)
@@ -103,15 +103,15 @@ func TestRegressionReactivatedUserMissingFromLegacy(t *testing.T) {
 	viewer := tw.addUser("hamlet@zulip.example", zuliptest.RoleMember)
 	other := tw.addUser("othello@zulip.example", zuliptest.RoleMember)
 	guest := tw.addUser("prospero@zulip.example", zuliptest.RoleGuest)
-	tw.clk.Advance(time.Hour)
+	tw.Clock.Advance(time.Hour)
 	vc, oc, gc := tw.apiClient("mobile", viewer), tw.apiClient("othello", other), tw.apiClient("guest", guest)
 	legacy := form("status", "active")
 
 	tw.post(oc, form("status", "active", "ping_only", "true"))
-	tw.both(func(r *zuliptest.Realm) { r.Deactivate(other.id) })
+	tw.Both(func(r *zuliptest.Realm) { r.Deactivate(other.id) })
 	tw.post(vc, legacy) // the module's user list: othello inactive
-	tw.both(func(r *zuliptest.Realm) { r.Reactivate(other.id) })
-	tw.clk.Advance(11 * time.Minute)
+	tw.Both(func(r *zuliptest.Realm) { r.Reactivate(other.id) })
+	tw.Clock.Advance(11 * time.Minute)
 	tw.post(gc, legacy) // the guest's refresh cannot see othello
 	tw.post(vc, legacy) // Zulip lists othello again
 }
@@ -131,21 +131,21 @@ func TestRegressionLocalPingAfterOwnDenial(t *testing.T) {
 		revoke  func(tw *twin, c *client)
 	}{
 		{"api key regenerated", false, func(tw *twin, c *client) {
-			tw.both(func(r *zuliptest.Realm) { r.RegenerateAPIKey(c.user.id) })
+			tw.Both(func(r *zuliptest.Realm) { r.RegenerateAPIKey(c.user.id) })
 		}},
 		{"user deactivated", false, func(tw *twin, c *client) {
-			tw.both(func(r *zuliptest.Realm) { r.Deactivate(c.user.id) })
+			tw.Both(func(r *zuliptest.Realm) { r.Deactivate(c.user.id) })
 		}},
 		{"browser logged out", true, func(tw *twin, c *client) {
-			tw.direct.DefaultRealm().Logout(c.authD)
-			tw.proxied.DefaultRealm().Logout(c.authP)
+			tw.Direct.DefaultRealm().Logout(c.authD)
+			tw.Proxied.DefaultRealm().Logout(c.authP)
 		}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			tw := newTwin(t, Handler{})
 			u := tw.addUser("hamlet@zulip.example", zuliptest.RoleMember)
-			tw.clk.Advance(time.Hour)
+			tw.Clock.Advance(time.Hour)
 			c := tw.apiClient("mobile", u)
 			if tc.browser {
 				c = tw.browser("web", u)
@@ -173,15 +173,15 @@ func TestRegressionLocalPingAfterOwnDenial(t *testing.T) {
 //	                            25 s and answers locally
 func TestRegressionSkewBehindLosesWrite(t *testing.T) {
 	tw := newTwin(t, Handler{})
-	tw.h.SetClock(func() time.Time { return tw.clk.Now().Add(-32 * time.Second) })
+	tw.h.SetClock(func() time.Time { return tw.Clock.Now().Add(-32 * time.Second) })
 	u := tw.addUser("polonius@zulip.example", zuliptest.RoleMember)
-	tw.clk.Advance(time.Hour)
+	tw.Clock.Advance(time.Hour)
 	c := tw.apiClient("script", u)
 
 	tw.post(c, form("status", "active", "ping_only", "false", "last_update_id", "-1"))
-	tw.clk.Advance(8 * time.Second)
+	tw.Clock.Advance(8 * time.Second)
 	tw.post(c, form("status", "idle", "ping_only", "false", "last_update_id", "-1"))
-	tw.clk.Advance(49 * time.Second)
+	tw.Clock.Advance(49 * time.Second)
 	tw.post(c, form("status", "active", "ping_only", "true"))
 	tw.sameRows(u)
 }
@@ -198,17 +198,17 @@ func TestRegressionSkewBehindLosesWrite(t *testing.T) {
 //	t=60  ping active   Zulip writes (60 s > 55 s); the module: local
 func TestRegressionSkewAheadLosesWrite(t *testing.T) {
 	tw := newTwin(t, Handler{})
-	tw.h.SetClock(func() time.Time { return tw.clk.Now().Add(14 * time.Second) })
+	tw.h.SetClock(func() time.Time { return tw.Clock.Now().Add(14 * time.Second) })
 	u := tw.addUser("polonius@zulip.example", zuliptest.RoleMember)
-	tw.clk.Advance(time.Hour)
+	tw.Clock.Advance(time.Hour)
 	c := tw.apiClient("flutter", u)
 	ping := form("status", "active", "ping_only", "true")
 
 	tw.post(c, ping)
-	tw.clk.Advance(46 * time.Second)
+	tw.Clock.Advance(46 * time.Second)
 	tw.post(c, ping)
 	tw.sameRows(u)
-	tw.clk.Advance(14 * time.Second)
+	tw.Clock.Advance(14 * time.Second)
 	tw.post(c, ping)
 	tw.sameRows(u)
 }
