@@ -62,54 +62,21 @@ import (
 // sharedScenario.run. ZP_PROPERTY_TRACE=1 logs every request, both
 // answers and the handler's upstream calls.
 func TestSharedProperty(t *testing.T) {
-	seeds, err := propertySeeds(os.Getenv("ZP_PROPERTY_SEEDS"))
-	if err != nil {
-		t.Fatalf("ZP_PROPERTY_SEEDS: %v", err)
-	}
-	steps := 400
-	if s := os.Getenv("ZP_PROPERTY_STEPS"); s != "" {
-		if steps, err = strconv.Atoi(s); err != nil || steps < 0 {
-			t.Fatalf("ZP_PROPERTY_STEPS=%q: want a count", s)
-		}
-	}
 	var total sharedStats
-	for _, seed := range seeds {
-		t.Run(fmt.Sprintf("seed=%d", seed), func(t *testing.T) {
-			ss := generateShared(seed, steps)
-			findings, st := ss.run(t, ss.steps, false)
-			total.add(st)
-			if len(findings) == 0 {
-				return
-			}
-			replay := fmt.Sprintf("ZP_PROPERTY_SEEDS=%d-%[1]d ZP_PROPERTY_STEPS=%d go test -race -run 'TestSharedProperty/seed=%[1]d$' ./caddymodule/", seed, steps)
-			t.Logf("seed %d, %s, %d steps; replay: %s\n%s", seed, ss.describeConfig(), len(ss.steps), replay, ss.describeSetup())
-			last := 0
-			for _, f := range findings {
-				t.Errorf("%s", f)
-				last = max(last, f.step)
-			}
-			if os.Getenv("ZP_PROPERTY_LOG") == "1" {
-				t.Logf("the steps up to the last failure:\n%s", ss.describeShared(ss.steps[:last+1], 0))
-			} else {
-				from := max(0, last-30)
-				t.Logf("steps %d–%d (ZP_PROPERTY_LOG=1 shows all):\n%s", from, last, ss.describeShared(ss.steps[from:last+1], from))
-			}
-			if os.Getenv("ZP_PROPERTY_SHRINK") == "1" {
-				for _, f := range findings {
-					minimal := shrinkSteps(ss.steps[:f.step+1], func(s []step) bool {
-						fs, _ := ss.run(t, s, true)
-						for _, g := range fs {
-							if g.class == f.class {
-								return true
-							}
-						}
-						return false
-					})
-					t.Logf("minimal sequence for %q (%d steps):\n%s\nas Go: %s", f.class, len(minimal), ss.describeShared(minimal, 0), stepsLiteral(minimal))
+	runProperty(t, 400, func(seed uint64, steps int) propertySeed {
+		ss := generateShared(seed, steps)
+		return propertySeed{
+			steps: ss.steps, about: ss.describeConfig(), setup: ss.describeSetup(),
+			run: func(t *testing.T, steps []step, quiet bool) []finding {
+				findings, st := ss.run(t, steps, quiet)
+				if !quiet {
+					total.add(st)
 				}
-			}
-		})
-	}
+				return findings
+			},
+			describe: ss.describeShared,
+		}
+	})
 	t.Logf("%s", total)
 }
 

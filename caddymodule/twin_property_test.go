@@ -63,41 +63,75 @@ import (
 // steps of a seed do not depend on the step count, so
 // ZP_PROPERTY_SEEDS=<seed>-<seed> replays it.
 func TestTwinProperty(t *testing.T) {
+	runProperty(t, 1000, func(seed uint64, steps int) propertySeed {
+		sc := generate(seed, steps)
+		return propertySeed{
+			steps: sc.steps, about: fmt.Sprintf("skew %v", sc.skew), setup: sc.describeSetup(),
+			run: sc.run, describe: sc.describeFrom,
+		}
+	})
+}
+
+// propertySeed is one seed of a property test, as runProperty drives it.
+type propertySeed struct {
+	steps []step
+	about string // how the seed set the handlers up
+	setup string // its users and clients
+	// run replays steps on fresh twins and returns what went wrong;
+	// quiet runs (while shrinking) log nothing.
+	run      func(t *testing.T, steps []step, quiet bool) []finding
+	describe func(steps []step, first int) string
+}
+
+// runProperty runs a property test over the seeds of ZP_PROPERTY_SEEDS,
+// each with ZP_PROPERTY_STEPS steps (steps by default). A failing seed
+// reports its replay command, the steps before its last failure (all of
+// them with ZP_PROPERTY_LOG=1) and, with ZP_PROPERTY_SHRINK=1, the
+// minimal sequence of each failure, also as Go.
+func runProperty(t *testing.T, steps int, generate func(seed uint64, steps int) propertySeed) {
 	seeds, err := propertySeeds(os.Getenv("ZP_PROPERTY_SEEDS"))
 	if err != nil {
 		t.Fatalf("ZP_PROPERTY_SEEDS: %v", err)
 	}
-	steps := 1000
 	if s := os.Getenv("ZP_PROPERTY_STEPS"); s != "" {
 		if steps, err = strconv.Atoi(s); err != nil || steps < 0 {
 			t.Fatalf("ZP_PROPERTY_STEPS=%q: want a count", s)
 		}
 	}
+	test := t.Name()
 	for _, seed := range seeds {
 		t.Run(fmt.Sprintf("seed=%d", seed), func(t *testing.T) {
-			sc := generate(seed, steps)
-			findings := sc.run(t, sc.steps, false)
+			ps := generate(seed, steps)
+			findings := ps.run(t, ps.steps, false)
 			if len(findings) == 0 {
 				return
 			}
-			replay := fmt.Sprintf("ZP_PROPERTY_SEEDS=%d-%[1]d ZP_PROPERTY_STEPS=%d go test -race -run 'TestTwinProperty/seed=%[1]d$' ./caddymodule/", seed, steps)
-			t.Logf("seed %d, skew %v, %d steps; replay: %s\n%s", seed, sc.skew, len(sc.steps), replay, sc.describeSetup())
+			replay := fmt.Sprintf("ZP_PROPERTY_SEEDS=%d-%[1]d ZP_PROPERTY_STEPS=%d go test -race -run '%s/seed=%[1]d$' ./caddymodule/", seed, steps, test)
+			t.Logf("seed %d, %s, %d steps; replay: %s\n%s", seed, ps.about, len(ps.steps), replay, ps.setup)
 			last := 0
 			for _, f := range findings {
 				t.Errorf("%s", f)
 				last = max(last, f.step)
 			}
 			if os.Getenv("ZP_PROPERTY_LOG") == "1" {
-				t.Logf("the steps up to the last failure:\n%s", sc.describe(sc.steps[:last+1]))
+				t.Logf("the steps up to the last failure:\n%s", ps.describe(ps.steps[:last+1], 0))
 			} else {
 				from := max(0, last-30)
-				t.Logf("steps %d–%d (ZP_PROPERTY_LOG=1 shows all):\n%s", from, last, sc.describeFrom(sc.steps[from:last+1], from))
+				t.Logf("steps %d–%d (ZP_PROPERTY_LOG=1 shows all):\n%s", from, last, ps.describe(ps.steps[from:last+1], from))
 			}
-			if os.Getenv("ZP_PROPERTY_SHRINK") == "1" {
-				for _, f := range findings {
-					minimal := sc.shrink(t, f.class, sc.steps[:f.step+1])
-					t.Logf("minimal sequence for %q (%d steps):\n%s", f.class, len(minimal), sc.describe(minimal))
-				}
+			if os.Getenv("ZP_PROPERTY_SHRINK") != "1" {
+				return
+			}
+			for _, f := range findings {
+				minimal := shrinkSteps(ps.steps[:f.step+1], func(s []step) bool {
+					for _, g := range ps.run(t, s, true) {
+						if g.class == f.class {
+							return true
+						}
+					}
+					return false
+				})
+				t.Logf("minimal sequence for %q (%d steps):\n%s\nas Go: %s", f.class, len(minimal), ps.describe(minimal, 0), stepsLiteral(minimal))
 			}
 		})
 	}
@@ -538,8 +572,6 @@ func (sc *scenario) describeSetup() string {
 	}
 	return b.String()
 }
-
-func (sc *scenario) describe(steps []step) string { return sc.describeFrom(steps, 0) }
 
 func (sc *scenario) describeFrom(steps []step, first int) string {
 	var b strings.Builder
@@ -1117,49 +1149,4 @@ func rowString(row zuliptest.Row, start time.Time) string {
 		return "t" + fmt.Sprintf("%+v", t.Sub(start))
 	}
 	return fmt.Sprintf("connected %s, active %s, update id %d", rel(row.LastConnected), rel(row.LastActive), row.LastUpdateID)
-}
-
-// shrink reduces a failing sequence to a minimal one that still fails
-// with the same class (ddmin: drop chunks, then single steps, while the
-// failure remains).
-func (sc *scenario) shrink(t *testing.T, class string, steps []step) []step {
-	fails := func(s []step) bool {
-		for _, f := range sc.run(t, s, true) {
-			if f.class == class {
-				return true
-			}
-		}
-		return false
-	}
-	cur := append([]step(nil), steps...)
-	for chunk := len(cur) / 2; chunk >= 1; {
-		removed := false
-		for i := 0; i+chunk <= len(cur); {
-			try := append(append([]step(nil), cur[:i]...), cur[i+chunk:]...)
-			if fails(try) {
-				cur, removed = try, true
-				continue
-			}
-			i += chunk
-		}
-		if !removed {
-			chunk /= 2
-		}
-	}
-	// Merge neighbouring clock steps and shorten them where it still fails.
-	for i := 0; i < len(cur); i++ {
-		if cur[i].kind != stepAdvance {
-			continue
-		}
-		for i+1 < len(cur) && cur[i+1].kind == stepAdvance {
-			try := append([]step(nil), cur...)
-			try[i].d += try[i+1].d
-			try = append(try[:i+1], try[i+2:]...)
-			if !fails(try) {
-				break
-			}
-			cur = try
-		}
-	}
-	return cur
 }
