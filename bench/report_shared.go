@@ -129,17 +129,10 @@ func sharedTargets(rs []*RealmResult) []target {
 		}),
 	}
 	perRun := func(figure, goal string, one func(*RealmResult) (string, bool)) target {
-		if len(rs) == 0 {
-			return target{figure: figure, goal: goal, measured: "–"}
-		}
-		var parts []string
-		pass := true
-		for _, rr := range rs {
+		return allRealms(rs, figure, goal, func(rr *RealmResult) (string, bool) {
 			s, ok := one(rr)
-			parts = append(parts, runLabel(rr)+": "+s)
-			pass = pass && ok
-		}
-		return check(figure, goal, strings.Join(parts, "; "), pass)
+			return runLabel(rr) + ": " + s, ok
+		})
 	}
 	ts = append(ts,
 		perRun("rows written, module/direct (shared mode)", "1.00, no lost write", func(rr *RealmResult) (string, bool) {
