@@ -389,13 +389,8 @@ func (ss *sharedScenario) run(t *testing.T, steps []step, quiet bool) ([]finding
 			defer h.Cleanup()
 		}
 	}
-	tw.Both(func(r *zuliptest.Realm) {
-		s := r.Settings()
-		s.RateLimit = true
-		r.SetSettings(s)
-	})
 	r := &sharedRun{
-		propRun:   &propRun{sc: ss.scenario, tw: tw, shared: map[[2]int]bool{}, trust: map[string]*trust{}, seen: map[string]bool{}},
+		propRun:   newPropRun(ss.scenario, tw),
 		ss:        ss,
 		hs:        hs,
 		staleness: time.Duration(hs[0].MaxStaleness),
@@ -404,28 +399,6 @@ func (ss *sharedScenario) run(t *testing.T, steps []step, quiet bool) ([]finding
 	}
 	if os.Getenv("ZP_PROPERTY_TRACE") == "1" && !quiet {
 		r.trace = t.Logf
-	}
-	for _, u := range ss.users {
-		r.users = append(r.users, tw.addUser(u.name+"@zulip.example", u.role))
-		r.active = append(r.active, true)
-	}
-	tw.Clock.Advance(time.Hour) // as TestTwinProperty: users joined an hour ago
-	r.start = tw.Clock.Now()
-	for _, cs := range ss.clients {
-		u := r.users[cs.user]
-		var c *client
-		if cs.browser {
-			c = tw.browser(u.email, u)
-		} else {
-			c = tw.apiClient(u.email, u)
-		}
-		c.multipart = cs.multipart
-		r.clients = append(r.clients, &propClient{client: c, index: len(r.clients), spec: cs, cursorD: -1, cursorP: -1})
-	}
-	r.visible = r.visibility()
-	r.changedAt = make([][]time.Time, len(ss.users))
-	for i := range r.changedAt {
-		r.changedAt[i] = make([]time.Time, len(ss.users))
 	}
 	for i, s := range steps {
 		r.step = i

@@ -680,20 +680,9 @@ type propRun struct {
 	stopped  bool
 }
 
-// run applies steps to a fresh twin and returns the findings, one per class
-// (in the order found), stopping at the first divergence of the servers'
-// state, after which every comparison would only repeat it. With quiet, the
-// twin is released at once (for shrinking).
-func (sc *scenario) run(t *testing.T, steps []step, quiet bool) []finding {
-	cfg := Handler{}
-	if quiet {
-		cfg.CacheName = fmt.Sprintf("%s/shrink/%d", t.Name(), shrinkRuns.Add(1))
-	}
-	tw := newTwin(t, cfg)
-	if quiet {
-		defer tw.h.Cleanup()
-	}
-	tw.h.SetClock(func() time.Time { return tw.Clock.Now().Add(sc.skew) })
+// newPropRun sets a fresh twin up for sc: rate limits on, sc's users
+// made, an hour later its clients created.
+func newPropRun(sc *scenario, tw *twin) *propRun {
 	tw.Both(func(r *zuliptest.Realm) {
 		s := r.Settings()
 		s.RateLimit = true
@@ -725,6 +714,24 @@ func (sc *scenario) run(t *testing.T, steps []step, quiet bool) []finding {
 	for i := range r.changedAt {
 		r.changedAt[i] = make([]time.Time, len(sc.users))
 	}
+	return r
+}
+
+// run applies steps to a fresh twin and returns the findings, one per class
+// (in the order found), stopping at the first divergence of the servers'
+// state, after which every comparison would only repeat it. With quiet, the
+// twin is released at once (for shrinking).
+func (sc *scenario) run(t *testing.T, steps []step, quiet bool) []finding {
+	cfg := Handler{}
+	if quiet {
+		cfg.CacheName = fmt.Sprintf("%s/shrink/%d", t.Name(), shrinkRuns.Add(1))
+	}
+	tw := newTwin(t, cfg)
+	if quiet {
+		defer tw.h.Cleanup()
+	}
+	tw.h.SetClock(func() time.Time { return tw.Clock.Now().Add(sc.skew) })
+	r := newPropRun(sc, tw)
 	for i, s := range steps {
 		r.step = i
 		r.apply(s)
