@@ -280,21 +280,7 @@ func generateShared(seed uint64, n int) *sharedScenario {
 // advanceShared moves the clock mostly by 1–20 s, so that answers from
 // views of every age within max_staleness and just beyond it are seen.
 func advanceShared(g *generator) {
-	var d time.Duration
-	switch r := g.rng.IntN(100); {
-	case r < 75:
-		d = time.Duration(1+g.rng.IntN(20)) * time.Second
-	case r < 88:
-		d = time.Duration(21+g.rng.IntN(40)) * time.Second
-	case r < 97:
-		d = time.Duration(61+g.rng.IntN(15*60)) * time.Second
-	case r < 99:
-		d = time.Duration(3600+g.rng.IntN(3*3600)) * time.Second
-	default:
-		d = time.Duration(1+g.rng.IntN(16))*24*time.Hour + time.Duration(g.rng.IntN(3600))*time.Second
-	}
-	g.now += d
-	g.add(step{kind: stepAdvance, d: d})
+	g.advanceAmong([]clockSpan{{75, 1, 20}, {88, 21, 40}, {97, 61, 15 * 60}, {99, 3600, 3 * 3600}})
 }
 
 func (ss *sharedScenario) describeConfig() string {

@@ -389,17 +389,25 @@ func (g *generator) next() {
 
 // advance moves the clock, mostly by 5–60 s, the interval of real clients.
 func (g *generator) advance() {
-	var d time.Duration
-	switch r := g.rng.IntN(100); {
-	case r < 15:
-		d = time.Duration(1+g.rng.IntN(4)) * time.Second
-	case r < 80:
-		d = time.Duration(5+g.rng.IntN(56)) * time.Second
-	case r < 92:
-		d = time.Duration(61+g.rng.IntN(540)) * time.Second
-	case r < 98:
-		d = time.Duration(601+g.rng.IntN(3*3600)) * time.Second
-	default:
+	g.advanceAmong([]clockSpan{{15, 1, 4}, {80, 5, 56}, {92, 61, 540}, {98, 601, 3 * 3600}})
+}
+
+// clockSpan is a range of clock steps: below percentile upTo, a step of
+// from to from+n-1 seconds.
+type clockSpan struct{ upTo, from, n int }
+
+// advanceAmong moves the clock by a step drawn from spans, and otherwise
+// by 1–16 days (users leave the presence window).
+func (g *generator) advanceAmong(spans []clockSpan) {
+	r := g.rng.IntN(100)
+	d := time.Duration(-1)
+	for _, s := range spans {
+		if r < s.upTo {
+			d = time.Duration(s.from+g.rng.IntN(s.n)) * time.Second
+			break
+		}
+	}
+	if d < 0 {
 		d = time.Duration(1+g.rng.IntN(16))*24*time.Hour + time.Duration(g.rng.IntN(3600))*time.Second
 	}
 	g.now += d
