@@ -26,8 +26,14 @@ type View struct {
 	syncedAt time.Time // proxy clock: when it was made
 	// lastSyncID is the id the last full fetch answered.
 	lastSyncID int64
-	mergedAt   time.Time // proxy clock: when a fetch was last merged
-	serverTS   float64   // server_timestamp of the answer last merged
+	// unseen tells that since the last full fetch some id a merged fetch
+	// answered may belong to a row no answer showed (a deactivated user's
+	// write, which answers leave out): that user's row in the view may be
+	// older than the cursor, and a row's values no longer tell whether it
+	// took a new id (see narrow).
+	unseen   bool
+	mergedAt time.Time // proxy clock: when a fetch was last merged
+	serverTS float64   // server_timestamp of the answer last merged
 
 	// For each row a fetch returned since spanStart, the interval its id
 	// lies in; every other row's id is at most spanStart. A full fetch
@@ -108,6 +114,7 @@ func (v *View) apply(cursor, days int64, ans presence.Response, now time.Time, p
 		if !v.synced || !v.resync(m, ans.Rows) {
 			v.spanStart, v.changed = m, map[int64]idRange{}
 		}
+		v.unseen = false // every row shown is held as of m
 		v.snap.Replace(ans.Rows)
 		v.synced, v.days, v.syncedAt, v.lastSyncID = true, days, now, m
 	case cursor < 0 || m < cursor:
@@ -121,9 +128,12 @@ func (v *View) apply(cursor, days int64, ans presence.Response, now time.Time, p
 		// fetch at the view's cursor brings them all.
 		return false
 	default:
-		ranges, spread, _ := v.narrow(cursor, m, ans.Rows)
+		ranges, spread, exact := v.narrow(cursor, m, ans.Rows)
 		if poll && spread {
 			return false
+		}
+		if (cursor == v.cursor && int64(len(ans.Rows)) < m-cursor) || (cursor < v.cursor && m > v.cursor && !exact) {
+			v.unseen = true // fewer rows than ids: some may be hidden
 		}
 		for i, r := range ans.Rows {
 			v.changed[r.UserID] = ranges[i]
@@ -182,7 +192,11 @@ func (v *View) resync(m int64, rows []presence.Row) bool {
 // values for it (a row's values change only by writes, each of which
 // takes the next id). Ids are taken one by one with no gap, so when those
 // rows are as many as the ids past the view's cursor, every other row
-// kept the id the view knew. Otherwise (a row written twice, or rewritten
+// kept the id the view knew. That holds only while the view holds every
+// row as of its cursor: once an answer had fewer rows than ids (a
+// deactivated user's write is left out, and the user may come back with a
+// row the view never saw), nothing is placed by count until the next full
+// fetch. Otherwise (a row written twice, or rewritten
 // with the same values to the second, such as by invisible mode) the
 // other rows may hold either and spread over both. So does a row the view
 // does not hold (a new row, or a reactivated user's old one).
@@ -206,7 +220,7 @@ func (v *View) narrow(cursor, m int64, rows []presence.Row) (ranges []idRange, s
 			ranges = append(ranges, idRange{lo: max(known.lo, cursor), hi: known.hi})
 		}
 	}
-	exact = moved == m-v.cursor
+	exact = !v.unseen && moved == m-v.cursor
 	for i, r := range ranges {
 		switch {
 		case r.lo >= r.hi:

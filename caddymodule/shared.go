@@ -1,6 +1,7 @@
 package caddymodule
 
 import (
+	"math"
 	"net/http"
 	"time"
 
@@ -170,12 +171,16 @@ func (c *call) feedNewSession(view *cache.View) error {
 // sharedWriteElsewhere handles, in shared mode, a write the server
 // accepted that did not feed the view (a session's first request, a guest,
 // a forwarded poll): the view may lack it, so it answers nothing until a
-// fetch merges again. The session is trusted now, so its user's id and the
-// host's user list are learned, once, for its next requests to be eligible
-// without asking the server.
+// fetch merges again. The session is trusted now, so its user (a browser
+// session's, from GET /users/me), the user's id and the host's user list
+// are learned, once, for its next requests to be eligible without asking
+// the server: a web app tab polls every minute, past trust_window.
 func (c *call) sharedWriteElsewhere() {
 	if view := c.h.store.View(c.host); view != nil {
 		view.Invalidate()
+	}
+	if !c.bindUser() {
+		return
 	}
 	if row := c.userRow(); row != nil && c.knowUserID(row) == nil {
 		c.directory(nil)
@@ -219,7 +224,9 @@ func (c *call) servable(view *cache.View) bool {
 		return true
 	}
 	rowsp := rowPool.Get().(*[]presence.Row)
-	served, ok := view.ServeSince((*rowsp)[:0], c.req.LastUpdateID, c.h.now(), time.Duration(1<<62))
+	// Whether the view can place the rows, however long ago it merged: the
+	// poll's own fetch comes before the answer.
+	served, ok := view.ServeSince((*rowsp)[:0], c.req.LastUpdateID, c.h.now(), time.Duration(math.MaxInt64))
 	putRows(rowsp, served.Rows)
 	return ok
 }
