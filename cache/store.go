@@ -185,19 +185,24 @@ func (s *Store) Keep(k Key, sess *Session) {
 		return
 	}
 	sess.storedAt.Store(now)
-	grown := cost - sess.storedCost.Swap(cost)
+	s.restore(string(k), sess, cost, cost-sess.storedCost.Swap(cost))
+}
+
+// restore stores again an entry that is stored already, at its cost now,
+// grown bytes more than before.
+func (s *Store) restore(key string, value any, cost, grown int64) {
 	if grown > 0 && s.Used()+grown > s.cache.MaxCost() {
 		// Ristretto evicts only to admit new keys; an update that grows
 		// an entry past the budget would stay over it. Re-adding the
-		// session makes room the way a new key does (or, if ristretto
-		// refuses it, costs the session one more full fetch).
-		s.cache.Del(string(k))
-		if s.set(string(k), sess, cost) {
+		// entry makes room the way a new key does (or, if ristretto
+		// refuses it, costs one more full fetch).
+		s.cache.Del(key)
+		if s.set(key, value, cost) {
 			s.cache.Wait()
 		}
 		return
 	}
-	if s.set(string(k), sess, cost) && grown != 0 {
+	if s.set(key, value, cost) && grown != 0 {
 		// Charged at once, so that what the store reports holds.
 		s.cache.Wait()
 	}
@@ -216,7 +221,12 @@ func (s *Store) Directory(host string) *Directory { return entry[Directory](s, p
 
 // PutDirectory stores the user directory of a host.
 func (s *Store) PutDirectory(host string, d *Directory) {
-	if s.set(prefixDirectory+host, d, d.cost()) {
+	cost := d.cost()
+	if old := s.Directory(host); old != nil {
+		s.restore(prefixDirectory+host, d, cost, cost-old.cost())
+		return
+	}
+	if s.set(prefixDirectory+host, d, cost) {
 		s.cache.Wait()
 	}
 }
@@ -291,11 +301,8 @@ func (s *Store) KeepView(host string, v *View) {
 	if cost == v.storedCost.Load() && now-v.storedAt.Load() < s.ttl.Load()/4 {
 		return
 	}
-	v.storedCost.Store(cost)
 	v.storedAt.Store(now)
-	if s.set(prefixView+host, v, cost) {
-		s.cache.Wait()
-	}
+	s.restore(prefixView+host, v, cost, cost-v.storedCost.Swap(cost))
 }
 
 // ViewInfo describes a held view, for the admin API.
