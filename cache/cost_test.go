@@ -88,7 +88,7 @@ var costCases = []struct {
 		for j := range 500 {
 			m[int64(j)] = Member{Email: fmt.Sprintf("user%d@zulip.example", j), Active: true}
 		}
-		s.PutDirectory(fmt.Sprint("zulip", i, ".example"), (*Directory)(nil).Merged(m, t0, true))
+		s.PutDirectory(fmt.Sprint("zulip", i, ".example"), (*Directory)(nil).Merged(m, t0, true, 1))
 	}},
 }
 

@@ -23,40 +23,50 @@ type Directory struct {
 	// FetchedAt is when a complete list, one fetched by a user who is no
 	// guest, was last fetched.
 	FetchedAt time.Time
-	// CheckedAt is when any list was last fetched.
-	CheckedAt time.Time
+	// GuestChecks tells, by guest user id, when that guest's own list
+	// was last merged since the last complete one.
+	GuestChecks map[int64]time.Time
 }
 
-// Merged returns the directory updated by a list fetched at at. A complete
-// list replaces d. A guest's list names only the users the guest can see,
-// so it updates the members it names, keeps the others, and does not make
-// the directory fresh: a user it leaves out may have changed since.
-func (d *Directory) Merged(fetched map[int64]Member, at time.Time, complete bool) *Directory {
+// Merged returns the directory updated by a list fetched at at by user
+// by. A complete list replaces d. A guest's list names only the users the
+// guest can see, so it updates the members it names, keeps the others,
+// and makes the directory fresh for that guest alone: a user it leaves
+// out, whom another guest may see, may have changed since.
+func (d *Directory) Merged(fetched map[int64]Member, at time.Time, complete bool, by int64) *Directory {
 	if complete {
-		return &Directory{Members: fetched, FetchedAt: at, CheckedAt: at}
+		return &Directory{Members: fetched, FetchedAt: at}
 	}
-	out := &Directory{Members: make(map[int64]Member, len(fetched)), CheckedAt: at}
+	out := &Directory{Members: make(map[int64]Member, len(fetched)), GuestChecks: map[int64]time.Time{}}
 	if d != nil {
 		for id, m := range d.Members {
 			out.Members[id] = m
+		}
+		for id, t := range d.GuestChecks {
+			out.GuestChecks[id] = t
 		}
 		out.FetchedAt = d.FetchedAt
 	}
 	for id, m := range fetched {
 		out.Members[id] = m
 	}
+	if by != 0 {
+		out.GuestChecks[by] = at
+	}
 	return out
 }
 
 // Fresh reports whether the directory may name a requester's rows at now
 // without a new fetch: a complete list fetched within refresh, or for a
-// guest, whose own fetch could not make it complete, any list fetched
-// within refresh.
-func (d *Directory) Fresh(now time.Time, refresh time.Duration, guest bool) bool {
-	if guest {
-		return now.Sub(d.CheckedAt) < refresh
+// guest (guest is the guest's user id, 0 for anyone else), whose own
+// fetch could not make it complete, that guest's own list fetched within
+// refresh.
+func (d *Directory) Fresh(now time.Time, refresh time.Duration, guest int64) bool {
+	if now.Sub(d.FetchedAt) < refresh {
+		return true
 	}
-	return now.Sub(d.FetchedAt) < refresh
+	checked, ok := d.GuestChecks[guest]
+	return guest != 0 && ok && now.Sub(checked) < refresh
 }
 
 // cost estimates the directory's memory in bytes: the map's buckets and
@@ -66,5 +76,5 @@ func (d *Directory) cost() int64 {
 	for _, m := range d.Members {
 		c += 80 + int64(len(m.Email))
 	}
-	return c
+	return c + int64(len(d.GuestChecks))*48
 }

@@ -118,28 +118,31 @@ func TestStoreIsBounded(t *testing.T) {
 }
 
 // TestDirectoryMerge: a guest's list updates the members it names, keeps
-// the others, and does not make the directory fresh for members; a
-// complete list replaces it.
+// the others, and makes the directory fresh for that guest alone, not for
+// members nor other guests (who may see users it leaves out); a complete
+// list replaces it.
 func TestDirectoryMerge(t *testing.T) {
 	s := newStore(t)
-	full := (*Directory)(nil).Merged(map[int64]Member{1: {Email: "a@x", Active: true}, 2: {Email: "b@x", Active: true}}, t0, true)
+	full := (*Directory)(nil).Merged(map[int64]Member{1: {Email: "a@x", Active: true}, 2: {Email: "b@x", Active: true}}, t0, true, 1)
 	s.PutDirectory("h", full)
 	later := t0.Add(20 * time.Minute)
-	guest := s.Directory("h").Merged(map[int64]Member{2: {Email: "b@x", Active: false}}, later, false)
+	guest := s.Directory("h").Merged(map[int64]Member{2: {Email: "b@x", Active: false}}, later, false, 7)
 	s.PutDirectory("h", guest)
 	got := s.Directory("h")
 	switch {
 	case got.Members[1].Email != "a@x" || got.Members[2].Active:
 		t.Fatalf("merged directory = %+v", got)
-	case got.Fresh(later, 10*time.Minute, false):
+	case got.Fresh(later, 10*time.Minute, 0):
 		t.Fatal("a guest's list made the directory fresh for members")
-	case !got.Fresh(later, 10*time.Minute, true):
-		t.Fatal("a guest's own list is not fresh for guests")
+	case !got.Fresh(later, 10*time.Minute, 7):
+		t.Fatal("a guest's own list is not fresh for that guest")
+	case got.Fresh(later, 10*time.Minute, 8):
+		t.Fatal("a guest's list made the directory fresh for another guest")
 	case full.Members[2].Active != true:
 		t.Fatal("Merged changed the directory it was called on")
 	}
-	complete := got.Merged(map[int64]Member{2: {Email: "b@x", Active: true}}, later, true)
-	if _, ok := complete.Members[1]; ok || !complete.Fresh(later, 10*time.Minute, false) {
+	complete := got.Merged(map[int64]Member{2: {Email: "b@x", Active: true}}, later, true, 1)
+	if _, ok := complete.Members[1]; ok || !complete.Fresh(later, 10*time.Minute, 0) {
 		t.Fatalf("a complete list did not replace the directory: %+v", complete)
 	}
 }

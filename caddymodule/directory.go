@@ -21,7 +21,7 @@ func (c *call) directory(rows []presence.Row) *cache.Directory {
 	now := c.h.now()
 	refresh := time.Duration(c.h.UsersRefresh)
 	dir := c.h.store.Directory(c.host)
-	if dir != nil && names(dir, rows) && c.selfActive(dir) && dir.Fresh(now, refresh, c.isGuest(dir)) {
+	if dir != nil && names(dir, rows) && c.selfActive(dir) && dir.Fresh(now, refresh, c.guestID(dir)) {
 		return dir
 	}
 	host := c.hostFor()
@@ -44,7 +44,7 @@ func (c *call) directory(rows []presence.Row) *cache.Directory {
 		c.debug("fetching the user list failed: " + err.Error())
 		return nil
 	}
-	dir = dir.Merged(members, now, c.listIsComplete(members))
+	dir = dir.Merged(members, now, c.listIsComplete(members), c.requesterID())
 	c.h.store.PutDirectory(c.host, dir)
 	if !names(dir, rows) {
 		return nil
@@ -52,13 +52,22 @@ func (c *call) directory(rows []presence.Row) *cache.Directory {
 	return dir
 }
 
-// isGuest reports whether the directory names the requester as a guest.
-func (c *call) isGuest(dir *cache.Directory) bool {
-	if c.row == nil {
-		return false
+// guestID returns the requester's user id if the directory names the
+// requester as a guest, else 0.
+func (c *call) guestID(dir *cache.Directory) int64 {
+	id := c.requesterID()
+	if m, ok := dir.Members[id]; ok && m.Guest {
+		return id
 	}
-	m, ok := dir.Members[c.row.UserID()]
-	return ok && m.Guest
+	return 0
+}
+
+// requesterID returns the requester's user id, or 0 while it is not known.
+func (c *call) requesterID() int64 {
+	if c.row == nil {
+		return 0
+	}
+	return c.row.UserID()
 }
 
 // selfActive reports whether the directory does not call the requester

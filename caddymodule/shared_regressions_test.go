@@ -307,3 +307,18 @@ func TestSharedRegressionGuestOwnRowAfterReactivation(t *testing.T) {
 		t.Errorf("polonius's legacy poll: %v\ndirect:  %s\nproxied: %s", err, d.body, p.body)
 	}
 }
+
+// TestSharedRegressionAnotherGuestsListLeavesAUserOut replays
+// TestSharedProperty's seed 1517 up to its failure. Under the guest
+// restriction a guest's user list names only the users that guest can
+// see, yet it made the directory fresh for every guest: prospero, who can
+// see iago, reactivated since the last complete list, got legacy answers
+// without iago for as long as users_refresh, after polonius's list (which
+// leaves iago out) was merged.
+func TestSharedRegressionAnotherGuestsListLeavesAUserOut(t *testing.T) {
+	ss := generateShared(1517, 282)
+	findings, _ := ss.run(t, ss.steps, false)
+	for _, f := range findings {
+		t.Errorf("%s", f)
+	}
+}
