@@ -290,7 +290,7 @@ func (v *View) ServeSince(rows []presence.Row, cursor int64, now time.Time, stal
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	age := now.Sub(v.mergedAt)
-	if !v.synced || cursor < v.spanStart || cursor > v.cursor || age > staleness {
+	if !v.spans(cursor) || age > staleness {
 		return Served{}, false
 	}
 	n := len(rows)
@@ -312,6 +312,29 @@ func (v *View) ServeSince(rows []presence.Row, cursor int64, now time.Time, stal
 		id = v.cursor
 	}
 	return Served{Rows: rows, Cursor: id, ServerTimestamp: v.serverTS, Age: age}, true
+}
+
+// Decides reports whether ServeSince can answer a tab at cursor, however
+// long ago the view merged: the cursor lies in the span the view covers,
+// and no row's id may lie on either side of it.
+func (v *View) Decides(cursor int64) bool {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if !v.spans(cursor) {
+		return false
+	}
+	for _, r := range v.changed {
+		if r.lo < cursor && cursor < r.hi {
+			return false
+		}
+	}
+	return true
+}
+
+// spans reports whether cursor lies in (spanStart, cursor] of a synced
+// view, the ids whose changes it holds.
+func (v *View) spans(cursor int64) bool {
+	return v.synced && cursor >= v.spanStart && cursor <= v.cursor
 }
 
 // Row returns the view's row of a user, if it holds one.

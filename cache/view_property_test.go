@@ -211,6 +211,9 @@ func checkView(t *testing.T, rig *viewRig, v *View, step int) (served int) {
 	}
 	for b := max(1, cursor-40); b <= cursor+1; b++ {
 		got, ok := v.ServeSince(nil, b, rig.now, time.Hour)
+		if v.Decides(b) != ok {
+			t.Fatalf("step %d: view at %d, tab at %d: Decides %v, ServeSince %v", step, cursor, b, !ok, ok)
+		}
 		if !ok {
 			continue
 		}

@@ -1,7 +1,6 @@
 package caddymodule
 
 import (
-	"math"
 	"net/http"
 	"time"
 
@@ -211,9 +210,9 @@ func (c *call) rowFromView(view *cache.View) {
 }
 
 // servable reports whether the view may answer the request at all once
-// fed: a web app tab's poll only at a cursor that is a boundary the view
-// covers (any other, such as a page load's, is forwarded as it came and
-// merged), with a history window that is not 0.
+// fed: a web app tab's poll only when the view can place every row
+// against the tab's cursor (otherwise the tab joins, or is forwarded as it
+// came), with a history window that is not 0.
 func (c *call) servable(view *cache.View) bool {
 	switch {
 	case c.req.Kind() != presence.KindModern:
@@ -223,12 +222,7 @@ func (c *call) servable(view *cache.View) bool {
 	case c.req.LastUpdateID < 0:
 		return true
 	}
-	rowsp := rowPool.Get().(*[]presence.Row)
-	// Whether the view can place the rows, however long ago it merged: the
-	// poll's own fetch comes before the answer.
-	served, ok := view.ServeSince((*rowsp)[:0], c.req.LastUpdateID, c.h.now(), time.Duration(math.MaxInt64))
-	putRows(rowsp, served.Rows)
-	return ok
+	return view.Decides(c.req.LastUpdateID)
 }
 
 // serveView answers a poll from the view, and reports false, having
