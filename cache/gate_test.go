@@ -19,7 +19,7 @@ func trusted(skew time.Duration) (*Session, *RowMirror) {
 	s, row := &Session{}, &RowMirror{}
 	tk := s.Reserve(at(0), Write{}, window)
 	s.Settle(&tk, OutcomeOK)
-	row.SetUser(1, at(-1e6))
+	row.SetUser(1, at(-1e6), time.Microsecond)
 	row.Observe(true, at(0).Add(skew).Unix(), at(0).Add(skew).Unix(), true)
 	return s, row
 }

@@ -31,7 +31,8 @@ type RowMirror struct {
 	stale     bool      // a write of the user reached the server since
 	failedAt  time.Time // proxy clock: when the last read failed
 	userID    int64     // the user's id, once the server told it
-	joined    time.Time // the user's date_joined, which stands in for NULL
+	joined    time.Time     // the user's date_joined, which stands in for NULL
+	joinedTo  time.Duration // date_joined lies in [joined, joined+joinedTo)
 
 	// Reading is held by the request reading the row from the server.
 	Reading Flight
@@ -101,11 +102,14 @@ func (r *RowMirror) UserID() int64 {
 	return r.userID
 }
 
-// SetUser records the user's id and date_joined, as the server told them.
-func (r *RowMirror) SetUser(id int64, joined time.Time) {
+// SetUser records the user's id and date_joined, as the server told them:
+// the date lies in [joined, joined+precision). Zulip 10.0 and later send it
+// to the minute (precision one minute); earlier versions to the second or
+// microsecond. A zero joined means the server did not tell it.
+func (r *RowMirror) SetUser(id int64, joined time.Time, precision time.Duration) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	r.userID, r.joined = id, joined
+	r.userID, r.joined, r.joinedTo = id, joined, max(precision, time.Nanosecond)
 }
 
 // Observe applies what the server said of the row: its active_timestamp
@@ -127,11 +131,17 @@ func (r *RowMirror) Observe(exists bool, active, idle int64, read bool) {
 }
 
 // lowerBound turns a timestamp the server sent into a lower bound on the
-// stored time. Zulip sends the user's date_joined where the stored time is
-// NULL (never written), which its write rule treats as a day old: such a
-// value, or any value while date_joined is unknown, bounds nothing.
+// stored time. Zulip sends the user's date_joined, in whole seconds, where
+// the stored time is NULL (never written), which its write rule treats as
+// a day old: a value that may be date_joined, or any value while
+// date_joined is unknown, bounds nothing. With date_joined known only to
+// the minute, that is every second of its minute; only a user whose first
+// write fell within the minute it joined loses a local answer by it.
 func (r *RowMirror) lowerBound(sec int64) time.Time {
-	if r.joined.IsZero() || sec == r.joined.Unix() {
+	if r.joined.IsZero() {
+		return time.Time{}
+	}
+	if sec >= r.joined.Unix() && sec <= r.joined.Add(r.joinedTo-time.Nanosecond).Unix() {
 		return time.Time{}
 	}
 	return time.Unix(sec, 0)

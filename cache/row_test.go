@@ -59,13 +59,20 @@ func TestRowNeverHidesAWrite(t *testing.T) {
 		rng := rand.New(rand.NewPCG(seed, seed))
 		skew := time.Duration(rng.IntN(121)-60) * time.Second
 		var z zulipRow
-		joined := at(-1e6)
+		// A user who joined just now, told to the minute as Zulip 10.0
+		// and later send it, or long ago, told to the microsecond: a
+		// NULL time reads as date_joined, which must bound nothing.
+		joined, told, precision := at(-1e6), at(-1e6), time.Microsecond
+		if rng.IntN(2) == 0 {
+			joined = at(-float64(rng.IntN(60)) - rng.Float64())
+			told, precision = joined.Truncate(time.Minute), time.Minute
+		}
 		if rng.IntN(2) == 0 { // a row from before the proxy started
 			z.connected = at(-float64(rng.IntN(300)))
 			z.active = z.connected.Add(-time.Duration(rng.IntN(300)) * time.Second)
 		}
 		row := &RowMirror{}
-		row.SetUser(1, joined)
+		row.SetUser(1, told, precision)
 		now, quiet, noops := 0.0, 0, 0
 		for range 400 {
 			now += float64(rng.IntN(40)) + rng.Float64()
@@ -124,7 +131,7 @@ func TestRowLowerBounds(t *testing.T) {
 	if row.Quiet(time.Unix(1010, 0), Write{}, window) {
 		t.Fatal("a value was trusted before date_joined was known")
 	}
-	row.SetUser(7, time.Unix(500, 0))
+	row.SetUser(7, time.Unix(500, 0), time.Microsecond)
 	row.Observe(true, 500, 1000, true)
 	switch {
 	case !row.Quiet(time.Unix(1055, 0), Write{}, window):
@@ -158,5 +165,24 @@ func TestRowNeedsRead(t *testing.T) {
 	row.Wrote()
 	if !row.NeedsRead(at(58), window) {
 		t.Fatal("a write since the read did not make the row stale")
+	}
+}
+
+// TestRowJoinedToTheMinute: Zulip 10.0 and later send date_joined to the
+// minute, so any second of that minute may be the stand-in for a NULL
+// time, and none of them bounds anything; the next minute does.
+func TestRowJoinedToTheMinute(t *testing.T) {
+	row := &RowMirror{}
+	row.SetUser(7, time.Unix(600, 0), time.Minute) // joined in [600, 660)
+	row.Observe(true, 659, 700, true)
+	switch {
+	case row.Quiet(time.Unix(700, 0), Write{Active: true}, window):
+		t.Fatal("a second of date_joined's minute was taken for a stored last_active_time")
+	case !row.Quiet(time.Unix(700, 0), Write{}, window):
+		t.Fatal("idle_timestamp 700 is no date_joined, yet bounds nothing")
+	}
+	row.Observe(true, 660, 700, true)
+	if !row.Quiet(time.Unix(700, 0), Write{Active: true}, window) {
+		t.Fatal("active_timestamp 660, past date_joined's minute, bounds nothing")
 	}
 }

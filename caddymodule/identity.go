@@ -1,6 +1,7 @@
 package caddymodule
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
@@ -47,7 +48,7 @@ func (c *call) bindUser() bool {
 	// no request reading the row asks for the profile again. The session
 	// was accepted, so its writes may have moved the row unseen.
 	row := c.h.store.Row(u)
-	row.SetUser(p.UserID, p.DateJoined)
+	row.SetUser(p.UserID, p.DateJoined.at, p.DateJoined.precision)
 	row.Wrote()
 	c.sess.Bind(u)
 	return true
@@ -61,7 +62,41 @@ type ownProfile struct {
 	UserID        int64     `json:"user_id"`
 	Email         string    `json:"email"`
 	DeliveryEmail string    `json:"delivery_email"`
-	DateJoined    time.Time `json:"date_joined"`
+	DateJoined    joinDate  `json:"date_joined"`
+}
+
+// joinDate is a date_joined as Zulip sends it: Python's isoformat, to the
+// microsecond (or the second when it has none) before Zulip 10.0, and
+// to the minute since (format_user_row, isoformat(timespec="minutes")).
+// The date lies in [at, at+precision). A value in no known form leaves it
+// unknown, which costs local answers but binds the user all the same.
+type joinDate struct {
+	at        time.Time
+	precision time.Duration
+}
+
+// joinDateLayouts are the forms of isoformat for an aware UTC datetime.
+var joinDateLayouts = []struct {
+	layout    string
+	precision time.Duration
+}{
+	{"2006-01-02T15:04Z07:00", time.Minute},
+	{"2006-01-02T15:04:05Z07:00", time.Second},
+	{"2006-01-02T15:04:05.000000Z07:00", time.Microsecond},
+}
+
+func (d *joinDate) UnmarshalJSON(b []byte) error {
+	var s string
+	if json.Unmarshal(b, &s) != nil {
+		return nil
+	}
+	for _, l := range joinDateLayouts {
+		if t, err := time.Parse(l.layout, s); err == nil {
+			*d = joinDate{at: t, precision: l.precision}
+			return nil
+		}
+	}
+	return nil
 }
 
 func (p *ownProfile) email() string {
@@ -94,7 +129,7 @@ func (c *call) knowUserID(row *cache.RowMirror) error {
 	if err != nil {
 		return err
 	}
-	row.SetUser(p.UserID, p.DateJoined)
+	row.SetUser(p.UserID, p.DateJoined.at, p.DateJoined.precision)
 	return nil
 }
 
