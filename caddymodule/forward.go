@@ -2,6 +2,7 @@ package caddymodule
 
 import (
 	"bytes"
+	"encoding/json"
 	"io"
 	"mime"
 	"net/http"
@@ -119,7 +120,9 @@ func isZulipSuccess(hdr http.Header, body []byte) bool {
 		return false
 	}
 	mt, _, err := mime.ParseMediaType(hdr.Get("Content-Type"))
-	return err == nil && mt == "application/json" && bytes.HasPrefix(body, zulipSuccessPrefix)
+	// The whole body must be valid: an answer cut short after its first
+	// bytes is no success, whatever its status says.
+	return err == nil && mt == "application/json" && bytes.HasPrefix(body, zulipSuccessPrefix) && json.Valid(body)
 }
 
 // passThrough sends the request upstream untouched. Nothing is learned from
