@@ -57,7 +57,9 @@ var costCases = []struct {
 		sess.UnlockConversion()
 		s.Keep(k, sess)
 	}},
-	{"row", 20_000, func(s *Store, i int) { s.Row(s.UserKey("h", fmt.Sprint(i, "@x"))).SetUser(int64(i), t0, time.Microsecond) }},
+	{"row", 20_000, func(s *Store, i int) {
+		s.Row(s.UserKey("h", fmt.Sprint(i, "@x"))).SetUser(int64(i), t0, time.Microsecond)
+	}},
 	{"host", 5_000, func(s *Store, i int) {
 		h := s.HostFor(fmt.Sprint("zulip", i, ".example"))
 		h.ObserveClock(t0, t0, t0, time.Second)

@@ -25,12 +25,12 @@ type UserKey string
 // user's writes are never stored, so a ping the bounds call a no-op is one.
 type RowMirror struct {
 	mu        sync.Mutex
-	connected time.Time // lower bound on last_connected_time; zero: none
-	active    time.Time // lower bound on last_active_time; zero: none
-	read      bool      // the server's answer to a read was applied once
-	stale     bool      // a write of the user reached the server since
-	failedAt  time.Time // proxy clock: when the last read failed
-	userID    int64     // the user's id, once the server told it
+	connected time.Time     // lower bound on last_connected_time; zero: none
+	active    time.Time     // lower bound on last_active_time; zero: none
+	read      bool          // the server's answer to a read was applied once
+	stale     bool          // a write of the user reached the server since
+	failedAt  time.Time     // proxy clock: when the last read failed
+	userID    int64         // the user's id, once the server told it
 	joined    time.Time     // the user's date_joined, which stands in for NULL
 	joinedTo  time.Duration // date_joined lies in [joined, joined+joinedTo)
 

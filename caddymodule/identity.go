@@ -58,11 +58,11 @@ func (c *call) bindUser() bool {
 // Basic authentication takes the delivery email, which the user's own
 // profile carries; the API email is the fallback where it is the same.
 type ownProfile struct {
-	Result        string    `json:"result"`
-	UserID        int64     `json:"user_id"`
-	Email         string    `json:"email"`
-	DeliveryEmail string    `json:"delivery_email"`
-	DateJoined    joinDate  `json:"date_joined"`
+	Result        string   `json:"result"`
+	UserID        int64    `json:"user_id"`
+	Email         string   `json:"email"`
+	DeliveryEmail string   `json:"delivery_email"`
+	DateJoined    joinDate `json:"date_joined"`
 }
 
 // joinDate is a date_joined as Zulip sends it: Python's isoformat, to the
