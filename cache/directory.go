@@ -1,6 +1,9 @@
 package cache
 
-import "time"
+import (
+	"maps"
+	"time"
+)
 
 // Member is what a legacy answer needs to know of a user.
 type Member struct {
@@ -17,54 +20,56 @@ type Member struct {
 
 // Directory is a realm's user list as clients' GET /users returned it.
 // It is immutable once stored, so readers need no lock.
+//
+// Only a list fetched by a user who is no guest names other users: for a
+// guest whose access the realm limits (can_access_all_users_group),
+// Zulip lists every user it cannot access as a made-up entry ("Unknown
+// user", a fake email, an active member; zerver/lib/users.py
+// get_data_for_inaccessible_user), while presence answers name the same
+// users by their real API email. Such a list would name other clients'
+// rows wrongly, show deactivated users as active and guests as members.
+// From a guest's list only the guest's own entry is taken, which is
+// always real: it tells that the requester is a guest.
 type Directory struct {
 	// Members maps user id to member.
 	Members map[int64]Member
 	// FetchedAt is when a complete list, one fetched by a user who is no
 	// guest, was last fetched.
 	FetchedAt time.Time
-	// GuestChecks tells, by guest user id, when that guest's own list
-	// was last merged since the last complete one.
+	// GuestChecks tells, by guest user id, when that guest's own entry
+	// was last taken from its own list.
 	GuestChecks map[int64]time.Time
 }
 
 // Merged returns the directory updated by a list fetched at at by user
-// by. A complete list replaces d. A guest's list names only the users the
-// guest can see, so it updates the members it names, keeps the others,
-// and makes the directory fresh for that guest alone: a user it leaves
-// out, whom another guest may see, may have changed since.
+// by. A complete list replaces d. Of a guest's list, only by's own entry
+// is taken; every other member stays as d has it.
 func (d *Directory) Merged(fetched map[int64]Member, at time.Time, complete bool, by int64) *Directory {
 	if complete {
 		return &Directory{Members: fetched, FetchedAt: at}
 	}
-	out := &Directory{Members: make(map[int64]Member, len(fetched)), GuestChecks: map[int64]time.Time{}}
+	out := &Directory{Members: map[int64]Member{}, GuestChecks: map[int64]time.Time{}}
 	if d != nil {
-		for id, m := range d.Members {
-			out.Members[id] = m
-		}
-		for id, t := range d.GuestChecks {
-			out.GuestChecks[id] = t
-		}
+		maps.Copy(out.Members, d.Members)
+		maps.Copy(out.GuestChecks, d.GuestChecks)
 		out.FetchedAt = d.FetchedAt
 	}
-	for id, m := range fetched {
-		out.Members[id] = m
-	}
-	if by != 0 {
+	if self, ok := fetched[by]; ok && by != 0 {
+		out.Members[by] = self
 		out.GuestChecks[by] = at
 	}
 	return out
 }
 
-// Fresh reports whether the directory may name a requester's rows at now
-// without a new fetch: a complete list fetched within refresh, or for a
-// guest (guest is the guest's user id, 0 for anyone else), whose own
-// fetch could not make it complete, that guest's own list fetched within
-// refresh.
-func (d *Directory) Fresh(now time.Time, refresh time.Duration, guest int64) bool {
-	if now.Sub(d.FetchedAt) < refresh {
-		return true
-	}
+// Fresh reports whether the directory may name rows at now without a new
+// fetch: a complete list was fetched within refresh.
+func (d *Directory) Fresh(now time.Time, refresh time.Duration) bool {
+	return !d.FetchedAt.IsZero() && now.Sub(d.FetchedAt) < refresh
+}
+
+// CheckedGuest reports whether guest's own list was taken within refresh:
+// fetching it again could not make the directory fresh.
+func (d *Directory) CheckedGuest(guest int64, now time.Time, refresh time.Duration) bool {
 	checked, ok := d.GuestChecks[guest]
 	return guest != 0 && ok && now.Sub(checked) < refresh
 }

@@ -117,32 +117,37 @@ func TestStoreIsBounded(t *testing.T) {
 	}
 }
 
-// TestDirectoryMerge: a guest's list updates the members it names, keeps
-// the others, and makes the directory fresh for that guest alone, not for
-// members nor other guests (who may see users it leaves out); a complete
-// list replaces it.
+// TestDirectoryMerge: of a guest's list only the guest's own entry is
+// taken, whatever else it says (a restricted guest's list shows users it
+// cannot access as made-up active members), and it makes the directory
+// fresh for nobody; a complete list replaces the directory.
 func TestDirectoryMerge(t *testing.T) {
 	s := newStore(t)
-	full := (*Directory)(nil).Merged(map[int64]Member{1: {Email: "a@x", Active: true}, 2: {Email: "b@x", Active: true}}, t0, true, 1)
+	full := (*Directory)(nil).Merged(map[int64]Member{1: {Email: "a@x", Active: true}, 2: {Email: "b@x", Active: false}}, t0, true, 1)
 	s.PutDirectory("h", full)
 	later := t0.Add(20 * time.Minute)
-	guest := s.Directory("h").Merged(map[int64]Member{2: {Email: "b@x", Active: false}}, later, false, 7)
+	fake := map[int64]Member{
+		2: {Email: "user2@fake.invalid", Active: true},
+		3: {Email: "user3@fake.invalid", Active: true},
+		7: {Email: "g@x", Active: true, Guest: true},
+	}
+	guest := s.Directory("h").Merged(fake, later, false, 7)
 	s.PutDirectory("h", guest)
 	got := s.Directory("h")
 	switch {
-	case got.Members[1].Email != "a@x" || got.Members[2].Active:
-		t.Fatalf("merged directory = %+v", got)
-	case got.Fresh(later, 10*time.Minute, 0):
-		t.Fatal("a guest's list made the directory fresh for members")
-	case !got.Fresh(later, 10*time.Minute, 7):
-		t.Fatal("a guest's own list is not fresh for that guest")
-	case got.Fresh(later, 10*time.Minute, 8):
-		t.Fatal("a guest's list made the directory fresh for another guest")
-	case full.Members[2].Active != true:
-		t.Fatal("Merged changed the directory it was called on")
+	case got.Members[2] != full.Members[2]:
+		t.Fatalf("a guest's list changed another user: %+v", got.Members[2])
+	case got.Members[3] != (Member{}):
+		t.Fatalf("a guest's list added another user: %+v", got.Members[3])
+	case !got.Members[7].Guest:
+		t.Fatal("the guest's own entry was not taken")
+	case got.Fresh(later, 10*time.Minute):
+		t.Fatal("a guest's list made the directory fresh")
+	case !got.CheckedGuest(7, later, 10*time.Minute) || got.CheckedGuest(8, later, 10*time.Minute):
+		t.Fatal("the guest's own check is not recorded for that guest alone")
 	}
 	complete := got.Merged(map[int64]Member{2: {Email: "b@x", Active: true}}, later, true, 1)
-	if _, ok := complete.Members[1]; ok || !complete.Fresh(later, 10*time.Minute, 0) {
+	if _, ok := complete.Members[1]; ok || !complete.Fresh(later, 10*time.Minute) {
 		t.Fatalf("a complete list did not replace the directory: %+v", complete)
 	}
 }

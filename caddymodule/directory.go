@@ -15,14 +15,17 @@ const roleGuest = 600
 // directory returns the host's user list, fetched with the client's own
 // credentials when missing, stale, or lacking a user the rows name. One
 // request of a burst fetches; the others wait for it. It returns nil when
-// some row still cannot be named, so the caller can fall back to the
-// server's own answer.
+// some row still cannot be named, or only a guest asks and no complete
+// list is fresh (a guest's list names nobody else, see cache.Directory),
+// so the caller can fall back to the server's own answer.
 func (c *call) directory(rows []presence.Row) *cache.Directory {
 	now := c.h.now()
-	refresh := time.Duration(c.h.UsersRefresh)
 	dir := c.h.store.Directory(c.host)
-	if dir != nil && names(dir, rows) && c.selfActive(dir) && dir.Fresh(now, refresh, c.guestID(dir)) {
+	if c.usable(dir, rows, now) {
 		return dir
+	}
+	if dir != nil && dir.CheckedGuest(c.guestID(dir), now, time.Duration(c.h.UsersRefresh)) {
+		return nil // the guest's own list could tell nothing more
 	}
 	host := c.hostFor()
 	if lead, wait := host.Members.Begin(); !lead {
@@ -30,13 +33,13 @@ func (c *call) directory(rows []presence.Row) *cache.Directory {
 		case <-wait:
 		case <-c.r.Context().Done():
 		}
-		if dir = c.h.store.Directory(c.host); dir != nil && names(dir, rows) {
+		if dir = c.h.store.Directory(c.host); c.usable(dir, rows, c.h.now()) {
 			return dir
 		}
 		return nil
 	}
 	defer host.Members.End()
-	if fresh := c.h.store.Directory(c.host); fresh != dir && fresh != nil && names(fresh, rows) {
+	if fresh := c.h.store.Directory(c.host); fresh != dir && c.usable(fresh, rows, now) {
 		return fresh // fetched by a request that led before this one
 	}
 	members, err := c.fetchMembers()
@@ -46,10 +49,17 @@ func (c *call) directory(rows []presence.Row) *cache.Directory {
 	}
 	dir = dir.Merged(members, now, c.listIsComplete(members), c.requesterID())
 	c.h.store.PutDirectory(c.host, dir)
-	if !names(dir, rows) {
+	if !c.usable(dir, rows, now) {
 		return nil
 	}
 	return dir
+}
+
+// usable reports whether dir may name rows for this request: a complete
+// list fetched within users_refresh that names every row and does not
+// call the requester deactivated.
+func (c *call) usable(dir *cache.Directory, rows []presence.Row, now time.Time) bool {
+	return dir != nil && dir.Fresh(now, time.Duration(c.h.UsersRefresh)) && names(dir, rows) && c.selfActive(dir)
 }
 
 // guestID returns the requester's user id if the directory names the
@@ -72,8 +82,7 @@ func (c *call) requesterID() int64 {
 
 // selfActive reports whether the directory does not call the requester
 // deactivated: the server just accepted the requester, so a list that
-// does is stale (a guest's list may have kept an old entry of another
-// guest it cannot see).
+// does is stale.
 func (c *call) selfActive(dir *cache.Directory) bool {
 	if c.row == nil {
 		return true
