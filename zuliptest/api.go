@@ -69,6 +69,9 @@ type call struct {
 	form   form
 	now    time.Time // the realm's clock when processing started
 	rate   *rateState
+	// sessionRead is whether the session was read (a /json request
+	// that reached authentication), so that Vary names Cookie.
+	sessionRead bool
 }
 
 // reply is a response computed under the server lock. A presence view is
@@ -155,6 +158,16 @@ func (c *call) writeReply(w http.ResponseWriter, rp reply) {
 	// net/http would add from the machine's clock.
 	h.Set("Date", c.rm.Now().UTC().Format(http.TimeFormat))
 	c.rate.setHeaders(h)
+	// LocaleMiddleware (zerver/middleware.py) on every answer, errors
+	// included, then SessionMiddleware when the session was read.
+	vary := []string{"Accept-Language"}
+	if c.sessionRead {
+		vary = append(vary, "Cookie")
+	}
+	h.Set("Vary", strings.Join(vary, ", "))
+	if h.Get("Content-Language") == "" {
+		h.Set("Content-Language", requestLanguage(c.r))
+	}
 	w.WriteHeader(rp.status)
 	w.Write(rp.body)
 }

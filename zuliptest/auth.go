@@ -27,6 +27,9 @@ const notLoggedIn = "Not logged in: API authentication or user session required"
 // reply that ends the request.
 func (c *call) authenticate() (*user, *reply) {
 	if !c.api {
+		// rest_dispatch reads request.user, so the session is accessed
+		// and SessionMiddleware adds Vary: Cookie.
+		c.sessionRead = true
 		if u := c.sessionUser(); u != nil {
 			return c.sessionAuth(u)
 		}
@@ -60,7 +63,9 @@ func unauthorized(msg, scheme string) *apiError {
 }
 
 // sessionUser is Django's request.user for a session cookie: the user of a
-// live session of this realm, or nil.
+// live session, or nil. Django's session store is the server's, not the
+// realm's: a session of another realm's user is found too, and refused
+// later by validate_account_and_subdomain.
 func (c *call) sessionUser() *user {
 	cookies := djangoCookies(c.r)
 	for _, name := range sessionCookies {
@@ -68,31 +73,68 @@ func (c *call) sessionUser() *user {
 		if !ok {
 			continue
 		}
-		if sess := c.rm.sessions[value]; sess != nil {
-			return c.rm.byID[sess.userID]
+		if sess := c.rm.s.sessionLocked(value); sess != nil {
+			return sess
 		}
 		return nil
 	}
 	return nil
 }
 
-// sessionAuth is csrf_protect(authenticated_json_view(...)).
+// sessionLocked finds the user of a session of any realm.
+func (s *Server) sessionLocked(id string) *user {
+	for _, rm := range s.allRealmsLocked() {
+		if sess := rm.sessions[id]; sess != nil {
+			return rm.byID[sess.userID]
+		}
+	}
+	return nil
+}
+
+func (s *Server) allRealmsLocked() []*Realm {
+	out := []*Realm{s.def}
+	for _, rm := range s.realms {
+		out = append(out, rm)
+	}
+	return out
+}
+
+// sessionAuth is csrf_protect(authenticated_json_view(...)): the CSRF
+// check, then authenticate_log_and_execute_json's
+// validate_account_and_subdomain and incoming-webhook check, whose errors
+// are raised as they are (not wrapped as for basic auth), and only then
+// the rate limit, which wraps the view itself.
 func (c *call) sessionAuth(u *user) (*user, *reply) {
 	if reason := c.csrfReject(); reason != "" {
 		rp := csrfFailure(reason)
 		return nil, &rp
 	}
-	if err := c.rateLimit(u); err != nil {
-		rp := err.reply()
-		return nil, &rp
+	var err *apiError
+	switch {
+	case u.realm.deactivated:
+		// RealmDeactivatedError: an AuthenticationFailedError, so 401
+		// without WWW-Authenticate.
+		err = &apiError{status: http.StatusUnauthorized, msg: realmDeactivated, code: "REALM_DEACTIVATED"}
+	case !u.active:
+		err = &apiError{status: http.StatusUnauthorized, msg: "Account is deactivated", code: "USER_DEACTIVATED"}
+	case u.realm != c.rm:
+		err = badRequest(wrongSubdomain)
+	case u.incomingWebhook:
+		err = badRequest("Webhook bots can only access webhooks")
+	default:
+		err = c.rateLimit(u)
 	}
-	if !u.active {
-		// UserDeactivatedError, raised directly (not wrapped) for sessions.
-		rp := (&apiError{status: http.StatusUnauthorized, msg: "Account is deactivated", code: "USER_DEACTIVATED"}).reply()
+	if err != nil {
+		rp := err.reply()
 		return nil, &rp
 	}
 	return u, nil
 }
+
+const (
+	realmDeactivated = "This organization has been deactivated"
+	wrongSubdomain   = "Account is not associated with this subdomain"
+)
 
 // csrfFailure is Zulip's CSRF_FAILURE_VIEW for API paths.
 func csrfFailure(reason string) reply {
@@ -339,8 +381,12 @@ func (c *call) basicAuth() (*user, *reply) {
 		return nil, &rp
 	}
 	u, msg := c.rm.s.userByAPIKey(strings.TrimFunc(key, pyIsSpace), strings.TrimFunc(email, pyIsSpace))
-	if msg == "" && u.realm != c.rm {
-		msg = "Account is not associated with this subdomain"
+	switch {
+	case msg != "":
+	case u.realm != c.rm:
+		msg = wrongSubdomain
+	case u.incomingWebhook:
+		msg = "This API is not available to incoming webhook bots."
 	}
 	if msg != "" {
 		rp := unauthorized(msg, "Basic").reply()
@@ -459,16 +505,20 @@ func pyB64Decode(s string) ([]byte, bool) {
 	return out, quad == 0
 }
 
-// userByAPIKey is access_user_by_api_key up to the subdomain check. API
-// keys are unique across the server, like Zulip's. It returns the user or
-// the validation error message.
+// userByAPIKey is access_user_by_api_key up to the subdomain check: the
+// key, then the email, compared with the DELIVERY email, then the realm
+// and the account being active. API keys are unique across the server,
+// like Zulip's. It returns the user or the validation error message.
 func (s *Server) userByAPIKey(key, email string) (*user, string) {
 	if !hasAPIKeyFormat(key) {
 		return nil, "Malformed API key"
 	}
 	u := s.keys[key]
-	if u == nil || strings.ToLower(email) != strings.ToLower(u.Email) {
+	if u == nil || strings.ToLower(email) != strings.ToLower(u.DeliveryEmail) {
 		return nil, "Invalid API key"
+	}
+	if u.realm.deactivated {
+		return nil, realmDeactivated
 	}
 	if !u.active {
 		return nil, "Account is deactivated"

@@ -57,7 +57,7 @@ type recording struct {
 func TestRenderAsOf(t *testing.T) {
 	e := newEnv(t)
 	c := e.newCast()
-	e.rm.SetSettings(Settings{CanAccessAllUsersGroupLimitsPresence: true})
+	e.rm.SetSettings(Settings{RestrictGuestUserAccess: true, CanAccessAllUsersGroupLimitsPresence: true})
 	e.rm.ShareAccess(c.polonius.ID, c.hamlet.ID)
 	e.rm.ShareAccess(c.polonius.ID, c.othello.ID)
 	e.rm.SetHistoryLimits(HistoryLimits{Span: 48 * time.Hour}) // the sequence spans 36 hours

@@ -198,23 +198,3 @@ func TestInvisibleTransitions(t *testing.T) {
 		t.Fatalf("delta after disable: %s", r.body)
 	}
 }
-
-func TestGuestUsersList(t *testing.T) {
-	e := newEnv(t)
-	c := e.newCast()
-	e.rm.ShareAccess(c.polonius.ID, c.iago.ID)
-	e.rm.SetSettings(Settings{CanAccessAllUsersGroupLimitsPresence: true})
-	var emails []string
-	for _, m := range e.get(c.polonius, "users").mustJSON(t)["members"].([]any) {
-		emails = append(emails, m.(map[string]any)["email"].(string))
-	}
-	if want := sorted(c.iago.Email, c.polonius.Email, c.bot.Email); !equal(sorted(emails...), want) {
-		t.Fatalf("guest sees %v, want %v", emails, want)
-	}
-	if n := len(e.get(c.hamlet, "users").mustJSON(t)["members"].([]any)); n != 6 {
-		t.Fatalf("member sees %d users", n)
-	}
-	if r := e.get(c.polonius, "users/"+id(c.iago)+"/presence"); !strings.Contains(r.body, "No presence data") {
-		t.Fatalf("accessible user: %s", r.body)
-	}
-}

@@ -50,8 +50,15 @@ func parseRole(s string) (Role, bool) {
 type User struct {
 	// ID is unique across the server, in creation order from 1.
 	ID int64
-	// Email is the user's API email, which also keys legacy presences.
+	// Email is the user's API email (UserProfile.email): what keys legacy
+	// presences, what GET /users lists and what GET
+	// /users/{email}/presence looks up. It is DeliveryEmail while the
+	// user's email visibility is EmailVisibilityEveryone, else
+	// user{ID}@ the realm's FakeEmailDomain.
 	Email string
+	// DeliveryEmail is the user's real address (UserProfile.delivery_email),
+	// the one HTTP basic authentication checks.
+	DeliveryEmail string
 	// FullName is the display name.
 	FullName string
 	// APIKey is the key at the time of the snapshot.
@@ -62,9 +69,17 @@ type User struct {
 
 // Settings are the realm and server settings that change presence.
 type Settings struct {
+	// RestrictGuestUserAccess is the realm setting can_access_all_users_group
+	// set to a group without guests (role:members): a guest can then
+	// access only itself, bots and the users it shares a channel or a
+	// direct message with (ShareAccess, ShareDirectMessage). On its own it
+	// changes GET /users only: the users a guest cannot access are listed
+	// as "Unknown user" entries (get_user_dicts_in_realm).
+	RestrictGuestUserAccess bool
 	// CanAccessAllUsersGroupLimitsPresence is the server setting
-	// CAN_ACCESS_ALL_USERS_GROUP_LIMITS_PRESENCE: guests then see only
-	// themselves and the users they share access with (ShareAccess).
+	// CAN_ACCESS_ALL_USERS_GROUP_LIMITS_PRESENCE (default False). With
+	// RestrictGuestUserAccess it also limits a guest's presence reads to
+	// the users it can access; without it, it does nothing.
 	CanAccessAllUsersGroupLimitsPresence bool
 	// PresenceDisabled is realm.presence_disabled: realm-wide reads return
 	// no presences and presence_last_update_id -1.
@@ -96,11 +111,26 @@ type ActivityInterval struct {
 // minActivityInterval is UserActivityInterval.MIN_INTERVAL_LENGTH.
 const minActivityInterval = 15 * time.Minute
 
+// EmailVisibility is a user's email_address_visibility setting.
+type EmailVisibility int
+
+// The values of email_address_visibility, with Zulip's numbers.
+const (
+	EmailVisibilityEveryone   EmailVisibility = 1
+	EmailVisibilityMembers    EmailVisibility = 2
+	EmailVisibilityAdmins     EmailVisibility = 3
+	EmailVisibilityNobody     EmailVisibility = 4
+	EmailVisibilityModerators EmailVisibility = 5
+)
+
 type user struct {
 	User
 	realm           *Realm
 	active          bool
 	presenceEnabled bool
+	visibility      EmailVisibility
+	language        string // default_language
+	incomingWebhook bool   // bot_type INCOMING_WEBHOOK_BOT
 	dateJoined      time.Time
 	calls           []float64 // accepted request times, for the rate limit
 	intervals       []ActivityInterval
@@ -120,32 +150,35 @@ type presenceRow struct {
 // concurrent use; those taking a user ID panic if the user is not in the
 // realm, as a misuse of a test helper.
 type Realm struct {
-	s        *Server
-	host     string
-	offset   time.Duration
-	users    []*user // creation order, which is ascending ID
-	byID     map[int64]*user
-	byEmail  map[string]*user
-	sessions map[string]*session
-	settings Settings
-	seq      int64 // PresenceSequence.last_update_id
-	rows     map[int64]*presenceRow
-	access   map[int64]map[int64]bool
-	stats    Stats
-	hist     history // past rows and user activity, for the as-of queries
+	s           *Server
+	host        string
+	offset      time.Duration
+	users       []*user // creation order, which is ascending ID
+	byID        map[int64]*user
+	byEmail     map[string]*user // by lower-cased API email
+	byDelivery  map[string]*user // by lower-cased delivery email
+	sessions    map[string]*session
+	settings    Settings
+	deactivated bool  // realm.deactivated
+	seq         int64 // PresenceSequence.last_update_id
+	rows        map[int64]*presenceRow
+	access      map[int64]map[int64]accessKind
+	stats       Stats
+	hist        history // past rows and user activity, for the as-of queries
 }
 
 func newRealm(s *Server, host string) *Realm {
 	return &Realm{
-		s:        s,
-		host:     host,
-		byID:     map[int64]*user{},
-		byEmail:  map[string]*user{},
-		sessions: map[string]*session{},
-		rows:     map[int64]*presenceRow{},
-		access:   map[int64]map[int64]bool{},
-		hist:     newHistory(),
-		stats:    Stats{Requests: map[string]int64{}},
+		s:          s,
+		host:       host,
+		byID:       map[int64]*user{},
+		byEmail:    map[string]*user{},
+		byDelivery: map[string]*user{},
+		sessions:   map[string]*session{},
+		rows:       map[int64]*presenceRow{},
+		access:     map[int64]map[int64]accessKind{},
+		hist:       newHistory(),
+		stats:      Stats{Requests: map[string]int64{}},
 	}
 }
 
@@ -160,8 +193,12 @@ func (r *Realm) Host() string {
 }
 
 // AddUser creates an active user with presence enabled and a fresh API
-// key; its date_joined is the realm's current time. It panics if the email
-// is already taken in the realm.
+// key; its date_joined is the realm's current time. email is the delivery
+// email; the user's email visibility is EmailVisibilityEveryone, so the
+// API email is the same address (Zulip's own default for new users is the
+// realm's default, "admins only" unless changed: see SetEmailVisibility).
+// Its default_language is "en". It panics if the email is already taken
+// in the realm.
 func (r *Realm) AddUser(email, fullName string, role Role) User {
 	defer r.lock()()
 	u, err := r.addUserLocked(email, fullName, role)
@@ -175,22 +212,155 @@ func (r *Realm) addUserLocked(email, fullName string, role Role) (*user, error) 
 	if email == "" {
 		return nil, fmt.Errorf("empty email")
 	}
-	if r.byEmail[strings.ToLower(email)] != nil {
+	if r.byDelivery[strings.ToLower(email)] != nil || r.byEmail[strings.ToLower(email)] != nil {
 		return nil, fmt.Errorf("email %q is already taken", email)
 	}
 	r.s.lastID++
 	u := &user{
-		User:            User{ID: r.s.lastID, Email: email, FullName: fullName, Role: role},
+		User:            User{ID: r.s.lastID, Email: email, DeliveryEmail: email, FullName: fullName, Role: role},
 		realm:           r,
 		active:          true,
 		presenceEnabled: true,
+		visibility:      EmailVisibilityEveryone,
+		language:        "en",
 		dateJoined:      dbTime(r.nowLocked()),
 	}
 	r.s.setKeyLocked(u, r.s.newKeyLocked())
 	r.users = append(r.users, u)
 	r.byID[u.ID] = u
 	r.byEmail[strings.ToLower(email)] = u
+	r.byDelivery[strings.ToLower(email)] = u
 	return u, nil
+}
+
+// SetEmailVisibility changes the user's email_address_visibility, and so
+// its API email (get_display_email_address): the delivery email for
+// EmailVisibilityEveryone, user{id}@FakeEmailDomain() for any other value.
+// AddUser starts every user at EmailVisibilityEveryone; a real Zulip gives
+// new users the realm's default (RealmUserDefault.email_address_visibility,
+// EmailVisibilityAdmins unless the organization changed it), so on a real
+// server most API emails are the fake ones.
+func (r *Realm) SetEmailVisibility(userID int64, v EmailVisibility) {
+	defer r.lock()()
+	u := r.mustUser(userID)
+	if v < EmailVisibilityEveryone || v > EmailVisibilityModerators {
+		panic(fmt.Sprintf("zuliptest: email visibility %d out of range", v))
+	}
+	u.visibility = v
+	delete(r.byEmail, strings.ToLower(u.Email))
+	u.Email = u.DeliveryEmail
+	if v != EmailVisibilityEveryone {
+		u.Email = r.fakeEmailLocked(u.ID)
+	}
+	r.byEmail[strings.ToLower(u.Email)] = u
+}
+
+// EmailVisibility returns the user's email_address_visibility.
+func (r *Realm) EmailVisibility(userID int64) EmailVisibility {
+	defer r.lock()()
+	return r.mustUser(userID).visibility
+}
+
+// fallbackFakeEmailDomain stands for Zulip's FAKE_EMAIL_DOMAIN, which
+// defaults to EXTERNAL_HOST without its port.
+const fallbackFakeEmailDomain = "zulip.example.com"
+
+// FakeEmailDomain is get_fake_email_domain(realm.host): the realm's host
+// when "bot@" it is a valid address, else FAKE_EMAIL_DOMAIN. The default
+// realm, whose host is not known, uses FAKE_EMAIL_DOMAIN, modelled as
+// "zulip.example.com".
+func (r *Realm) FakeEmailDomain() string {
+	if validEmailDomain(r.host) {
+		return r.host
+	}
+	return fallbackFakeEmailDomain
+}
+
+func (r *Realm) fakeEmailLocked(id int64) string {
+	return fmt.Sprintf("user%d@%s", id, r.FakeEmailDomain())
+}
+
+// validEmailDomain is the domain part of Django's EmailValidator for an
+// ASCII host: "localhost", or dot-separated labels of letters, digits and
+// inner hyphens ending in a label of 2 to 63 letters. (IP literals are
+// valid only in brackets, which a realm host never has.)
+func validEmailDomain(h string) bool {
+	if h == "localhost" {
+		return true
+	}
+	labels := strings.Split(h, ".")
+	if len(labels) < 2 {
+		return false
+	}
+	for i, l := range labels {
+		if l == "" || len(l) > 63 || l[0] == '-' || l[len(l)-1] == '-' {
+			return false
+		}
+		for j := 0; j < len(l); j++ {
+			c := l[j] | 0x20
+			letter := 'a' <= c && c <= 'z'
+			if i == len(labels)-1 && !letter || !letter && !('0' <= l[j] && l[j] <= '9') && l[j] != '-' {
+				return false
+			}
+		}
+	}
+	return len(labels[len(labels)-1]) >= 2
+}
+
+// SetLanguage sets the user's default_language (AddUser gives "en"). Zulip
+// does not answer API requests in it: Content-Language follows the
+// request (the django_language cookie, then Accept-Language, then "en").
+// The web app, on loading, stores the user's language in the
+// django_language cookie, so a browser session's requests carry
+// LanguageCookie(userID) and are answered in that language.
+func (r *Realm) SetLanguage(userID int64, lang string) {
+	defer r.lock()()
+	r.mustUser(userID).language = lang
+}
+
+// Language returns the user's default_language.
+func (r *Realm) Language(userID int64) string {
+	defer r.lock()()
+	return r.mustUser(userID).language
+}
+
+// LanguageCookie returns the Cookie header pair the web app leaves in a
+// browser after loading for the user: django_language set to its
+// default_language (get_and_set_request_language).
+func (r *Realm) LanguageCookie(userID int64) string {
+	return languageCookie + "=" + r.Language(userID)
+}
+
+// SetIncomingWebhook makes a bot an incoming webhook bot (bot_type 2) or
+// a generic bot again. Such a bot's API key is refused on /api with 401
+// "This API is not available to incoming webhook bots.", and its session
+// on /json with 400 "Webhook bots can only access webhooks". It panics if
+// the user is not a bot.
+func (r *Realm) SetIncomingWebhook(userID int64, on bool) {
+	defer r.lock()()
+	u := r.mustUser(userID)
+	if u.Role != RoleBot {
+		panic(fmt.Sprintf("zuliptest: user %d is not a bot", userID))
+	}
+	u.incomingWebhook = on
+}
+
+// DeactivateRealm deactivates the realm as do_deactivate_realm does: its
+// users keep is_active but every session of theirs is deleted, and any API
+// key of theirs is refused with 401 "This organization has been
+// deactivated".
+func (r *Realm) DeactivateRealm() {
+	defer r.lock()()
+	r.deactivated = true
+	for id := range r.sessions {
+		delete(r.sessions, id)
+	}
+}
+
+// ReactivateRealm undoes DeactivateRealm (sessions stay deleted).
+func (r *Realm) ReactivateRealm() {
+	defer r.lock()()
+	r.deactivated = false
 }
 
 // Users returns all users of the realm, deactivated ones included, in
@@ -213,11 +383,11 @@ func (r *Realm) mustUser(id int64) *user {
 }
 
 // BasicAuth returns the Authorization header value for the user's current
-// API key.
+// API key, with the delivery email, the one Zulip checks.
 func (r *Realm) BasicAuth(userID int64) string {
 	defer r.lock()()
 	u := r.mustUser(userID)
-	return "Basic " + base64.StdEncoding.EncodeToString([]byte(u.Email+":"+u.APIKey))
+	return "Basic " + base64.StdEncoding.EncodeToString([]byte(u.DeliveryEmail+":"+u.APIKey))
 }
 
 // NewSession logs the user in from a browser. The session ID goes in the
@@ -325,9 +495,20 @@ func (r *Realm) SetSettings(st Settings) {
 	r.settings = st
 }
 
-// ShareAccess records that users a and b share a stream or a direct
-// message, so that a guest among them can see the other one when the
-// guest restriction is on.
+// accessKind is what two users share: a channel, a direct message group,
+// or both.
+type accessKind uint8
+
+const (
+	shareChannel accessKind = 1 << iota
+	shareDM
+)
+
+// ShareAccess records that users a and b are subscribed to a common
+// channel, so that a restricted guest among them can access the other.
+// Zulip counts a channel subscriber only while active
+// (Subscription.is_user_active), so a deactivated user is inaccessible
+// through channels.
 func (r *Realm) ShareAccess(a, b int64) {
 	defer r.lock()()
 	r.mustUser(a)
@@ -336,23 +517,56 @@ func (r *Realm) ShareAccess(a, b int64) {
 	r.shareLocked(b, a)
 }
 
+// ShareDirectMessage records that users a and b are in a common direct
+// message conversation. Unlike a channel, it keeps a deactivated user
+// accessible in a guest's GET /users (get_accessible_user_ids with
+// include_deactivated_users).
+func (r *Realm) ShareDirectMessage(a, b int64) {
+	defer r.lock()()
+	r.mustUser(a)
+	r.mustUser(b)
+	r.addShareLocked(a, b, shareDM)
+	r.addShareLocked(b, a, shareDM)
+}
+
 func (r *Realm) shareLocked(a, b int64) {
+	r.addShareLocked(a, b, shareChannel)
+}
+
+func (r *Realm) addShareLocked(a, b int64, k accessKind) {
 	if r.access[a] == nil {
-		r.access[a] = map[int64]bool{}
+		r.access[a] = map[int64]accessKind{}
 	}
-	r.access[a][b] = true
+	r.access[a][b] |= k
 }
 
-// restrictedLocked reports whether u only sees the users it can access:
-// a guest, when CAN_ACCESS_ALL_USERS_GROUP_LIMITS_PRESENCE is on.
+// guestRestrictedLocked is not check_user_can_access_all_users: u is a
+// guest and the realm's can_access_all_users_group leaves guests out.
+func (r *Realm) guestRestrictedLocked(u *user) bool {
+	return r.settings.RestrictGuestUserAccess && u.Role == RoleGuest
+}
+
+// restrictedLocked reports whether u's presence reads show only the users
+// it can access: a restricted guest, when
+// CAN_ACCESS_ALL_USERS_GROUP_LIMITS_PRESENCE is also on
+// (get_presence_dict_by_realm, get_presence_backend).
 func (r *Realm) restrictedLocked(u *user) bool {
-	return r.settings.CanAccessAllUsersGroupLimitsPresence && u.Role == RoleGuest
+	return r.settings.CanAccessAllUsersGroupLimitsPresence && r.guestRestrictedLocked(u)
 }
 
-// canAccessLocked is get_accessible_user_ids for one target: the viewer
-// itself and the users it shares access with.
+// canAccessLocked is check_can_access_user for an active target: the
+// viewer itself, and the users it shares a channel or a direct message
+// with.
 func (r *Realm) canAccessLocked(viewer, target *user) bool {
-	return viewer.ID == target.ID || r.access[viewer.ID][target.ID]
+	return viewer.ID == target.ID || r.access[viewer.ID][target.ID] != 0
+}
+
+// listsLocked is get_user_dicts_in_realm's test for a restricted guest's
+// GET /users: bots, the viewer, users sharing a direct message, and
+// active users sharing a channel are listed as they are.
+func (r *Realm) listsLocked(viewer, target *user) bool {
+	k := r.access[viewer.ID][target.ID]
+	return target.Role == RoleBot || viewer.ID == target.ID || k&shareDM != 0 || k&shareChannel != 0 && target.active
 }
 
 // Now returns the realm's clock: the server's now() plus the realm's

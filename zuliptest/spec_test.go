@@ -288,7 +288,17 @@ func TestSpec(t *testing.T) {
 		e.rm.ShareAccess(c.polonius.ID, c.hamlet.ID)
 		e.post(c.hamlet, "status=active")
 		e.post(c.othello, "status=active")
+		// The server setting alone restricts nothing: the realm must
+		// also keep guests out of can_access_all_users_group.
 		e.rm.SetSettings(Settings{CanAccessAllUsersGroupLimitsPresence: true})
+		if got := keys(e.post(c.polonius, "status=active").presences(t)); !equal(got, sorted(c.hamlet.Email, c.othello.Email, c.polonius.Email)) {
+			t.Fatalf("server setting alone: %v", got)
+		}
+		e.rm.SetSettings(Settings{RestrictGuestUserAccess: true})
+		if got := keys(e.post(c.polonius, "status=active").presences(t)); !equal(got, sorted(c.hamlet.Email, c.othello.Email, c.polonius.Email)) {
+			t.Fatalf("realm setting alone: %v", got)
+		}
+		e.rm.SetSettings(Settings{RestrictGuestUserAccess: true, CanAccessAllUsersGroupLimitsPresence: true})
 		if got := keys(e.post(c.polonius, "status=active").presences(t)); !equal(got, sorted(c.hamlet.Email, c.polonius.Email)) {
 			t.Fatalf("restricted: %v", got)
 		}
@@ -443,7 +453,7 @@ func TestSpec(t *testing.T) {
 				t.Errorf("%s: %d %q, want %q", tc.arg, r.status, r.body, want)
 			}
 		}
-		e.rm.SetSettings(Settings{CanAccessAllUsersGroupLimitsPresence: true})
+		e.rm.SetSettings(Settings{RestrictGuestUserAccess: true, CanAccessAllUsersGroupLimitsPresence: true})
 		r := e.get(c.polonius, "users/"+id(c.othello)+"/presence")
 		if r.status != 400 || !strings.Contains(r.body, `"msg":"Insufficient permission"`) {
 			t.Errorf("guest without access: %d %q", r.status, r.body)
