@@ -155,7 +155,7 @@ func TestSessionsAreIsolated(t *testing.T) {
 	tw := newTwin(t, Handler{})
 	tw.Both(func(r *zuliptest.Realm) {
 		s := r.Settings()
-		s.CanAccessAllUsersGroupLimitsPresence = true
+		s.RestrictGuestUserAccess, s.CanAccessAllUsersGroupLimitsPresence = true, true
 		r.SetSettings(s)
 	})
 	member := tw.addUser("hamlet@zulip.example", zuliptest.RoleMember)

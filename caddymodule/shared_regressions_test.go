@@ -291,7 +291,7 @@ func TestSharedRegressionGuestOwnRowAfterReactivation(t *testing.T) {
 	tw.Clock.Advance(time.Hour)
 	tw.Both(func(r *zuliptest.Realm) {
 		s := r.Settings()
-		s.CanAccessAllUsersGroupLimitsPresence = true
+		s.RestrictGuestUserAccess, s.CanAccessAllUsersGroupLimitsPresence = true, true
 		r.SetSettings(s)
 		r.Deactivate(polonius.id)
 	})

@@ -93,7 +93,9 @@ func TestSharedModeSpecCases(t *testing.T) {
 			{client: 0, form: "status=active&slim_presence=true"}, {client: 4, form: "status=active&last_update_id=1"},
 		}},
 		{"21 guest restriction", []specStep{
-			{realm: settings(func(s *zuliptest.Settings) { s.CanAccessAllUsersGroupLimitsPresence = true })},
+			{realm: settings(func(s *zuliptest.Settings) {
+				s.RestrictGuestUserAccess, s.CanAccessAllUsersGroupLimitsPresence = true, true
+			})},
 			{client: 5, form: "status=active&slim_presence=true"}, {client: 0, form: "status=active&slim_presence=true"},
 			{realm: func(r *zuliptest.Realm, us []twinUser) { r.ShareAccess(us[5].id, us[1].id) }},
 			{client: 5, form: "status=active"}, {client: 1, form: "status=active&slim_presence=true"},

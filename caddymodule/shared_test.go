@@ -78,7 +78,7 @@ func TestSharedModeFidelity(t *testing.T) {
 func restrictedGuest(tw *twin) twinUser {
 	tw.Both(func(r *zuliptest.Realm) {
 		s := r.Settings()
-		s.CanAccessAllUsersGroupLimitsPresence = true
+		s.RestrictGuestUserAccess, s.CanAccessAllUsersGroupLimitsPresence = true, true
 		r.SetSettings(s)
 	})
 	return tw.addUser("guest@zulip.example", zuliptest.RoleGuest)

@@ -804,7 +804,7 @@ func (r *propRun) apply(s step) {
 		r.restricted = s.on
 		tw.Both(func(rm *zuliptest.Realm) {
 			st := rm.Settings()
-			st.CanAccessAllUsersGroupLimitsPresence = s.on
+			st.RestrictGuestUserAccess, st.CanAccessAllUsersGroupLimitsPresence = s.on, s.on
 			rm.SetSettings(st)
 		})
 	case stepShare:

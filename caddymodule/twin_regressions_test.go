@@ -97,7 +97,7 @@ func TestRegressionReactivatedUserMissingFromLegacy(t *testing.T) {
 	tw := newTwin(t, Handler{})
 	tw.Both(func(r *zuliptest.Realm) {
 		s := r.Settings()
-		s.CanAccessAllUsersGroupLimitsPresence = true
+		s.RestrictGuestUserAccess, s.CanAccessAllUsersGroupLimitsPresence = true, true
 		r.SetSettings(s)
 	})
 	viewer := tw.addUser("hamlet@zulip.example", zuliptest.RoleMember)
