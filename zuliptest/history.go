@@ -263,6 +263,14 @@ func (r *Realm) trimHistoryLocked() {
 	}
 }
 
+// countAfter is the number of kept row changes with an ID above id, the
+// newest ones. IDs rise with every change but may skip values (gaps in
+// PresenceSequence), so they are counted rather than subtracted.
+func (h *history) countAfter(id int64) int {
+	n := h.changes.len()
+	return n - sort.Search(n, func(i int) bool { return h.changes.at(i).id > id })
+}
+
 // dropChange forgets the oldest row change, moving the floor up to it.
 func (h *history) dropChange() {
 	c := h.changes.at(0)
@@ -319,7 +327,7 @@ func (r *Realm) stateAsOfLocked(id int64) (presenceState, error) {
 	h := &r.hist
 	st := r.liveState()
 	n := h.changes.len()
-	if later := int(r.seq - id); later > 0 {
+	if later := h.countAfter(id); later > 0 {
 		st.pastRows = make(map[int64]*presenceRow, min(later, len(r.users)))
 		for i := n - 1; i >= n-later; i-- {
 			c := h.changes.at(i)
@@ -389,7 +397,7 @@ func (r *Realm) RowChanges(afterID int64) ([]RowChange, error) {
 		return nil, err
 	}
 	h := &r.hist
-	later := int(r.seq - afterID)
+	later := h.countAfter(afterID)
 	out := make([]RowChange, later)
 	for i := range out {
 		c := h.changes.at(h.changes.len() - later + i)
@@ -471,7 +479,14 @@ func (r *Realm) viewAsOf(viewerID, id int64, now time.Time, req AsOfRequest) (*p
 	if err != nil {
 		return nil, err
 	}
-	view, apiErr := r.presenceQueryLocked(viewer, st, req.Slim || req.LastUpdateID != nil, asJSONInt(req.LastUpdateID), asJSONInt(req.HistoryLimitDays), now)
+	lastUpdateID, days := req.LastUpdateID, req.HistoryLimitDays
+	if r.s.settings.FeatureLevel < flLastUpdateID {
+		lastUpdateID = nil
+	}
+	if r.s.settings.FeatureLevel < flHistoryLimitDays {
+		days = nil
+	}
+	view, apiErr := r.presenceQueryLocked(viewer, st, req.Slim || lastUpdateID != nil, asJSONInt(lastUpdateID), asJSONInt(days), now)
 	if apiErr != nil {
 		return nil, fmt.Errorf("zuliptest: the server would answer %d %s", apiErr.status, apiErr.msg)
 	}

@@ -244,7 +244,7 @@ func TestRowChangesRecordBackdating(t *testing.T) {
 	if created.Before.Exists || created.After != written || !created.At.Equal(e.clock.Now().Add(-10*time.Second)) {
 		t.Errorf("creation recorded as %+v", created)
 	}
-	b := dbTime(e.clock.Now()).Add(-invisibleBackdate)
+	b := dbTime(e.clock.Now()).Add(-265 * time.Second) // 200 + 55 + 10
 	if moved.Before != written || !moved.After.LastActive.Equal(b) || !moved.After.LastConnected.Equal(b) || !moved.At.Equal(e.clock.Now()) {
 		t.Errorf("backdating recorded as %+v", moved)
 	}

@@ -44,8 +44,10 @@ func (f *form) lookup(name string) (string, bool) {
 
 // ignored lists the request variables that are not in processed, sorted,
 // as typed_endpoint reports them in ignored_parameters_unsupported.
+// client is never listed: the middleware's parse_client processes it on
+// every request.
 func (f *form) ignored(processed ...string) []string {
-	seen := map[string]bool{}
+	seen := map[string]bool{"client": true}
 	for _, p := range processed {
 		seen[p] = true
 	}

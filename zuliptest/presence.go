@@ -8,15 +8,10 @@ import (
 	"time"
 )
 
-// Presence tuning from zproject/default_settings.py.
+// The presence tuning an operator can change is in ServerSettings; these
+// are fixed in Zulip's code.
 const (
-	offlineThreshold   = 200 * time.Second // OFFLINE_THRESHOLD_SECS
-	minUpdateFreq      = 55 * time.Second  // PRESENCE_UPDATE_MIN_FREQ_SECONDS
-	legacyActiveOffset = 70 * time.Second  // PRESENCE_LEGACY_EVENT_OFFSET_FOR_ACTIVITY_SECONDS
 	defaultHistoryDays = 14
-
-	// invisibleBackdate is how far back disabling presence moves a row.
-	invisibleBackdate = offlineThreshold + minUpdateFreq + 10*time.Second
 
 	// nullAge is the age do_update_user_presence gives a NULL timestamp.
 	nullAge = 24 * time.Hour
@@ -37,6 +32,20 @@ var presenceParamNames = []string{
 	"history_limit_days", "last_update_id", "new_user_input", "ping_only", "slim_presence", "status",
 }
 
+// presenceParamsAt are the parameters update_active_status_backend takes
+// at feature level fl: last_update_id from 263 (9.0), history_limit_days
+// from 288 (10.0). Others are reported in ignored_parameters_unsupported.
+func presenceParamsAt(fl int) []string {
+	out := make([]string, 0, len(presenceParamNames))
+	for _, n := range presenceParamNames {
+		if (n == "last_update_id" && fl < flLastUpdateID) || (n == "history_limit_days" && fl < flHistoryLimitDays) {
+			continue
+		}
+		out = append(out, n)
+	}
+	return out
+}
+
 type presenceParams struct {
 	historyDays  *jsonInt
 	lastUpdateID *jsonInt
@@ -51,7 +60,8 @@ func (c *call) updatePresence(u *user) reply {
 	if u.Role == RoleBot {
 		return badRequest("This endpoint does not accept bot requests.").reply()
 	}
-	p, err := c.presenceParams()
+	fl := c.rm.s.settings.FeatureLevel
+	p, err := c.presenceParams(fl)
 	if err != nil {
 		return err.reply()
 	}
@@ -69,26 +79,30 @@ func (c *call) updatePresence(u *user) reply {
 		c.rm.recordActivityLocked(u, t)
 	}
 	if p.pingOnly {
-		return c.success(nil, presenceParamNames...)
+		return c.success(nil, presenceParamsAt(fl)...)
 	}
 	view, err := c.rm.presenceQueryLocked(u, c.rm.liveState(), p.slim, p.lastUpdateID, p.historyDays, c.now)
 	if err != nil {
 		return err.reply()
 	}
-	view.ignored = c.form.ignored(presenceParamNames...)
+	view.ignored = c.form.ignored(presenceParamsAt(fl)...)
 	return reply{status: http.StatusOK, header: jsonHeader(), view: view, neverCache: true}
 }
 
-// presenceParams parses the parameters in signature order; the first
-// failure is the answer.
-func (c *call) presenceParams() (presenceParams, *apiError) {
+// presenceParams parses the parameters feature level fl takes, in
+// signature order; the first failure is the answer.
+func (c *call) presenceParams(fl int) (presenceParams, *apiError) {
 	var p presenceParams
 	var err *apiError
-	if p.historyDays, err = c.form.optionalInt("history_limit_days"); err != nil {
-		return p, err
+	if fl >= flHistoryLimitDays {
+		if p.historyDays, err = c.form.optionalInt("history_limit_days"); err != nil {
+			return p, err
+		}
 	}
-	if p.lastUpdateID, err = c.form.optionalInt("last_update_id"); err != nil {
-		return p, err
+	if fl >= flLastUpdateID {
+		if p.lastUpdateID, err = c.form.optionalInt("last_update_id"); err != nil {
+			return p, err
+		}
 	}
 	if p.newUserInput, err = c.form.optionalBool("new_user_input", false); err != nil {
 		return p, err
@@ -119,10 +133,11 @@ func missingArgument(name string) *apiError {
 
 // writePresenceLocked is do_update_user_presence: a missing row is
 // created; otherwise a stored time is overwritten only when it is more
-// than 55 s older than t (NULL counting as a day old), keeping
-// last_connected_time ≥ last_active_time. Any change takes the realm's
-// next update ID; no change consumes none.
+// than PresenceUpdateMinFreq (55 s) older than t (NULL counting as a day
+// old), keeping last_connected_time ≥ last_active_time. Any change takes
+// the realm's next update ID; no change consumes none.
 func (r *Realm) writePresenceLocked(u *user, active bool, t time.Time) {
+	minUpdateFreq := r.s.settings.PresenceUpdateMinFreq
 	row := r.rows[u.ID]
 	if row == nil {
 		row = &presenceRow{connected: t}
@@ -159,8 +174,12 @@ func age(t, stored time.Time) time.Duration {
 
 // bumpLocked gives the user's just written row the realm's next
 // PresenceSequence value and records the change in the realm's history.
-// Every change of a row goes through it.
+// Every change of a row goes through it. At the server's IDGapRate the
+// sequence first skips a value, which no row ever holds.
 func (r *Realm) bumpLocked(userID int64, row *presenceRow) {
+	if r.s.gapLocked() {
+		r.seq++
+	}
 	r.seq++
 	row.updateID = r.seq
 	r.stats.RowsWritten++
@@ -175,6 +194,7 @@ type presenceView struct {
 	serverTime   float64
 	lastUpdateID string // JSON text; empty leaves the key out
 	ignored      []string
+	legacyOffset time.Duration // PresenceLegacyEventOffset
 }
 
 // presenceEntry is one returned row, NULL times already replaced by the
@@ -199,9 +219,18 @@ func entryFor(u *user, row *presenceRow) presenceEntry {
 // presenceQueryLocked is get_presence_response for the realm-wide formats,
 // reading the rows and user activity of st: the live ones for the API,
 // earlier ones for RenderAsOf. server_timestamp is taken before the query,
-// as Zulip does.
+// as Zulip does. Before feature level 263 there is no
+// presence_last_update_id.
 func (r *Realm) presenceQueryLocked(viewer *user, st presenceState, slim bool, lastUpdateID, days *jsonInt, now time.Time) (*presenceView, *apiError) {
-	v := &presenceView{slim: slim, serverTime: pyTime(now)}
+	v, err := r.presenceQueryAtLocked(viewer, st, slim, lastUpdateID, days, now)
+	if v != nil && r.s.settings.FeatureLevel < flLastUpdateID {
+		v.lastUpdateID = ""
+	}
+	return v, err
+}
+
+func (r *Realm) presenceQueryAtLocked(viewer *user, st presenceState, slim bool, lastUpdateID, days *jsonInt, now time.Time) (*presenceView, *apiError) {
+	v := &presenceView{slim: slim, serverTime: pyTime(now), legacyOffset: r.s.settings.PresenceLegacyEventOffset}
 	if r.settings.PresenceDisabled {
 		v.lastUpdateID = "-1"
 		return v, nil
@@ -291,7 +320,7 @@ func (v *presenceView) render() ([]byte, int) {
 			writeModern(&j, e)
 		} else {
 			j.key(e.email)
-			writeLegacy(&j, e)
+			writeLegacy(&j, e, v.legacyOffset)
 		}
 	}
 	j.end()
@@ -315,8 +344,8 @@ func writeModern(j *jsonWriter, e presenceEntry) {
 }
 
 // writeLegacy is get_legacy_user_presence_info.
-func writeLegacy(j *jsonWriter, e presenceEntry) {
-	status, ts := legacyStatus(e.active, e.connected)
+func writeLegacy(j *jsonWriter, e presenceEntry, offset time.Duration) {
+	status, ts := legacyStatus(e.active, e.connected, offset)
 	j.begin()
 	j.key("aggregated")
 	j.begin()
@@ -334,9 +363,10 @@ func writeLegacy(j *jsonWriter, e presenceEntry) {
 	j.end()
 }
 
-// legacyStatus is format_legacy_presence_dict, on full-precision times.
-func legacyStatus(active, connected time.Time) (string, int64) {
-	if !active.Add(legacyActiveOffset).Before(connected) {
+// legacyStatus is format_legacy_presence_dict, on full-precision times,
+// with offset PRESENCE_LEGACY_EVENT_OFFSET_FOR_ACTIVITY_SECONDS.
+func legacyStatus(active, connected time.Time, offset time.Duration) (string, int64) {
+	if !active.Add(offset).Before(connected) {
 		return "active", pyTimestamp(active)
 	}
 	return "idle", pyTimestamp(connected)
@@ -355,11 +385,20 @@ func (c *call) getRealmPresence(u *user) reply {
 }
 
 // getUserPresence is GET users/{user_id_or_email}/presence
-// (get_presence_backend): one user, no time window.
+// (get_presence_backend): one user, no time window. Through 11.x the view
+// takes no parameters and answers only the legacy shape, so slim_presence
+// is reported as ignored; from feature level 487 it takes slim_presence
+// and answers the modern shape for it.
 func (c *call) getUserPresence(viewer *user) reply {
-	slim, err := c.form.optionalBool("slim_presence", false)
-	if err != nil {
-		return err.reply()
+	st := c.rm.s.settings
+	var slim bool
+	var processed []string
+	if st.FeatureLevel >= flUserPresenceModern {
+		var err *apiError
+		if slim, err = c.form.optionalBool("slim_presence", false); err != nil {
+			return err.reply()
+		}
+		processed = []string{"slim_presence"}
 	}
 	target := c.rm.activeUserLocked(c.route.arg)
 	switch {
@@ -382,18 +421,19 @@ func (c *call) getUserPresence(viewer *user) reply {
 			writeModern(j, e)
 			return
 		}
-		writeSingleLegacy(j, e, now)
-	}, "slim_presence")
+		writeSingleLegacy(j, e, now, &st)
+	}, processed...)
 	rp.rows = 1
 	return rp
 }
 
 // writeSingleLegacy is the single-user legacy form: no client or pushable,
-// and an aggregated status of "offline" once it is over 200 s old.
-func writeSingleLegacy(j *jsonWriter, e presenceEntry, now int64) {
-	status, ts := legacyStatus(e.active, e.connected)
+// and an aggregated status of "offline" once it is over
+// OFFLINE_THRESHOLD_SECS (200 s) old, in whole seconds.
+func writeSingleLegacy(j *jsonWriter, e presenceEntry, now int64, st *ServerSettings) {
+	status, ts := legacyStatus(e.active, e.connected, st.PresenceLegacyEventOffset)
 	aggregated := status
-	if now-ts > int64(offlineThreshold/time.Second) {
+	if time.Duration(now-ts)*time.Second > st.OfflineThreshold {
 		aggregated = "offline"
 	}
 	j.begin()

@@ -18,7 +18,7 @@ func TestLegacyStatusBoundary(t *testing.T) {
 		// Whole seconds would say 70 (active); the full times say idle.
 		{time.Date(2022, 7, 4, 18, 14, 29, 600000000, time.UTC), "idle"},
 	} {
-		if got, _ := legacyStatus(tc.active, c); got != tc.want {
+		if got, _ := legacyStatus(tc.active, c, 70*time.Second); got != tc.want {
 			t.Errorf("active %v before connected: %s, want %s", c.Sub(tc.active), got, tc.want)
 		}
 	}

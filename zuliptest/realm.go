@@ -456,7 +456,7 @@ func (r *Realm) setPresenceEnabledLocked(u *user, enabled bool) {
 		r.writePresenceLocked(u, true, now)
 		return
 	}
-	r.backdateLocked(u, now.Add(-invisibleBackdate))
+	r.backdateLocked(u, now.Add(-r.s.settings.invisibleBackdate()))
 }
 
 // backdateLocked moves a disabling user's recent presence back to b.

@@ -26,10 +26,13 @@ type Server struct {
 	rng    *rand.Rand
 	demo   *demo
 
+	settings ServerSettings
+
 	control *http.ServeMux
 }
 
-// New returns a server with one default realm and no users. The clock is
+// New returns a server with one default realm, no users and
+// DefaultServerSettings. The clock is
 // now, or time.Now when now is nil; it must be safe for concurrent use and
 // must not call back into the server. API keys and session IDs come from
 // a source seeded the same way for every server, so runs are repeatable.
@@ -42,6 +45,8 @@ func New(now func() time.Time) *Server {
 		realms: map[string]*Realm{},
 		keys:   map[string]*user{},
 		rng:    rand.New(rand.NewPCG(0x7a756c6970, 0x70726573656e6365)),
+
+		settings: DefaultServerSettings(),
 	}
 	s.def = newRealm(s, "")
 	s.control = s.controlMux()

@@ -56,7 +56,7 @@ func writeUserFields(j *jsonWriter, u *user) {
 	j.bool("is_active", u.active)
 	j.bool("is_bot", u.Role == RoleBot)
 	j.int("role", u.Role.zulipRole())
-	j.str("date_joined", isoformat(u.dateJoined))
+	j.str("date_joined", u.realm.s.settings.formatDateJoined(u.dateJoined))
 }
 
 // isoformat is Python's datetime.isoformat for an aware UTC datetime:
