@@ -30,6 +30,10 @@ import (
 //	POST   /_sim/access                        {"user_ids":[a,b]} → {}
 //	GET    /_sim/settings                      → the settings
 //	POST   /_sim/settings                      any subset → the settings
+//	GET    /_sim/server_settings               → the server-wide settings (ServerSettings)
+//	POST   /_sim/server_settings               any subset of {"feature_level","presence_update_min_freq_seconds",
+//	                                           "presence_legacy_event_offset_seconds","offline_threshold_seconds",
+//	                                           "id_gap_rate"} → the server-wide settings
 //	GET    /_sim/clock                         → {"now"}
 //	POST   /_sim/clock                         {"advance_seconds"} → {"now"}
 //	GET    /_sim/stats                         → the counters
@@ -50,6 +54,8 @@ func (s *Server) controlMux() *http.ServeMux {
 	mux.Handle("POST /_sim/access", s.ctl(ctlShareAccess))
 	mux.Handle("GET /_sim/settings", s.ctl(ctlSettings))
 	mux.Handle("POST /_sim/settings", s.ctl(ctlSettings))
+	mux.Handle("GET /_sim/server_settings", s.ctl(ctlServerSettings))
+	mux.Handle("POST /_sim/server_settings", s.ctl(ctlServerSettings))
 	mux.Handle("GET /_sim/clock", s.ctl(ctlClock))
 	mux.Handle("POST /_sim/clock", s.ctl(ctlClock))
 	mux.Handle("GET /_sim/stats", s.ctl(ctlStats))
@@ -333,6 +339,53 @@ func ctlSettings(cr *ctlRequest) (any, error) {
 		"can_access_all_users_group_limits_presence": st.CanAccessAllUsersGroupLimitsPresence,
 		"presence_disabled":                          st.PresenceDisabled,
 		"rate_limit":                                 st.RateLimit,
+	}, nil
+}
+
+// ctlServerSettingsJSON is ServerSettings on the wire, durations in
+// seconds as in Zulip's settings.py.
+type ctlServerSettingsJSON struct {
+	FeatureLevel              *int     `json:"feature_level,omitempty"`
+	PresenceUpdateMinFreq     *float64 `json:"presence_update_min_freq_seconds,omitempty"`
+	PresenceLegacyEventOffset *float64 `json:"presence_legacy_event_offset_seconds,omitempty"`
+	OfflineThreshold          *float64 `json:"offline_threshold_seconds,omitempty"`
+	IDGapRate                 *float64 `json:"id_gap_rate,omitempty"`
+}
+
+func ctlServerSettings(cr *ctlRequest) (any, error) {
+	var in ctlServerSettingsJSON
+	if err := cr.decode(&in); err != nil {
+		return nil, err
+	}
+	for _, v := range []*float64{in.PresenceUpdateMinFreq, in.PresenceLegacyEventOffset, in.OfflineThreshold} {
+		if v != nil && (*v < 0 || *v > 1e9 || math.IsNaN(*v)) {
+			return nil, ctlErr(http.StatusBadRequest, "durations must be between 0 and 1e9 seconds")
+		}
+	}
+	if in.IDGapRate != nil && !(*in.IDGapRate >= 0 && *in.IDGapRate <= 1) {
+		return nil, ctlErr(http.StatusBadRequest, "id_gap_rate must be between 0 and 1")
+	}
+	st := &cr.rm.s.settings
+	if in.FeatureLevel != nil {
+		st.FeatureLevel = *in.FeatureLevel
+	}
+	for _, f := range []struct {
+		dst *time.Duration
+		src *float64
+	}{{&st.PresenceUpdateMinFreq, in.PresenceUpdateMinFreq}, {&st.PresenceLegacyEventOffset, in.PresenceLegacyEventOffset}, {&st.OfflineThreshold, in.OfflineThreshold}} {
+		if f.src != nil {
+			*f.dst = time.Duration(*f.src * float64(time.Second))
+		}
+	}
+	if in.IDGapRate != nil {
+		st.IDGapRate = *in.IDGapRate
+	}
+	return map[string]any{
+		"feature_level":                        st.FeatureLevel,
+		"presence_update_min_freq_seconds":     st.PresenceUpdateMinFreq.Seconds(),
+		"presence_legacy_event_offset_seconds": st.PresenceLegacyEventOffset.Seconds(),
+		"offline_threshold_seconds":            st.OfflineThreshold.Seconds(),
+		"id_gap_rate":                          st.IDGapRate,
 	}, nil
 }
 

@@ -7,6 +7,17 @@
 // presence client or proxy needs: GET /users, GET /users/me,
 // GET /realm/presence and GET /users/{user_id_or_email}/presence.
 //
+// A server models one Zulip version and its server-wide settings
+// (ServerSettings, SetServerSettings; /_sim/server_settings over HTTP):
+// the API feature level, by default that of the newest released major
+// (FeatureLevelZulip11), decides what changed between versions (no
+// last_update_id before 9.0, no history_limit_days before 10.0,
+// date_joined to the minute from 10.0, the legacy-only one-user read
+// through 11.x); PRESENCE_UPDATE_MIN_FREQ_SECONDS,
+// PRESENCE_LEGACY_EVENT_OFFSET_FOR_ACTIVITY_SECONDS and
+// OFFLINE_THRESHOLD_SECS are settings as in Zulip's settings.py; and
+// IDGapRate makes PresenceSequence skip IDs, as racing writes do.
+//
 // It is the oracle of the fidelity tests of the presence proxy, so it is
 // written from the behavioural spec of Zulip, independently of the proxy's
 // own protocol package; the two implementations check each other.

@@ -348,3 +348,23 @@ func mustInt(t *testing.T, s string) int64 {
 	}
 	return n
 }
+
+func TestControlServerSettings(t *testing.T) {
+	e := newEnv(t)
+	num := func(m map[string]any, k string) string { return m[k].(json.Number).String() }
+	status, st := sim(t, e, "", "POST", "/_sim/server_settings", `{"feature_level":278,"presence_update_min_freq_seconds":0,"id_gap_rate":0.5}`)
+	if status != 200 || num(st, "feature_level") != "278" || num(st, "presence_update_min_freq_seconds") != "0" || num(st, "offline_threshold_seconds") != "200" || num(st, "id_gap_rate") != "0.5" {
+		t.Fatalf("server settings %d %v", status, st)
+	}
+	want := DefaultServerSettings()
+	want.FeatureLevel, want.PresenceUpdateMinFreq, want.IDGapRate = FeatureLevelZulip9, 0, 0.5
+	if got := e.srv.ServerSettings(); got != want {
+		t.Fatalf("ServerSettings %+v, want %+v", got, want)
+	}
+	if _, st := sim(t, e, "", "GET", "/_sim/server_settings", ""); num(st, "presence_legacy_event_offset_seconds") != "70" {
+		t.Fatalf("GET server settings %v", st)
+	}
+	if status, _ := sim(t, e, "", "POST", "/_sim/server_settings", `{"id_gap_rate":2}`); status != 400 {
+		t.Fatal("id_gap_rate 2 accepted")
+	}
+}
