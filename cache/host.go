@@ -15,6 +15,7 @@ type Host struct {
 	mu                 sync.Mutex
 	offset             offset
 	noIncrementalUntil time.Time
+	legacyReadsUntil   time.Time // the one-user read answers the legacy shape
 	pingHeader         map[string][]string
 	date               []string // an HTTP date of the server's clock, for dateSec
 	dateSec            int64
@@ -95,6 +96,24 @@ func (h *Host) MarkIncrementalUnsupported(until time.Time) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	h.noIncrementalUntil = until
+}
+
+// LegacyRowReads reports whether the host's last one-user presence read
+// (GET /users/{id}/presence) answered the legacy shape, as every released
+// Zulip through 11.x does, within the time MarkLegacyRowReads gave.
+func (h *Host) LegacyRowReads(now time.Time) bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return now.Before(h.legacyReadsUntil)
+}
+
+// MarkLegacyRowReads records until when the host is taken to answer
+// one-user presence reads in the legacy shape only; the zero time records
+// that it answered the slim shape.
+func (h *Host) MarkLegacyRowReads(until time.Time) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.legacyReadsUntil = until
 }
 
 // SetPingHeader keeps the headers of the server's latest answer to a ping,

@@ -29,6 +29,7 @@ type RowMirror struct {
 	active    time.Time     // lower bound on last_active_time; zero: none
 	read      bool          // the server's answer to a read was applied once
 	stale     bool          // a write of the user reached the server since
+	accepted  bool          // the server accepted a write of the user
 	failedAt  time.Time     // proxy clock: when the last read failed
 	userID    int64         // the user's id, once the server told it
 	joined    time.Time     // the user's date_joined, which stands in for NULL
@@ -47,6 +48,10 @@ const rowCost = 320
 // at least its lower bound, so within the window (Zulip writes only when a
 // stored time is more than 55 s old, comparing with >).
 func (r *RowMirror) Quiet(serverNow time.Time, w Write, window time.Duration) bool {
+	if window <= 0 {
+		// PRESENCE_UPDATE_MIN_FREQ_SECONDS 0: Zulip stores every write.
+		return false
+	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if !within(r.connected, serverNow, window) {
@@ -92,7 +97,7 @@ func (r *RowMirror) FailRead(now time.Time) {
 func (r *RowMirror) Wrote() {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	r.stale = true
+	r.stale, r.accepted = true, true
 }
 
 // UserID returns the user's id, or 0 if it is not known yet.
@@ -128,6 +133,28 @@ func (r *RowMirror) Observe(exists bool, active, idle int64, read bool) {
 	}
 	r.connected = later(r.connected, r.lowerBound(idle))
 	r.active = later(r.active, r.lowerBound(active))
+}
+
+// ObserveLegacy applies a one-user read in the legacy shape, which every
+// released Zulip answers: status "active" with int(last_active_time), or
+// "idle" with int(last_connected_time). Zulip keeps last_connected_time at
+// or after last_active_time whenever it writes, so an "active" timestamp
+// bounds both, once a write of the user was accepted: before that,
+// last_connected_time may still be NULL (rows from before Zulip 7.0),
+// which the write rule counts as a day old. An invisible user's writes
+// are no-ops, and turning invisible mode off writes the row, so an
+// accepted write makes it non-NULL wherever it matters.
+func (r *RowMirror) ObserveLegacy(active bool, timestamp int64) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.read, r.failedAt = true, time.Time{}
+	bound := r.lowerBound(timestamp)
+	if active {
+		r.active = later(r.active, bound)
+	}
+	if !active || r.accepted {
+		r.connected = later(r.connected, bound)
+	}
 }
 
 // lowerBound turns a timestamp the server sent into a lower bound on the

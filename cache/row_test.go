@@ -186,3 +186,39 @@ func TestRowJoinedToTheMinute(t *testing.T) {
 		t.Fatal("active_timestamp 660, past date_joined's minute, bounds nothing")
 	}
 }
+
+// TestRowLegacyRead: the legacy shape's "active" timestamp bounds
+// last_active_time, and last_connected_time only once a write was
+// accepted (before, it may be NULL); "idle" bounds last_connected_time.
+func TestRowLegacyRead(t *testing.T) {
+	row := &RowMirror{}
+	row.SetUser(7, time.Unix(100, 0), time.Minute)
+	row.ObserveLegacy(true, 1000)
+	switch {
+	case row.NeedsRead(time.Unix(1001, 0), window):
+		t.Fatal("a legacy read was not recorded as a read")
+	case row.Quiet(time.Unix(1010, 0), Write{}, window):
+		t.Fatal("an active legacy read bounded a last_connected_time that may be NULL")
+	}
+	row.Wrote()
+	row.ObserveLegacy(true, 1000)
+	if !row.Quiet(time.Unix(1010, 0), Write{Active: true}, window) {
+		t.Fatal("an active legacy read after an accepted write bounds nothing")
+	}
+	idle := &RowMirror{}
+	idle.SetUser(7, time.Unix(100, 0), time.Minute)
+	idle.ObserveLegacy(false, 1000)
+	switch {
+	case !idle.Quiet(time.Unix(1010, 0), Write{}, window):
+		t.Fatal("an idle legacy read does not bound last_connected_time")
+	case idle.Quiet(time.Unix(1010, 0), Write{Active: true}, window):
+		t.Fatal("an idle legacy read bounded last_active_time")
+	}
+	joined := &RowMirror{}
+	joined.SetUser(7, time.Unix(960, 0), time.Minute)
+	joined.Wrote()
+	joined.ObserveLegacy(true, 1000) // date_joined, standing in for NULL
+	if joined.Quiet(time.Unix(1010, 0), Write{}, window) {
+		t.Fatal("a legacy timestamp in date_joined's minute bounded the row")
+	}
+}

@@ -141,13 +141,20 @@ func (c *call) prefix() string {
 	return "/json"
 }
 
-// userPresence is GET /users/{id}/presence with slim_presence=true.
+// userPresence is GET /users/{id}/presence, in either shape: the slim one
+// (active_timestamp and idle_timestamp), which only Zulip after 11.x
+// answers to slim_presence=true, or the legacy one every released version
+// answers (get_presence_backend in zerver/views/presence.py).
 type userPresence struct {
 	Result   string `json:"result"`
 	Msg      string `json:"msg"`
 	Presence *struct {
-		Active *int64 `json:"active_timestamp"`
-		Idle   *int64 `json:"idle_timestamp"`
+		Active  *int64 `json:"active_timestamp"`
+		Idle    *int64 `json:"idle_timestamp"`
+		Website *struct {
+			Status    string `json:"status"`
+			Timestamp *int64 `json:"timestamp"`
+		} `json:"website"`
 	} `json:"presence"`
 }
 
@@ -184,17 +191,39 @@ func (c *call) fetchRow(row *cache.RowMirror) error {
 		return err
 	}
 	path := c.prefix() + "/users/" + strconv.FormatInt(row.UserID(), 10) + "/presence"
+	host := c.hostFor()
+	query := "slim_presence=true"
+	if host.LegacyRowReads(c.h.now()) {
+		query = "" // the server would list it as ignored
+	}
 	var ans userPresence
-	status, err := c.getJSON(path, "slim_presence=true", "user_presence", &ans)
+	status, err := c.getJSON(path, query, "user_presence", &ans)
 	switch {
 	case err != nil:
 		return err
-	case status == http.StatusOK && ans.Result == "success" && ans.Presence != nil && ans.Presence.Active != nil && ans.Presence.Idle != nil:
-		row.Observe(true, *ans.Presence.Active, *ans.Presence.Idle, true)
+	case status == http.StatusOK && ans.Result == "success" && ans.Presence != nil:
+		return c.observeRead(host, row, &ans)
 	case status == http.StatusBadRequest && strings.HasPrefix(ans.Msg, "No presence data for "):
 		row.Observe(false, 0, 0, true) // no row yet: the next write creates it
-	default:
-		return fmt.Errorf("status %d", status)
+		return nil
 	}
+	return fmt.Errorf("status %d", status)
+}
+
+// observeRead applies a successful one-user read to the row, and records
+// which shape the host answers, asking for the slim one again after a
+// resync interval in case the server was upgraded.
+func (c *call) observeRead(host *cache.Host, row *cache.RowMirror, ans *userPresence) error {
+	if p := ans.Presence; p.Active != nil && p.Idle != nil {
+		host.MarkLegacyRowReads(time.Time{})
+		row.Observe(true, *p.Active, *p.Idle, true)
+		return nil
+	}
+	w := ans.Presence.Website
+	if w == nil || w.Timestamp == nil || (w.Status != "active" && w.Status != "idle") {
+		return fmt.Errorf("presence in neither shape")
+	}
+	host.MarkLegacyRowReads(c.h.now().Add(time.Duration(c.h.ResyncInterval)))
+	row.ObserveLegacy(w.Status == "active", *w.Timestamp)
 	return nil
 }
