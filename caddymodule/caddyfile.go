@@ -28,6 +28,8 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //	zulip_presence [<matcher>] {
 //		mode            session|shared
 //		max_staleness   <duration>
+//		presence_update_min_freq     <duration>
+//		presence_legacy_event_offset <duration>
 //		coalesce_window <duration>
 //		trust_window    <duration>
 //		resync_interval <duration>
@@ -69,6 +71,10 @@ func (h *Handler) unmarshalSubdirective(d *caddyfile.Dispenser) error {
 	}
 	var err error
 	switch name {
+	case "presence_update_min_freq":
+		h.PresenceUpdateMinFreq, err = parseDurationPtr(d, name, val)
+	case "presence_legacy_event_offset":
+		h.PresenceLegacyEventOffset, err = parseDurationPtr(d, name, val)
 	case "coalesce_window":
 		h.CoalesceWindow, err = parseDuration(d, name, val)
 	case "mode":
@@ -99,6 +105,16 @@ func parseDuration(d *caddyfile.Dispenser, name, val string) (caddy.Duration, er
 		return 0, d.Errf("bad duration %q for %s: %v", val, name, err)
 	}
 	return caddy.Duration(dur), nil
+}
+
+// parseDurationPtr is parseDuration for a setting whose zero is a value,
+// not the default.
+func parseDurationPtr(d *caddyfile.Dispenser, name, val string) (*caddy.Duration, error) {
+	dur, err := parseDuration(d, name, val)
+	if err != nil {
+		return nil, err
+	}
+	return &dur, nil
 }
 
 func parseSize(d *caddyfile.Dispenser, name, val string) (int64, error) {

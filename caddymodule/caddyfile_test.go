@@ -38,6 +38,10 @@ func TestUnmarshalCaddyfile(t *testing.T) {
 			CacheName:      "shared",
 			CacheSize:      64 << 20,
 		}},
+		{name: "Zulip's settings", input: `zulip_presence {
+			presence_update_min_freq     0
+			presence_legacy_event_offset 30s
+		}`, want: Handler{PresenceUpdateMinFreq: durationPtr(0), PresenceLegacyEventOffset: durationPtr(30 * time.Second)}},
 		{name: "unknown subdirective", input: "zulip_presence {\n coalesce 5s\n}", wantErr: "unrecognized subdirective 'coalesce'"},
 		{name: "missing value", input: "zulip_presence {\n max_body\n}", wantErr: "wrong argument count"},
 		{name: "extra value", input: "zulip_presence {\n max_body 1KiB 2KiB\n}", wantErr: "wrong argument count"},
@@ -62,6 +66,10 @@ func TestUnmarshalCaddyfile(t *testing.T) {
 			if h.Mode != tc.want.Mode || h.MaxStaleness != tc.want.MaxStaleness || h.TrustWindow != tc.want.TrustWindow {
 				t.Fatalf("got %+v, want %+v", h, tc.want)
 			}
+			if !sameDurationPtr(h.PresenceUpdateMinFreq, tc.want.PresenceUpdateMinFreq) ||
+				!sameDurationPtr(h.PresenceLegacyEventOffset, tc.want.PresenceLegacyEventOffset) {
+				t.Fatalf("got %+v, want %+v", h, tc.want)
+			}
 			if h.CoalesceWindow != tc.want.CoalesceWindow || h.ResyncInterval != tc.want.ResyncInterval ||
 				h.UsersRefresh != tc.want.UsersRefresh || h.MaxBody != tc.want.MaxBody ||
 				h.CacheName != tc.want.CacheName || h.CacheSize != tc.want.CacheSize {
@@ -83,7 +91,15 @@ func TestValidate(t *testing.T) {
 		wantErr string
 	}{
 		{name: "defaults", change: func(*Handler) {}},
-		{name: "window above Zulip's threshold", change: func(h *Handler) { h.CoalesceWindow = caddy.Duration(56 * time.Second) }, wantErr: "exceeds Zulip's 55s"},
+		{name: "window above Zulip's threshold", change: func(h *Handler) { h.CoalesceWindow = caddy.Duration(56 * time.Second) }, wantErr: "exceeds presence_update_min_freq 55s"},
+		{name: "window above a lowered threshold", change: func(h *Handler) {
+			h.PresenceUpdateMinFreq = durationPtr(10 * time.Second)
+		}, wantErr: "coalesce_window 55s exceeds presence_update_min_freq 10s"},
+		{name: "negative min freq", change: func(h *Handler) { h.PresenceUpdateMinFreq = durationPtr(-1) }, wantErr: "presence_update_min_freq must not be negative"},
+		{name: "offset in fractions of a second", change: func(h *Handler) {
+			h.PresenceLegacyEventOffset = durationPtr(1500 * time.Millisecond)
+		}, wantErr: "presence_legacy_event_offset must be whole seconds"},
+		{name: "negative offset", change: func(h *Handler) { h.PresenceLegacyEventOffset = durationPtr(-time.Second) }, wantErr: "presence_legacy_event_offset"},
 		{name: "negative window", change: func(h *Handler) { h.CoalesceWindow = -1 }, wantErr: "coalesce_window must be positive"},
 		{name: "unknown mode", change: func(h *Handler) { h.Mode = "realm" }, wantErr: `mode must be session or shared, not "realm"`},
 		{name: "shared mode", change: func(h *Handler) { h.Mode = modeShared }},
@@ -111,6 +127,33 @@ func TestValidate(t *testing.T) {
 				t.Fatalf("error = %v, want one containing %q", err, tc.wantErr)
 			}
 		})
+	}
+}
+
+func durationPtr(d time.Duration) *caddy.Duration {
+	c := caddy.Duration(d)
+	return &c
+}
+
+func sameDurationPtr(a, b *caddy.Duration) bool {
+	return (a == nil) == (b == nil) && (a == nil || *a == *b)
+}
+
+// TestSettingsFollowZulips: coalesce_window and trust_window follow a
+// lowered PRESENCE_UPDATE_MIN_FREQ_SECONDS; 0 leaves no window for local
+// answers, and shared mode still trusts sessions for Zulip's default.
+func TestSettingsFollowZulips(t *testing.T) {
+	for _, tc := range []struct {
+		minFreq, window, trust time.Duration
+	}{{10 * time.Second, 10 * time.Second, 10 * time.Second}, {0, 0, 55 * time.Second}} {
+		h := Handler{PresenceUpdateMinFreq: durationPtr(tc.minFreq)}
+		h.fillDefaults()
+		if err := h.Validate(); err != nil {
+			t.Fatalf("min freq %v: %v", tc.minFreq, err)
+		}
+		if time.Duration(h.CoalesceWindow) != tc.window || time.Duration(h.TrustWindow) != tc.trust {
+			t.Fatalf("min freq %v: coalesce_window %v, trust_window %v; want %v, %v", tc.minFreq, time.Duration(h.CoalesceWindow), time.Duration(h.TrustWindow), tc.window, tc.trust)
+		}
 	}
 }
 

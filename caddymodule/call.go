@@ -125,6 +125,11 @@ func (c *call) write() cache.Write {
 
 func (c *call) window() time.Duration { return time.Duration(c.h.CoalesceWindow) }
 
+// legacyOffset is the server's PRESENCE_LEGACY_EVENT_OFFSET_FOR_ACTIVITY_SECONDS.
+func (c *call) legacyOffset() int64 {
+	return int64(time.Duration(*c.h.PresenceLegacyEventOffset) / time.Second)
+}
+
 func (c *call) policy() cache.Policy {
 	return cache.Policy{Window: c.window(), Trust: time.Duration(c.h.TrustWindow)}
 }

@@ -159,7 +159,7 @@ func (c *call) writeFull(all []presence.Row, cursor int64, ts float64, ignored [
 
 	bufp := bufPool.Get().(*[]byte)
 	defer putBuf(bufp)
-	a := presence.Answer{ServerTimestamp: ts, LastUpdateID: answerID(rows, cursor), Ignored: ignored}
+	a := presence.Answer{ServerTimestamp: ts, LastUpdateID: answerID(rows, cursor), Ignored: ignored, LegacyOffset: c.legacyOffset()}
 	if c.req.Kind() != presence.KindLegacy {
 		*bufp = presence.AppendModern((*bufp)[:0], rows, a)
 	} else {

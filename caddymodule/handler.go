@@ -17,6 +17,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/zulip-presence/caddy-zulip-presence/cache"
+	"github.com/zulip-presence/caddy-zulip-presence/presence"
 )
 
 func init() {
@@ -25,9 +26,13 @@ func init() {
 
 // Defaults, from Zulip's own constants where they mirror one.
 const (
-	// defaultCoalesceWindow is Zulip's PRESENCE_UPDATE_MIN_FREQ_SECONDS: a
-	// write within 55 s of the stored one is a database no-op.
-	defaultCoalesceWindow = 55 * time.Second
+	// defaultMinFreq is Zulip's default PRESENCE_UPDATE_MIN_FREQ_SECONDS:
+	// a write within 55 s of the stored one is a database no-op.
+	defaultMinFreq = 55 * time.Second
+	// defaultLegacyOffset is Zulip's default
+	// PRESENCE_LEGACY_EVENT_OFFSET_FOR_ACTIVITY_SECONDS.
+	defaultLegacyOffset   = presence.DefaultLegacyOffset * time.Second
+	defaultCoalesceWindow = defaultMinFreq
 	defaultResync         = 10 * time.Minute
 	defaultUsersRefresh   = 10 * time.Minute
 	defaultMaxBody        = 64 << 10
@@ -59,11 +64,26 @@ type Handler struct {
 	// sent as a fetch first. Default: 10s.
 	MaxStaleness caddy.Duration `json:"max_staleness,omitempty"`
 
+	// PresenceUpdateMinFreq is the Zulip server's
+	// PRESENCE_UPDATE_MIN_FREQ_SECONDS, as a duration: Zulip stores a
+	// presence write only when the stored time is older than this. Set it
+	// when /etc/zulip/settings.py changes Zulip's default; 0, which makes
+	// Zulip store every write, turns local answers off. Default: 55s.
+	PresenceUpdateMinFreq *caddy.Duration `json:"presence_update_min_freq,omitempty"`
+
+	// PresenceLegacyEventOffset is the Zulip server's
+	// PRESENCE_LEGACY_EVENT_OFFSET_FOR_ACTIVITY_SECONDS, as a duration:
+	// a legacy (email-keyed) answer calls a user "active" when the last
+	// activity is within this of the last connection. Set it when
+	// /etc/zulip/settings.py changes Zulip's default, or converted legacy
+	// answers show the wrong status. Whole seconds. Default: 70s.
+	PresenceLegacyEventOffset *caddy.Duration `json:"presence_legacy_event_offset,omitempty"`
+
 	// CoalesceWindow bounds local answers: a ping is answered locally only
 	// when its session had a 2xx within the window and the user's presence
-	// row was surely stored within it. It must not exceed Zulip's
-	// PRESENCE_UPDATE_MIN_FREQ_SECONDS (55 s), or writes the server would
-	// make could be lost. Default: 55s.
+	// row was surely stored within it. It must not exceed
+	// presence_update_min_freq, or writes the server would make could be
+	// lost. Default: presence_update_min_freq.
 	CoalesceWindow caddy.Duration `json:"coalesce_window,omitempty"`
 
 	// TrustWindow is how long a session's last success from the server
@@ -136,8 +156,16 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 }
 
 func (h *Handler) fillDefaults() {
+	if h.PresenceUpdateMinFreq == nil {
+		d := caddy.Duration(defaultMinFreq)
+		h.PresenceUpdateMinFreq = &d
+	}
+	if h.PresenceLegacyEventOffset == nil {
+		d := caddy.Duration(defaultLegacyOffset)
+		h.PresenceLegacyEventOffset = &d
+	}
 	if h.CoalesceWindow == 0 {
-		h.CoalesceWindow = caddy.Duration(defaultCoalesceWindow)
+		h.CoalesceWindow = *h.PresenceUpdateMinFreq
 	}
 	if h.Mode == "" {
 		h.Mode = modeSession
@@ -147,6 +175,11 @@ func (h *Handler) fillDefaults() {
 	}
 	if h.TrustWindow == 0 {
 		h.TrustWindow = h.CoalesceWindow
+	}
+	if h.TrustWindow == 0 {
+		// No local answers (presence_update_min_freq 0), but shared
+		// mode still trusts a session this long.
+		h.TrustWindow = caddy.Duration(defaultCoalesceWindow)
 	}
 	if h.ResyncInterval == 0 {
 		h.ResyncInterval = caddy.Duration(defaultResync)
@@ -179,10 +212,14 @@ func (h *Handler) Validate() error {
 		return fmt.Errorf("mode must be session or shared, not %q", h.Mode)
 	case h.MaxStaleness <= 0:
 		return fmt.Errorf("max_staleness must be positive")
-	case h.CoalesceWindow <= 0:
+	case *h.PresenceUpdateMinFreq < 0:
+		return fmt.Errorf("presence_update_min_freq must not be negative")
+	case *h.PresenceLegacyEventOffset < 0 || time.Duration(*h.PresenceLegacyEventOffset)%time.Second != 0:
+		return fmt.Errorf("presence_legacy_event_offset must be whole seconds, not negative")
+	case h.CoalesceWindow < 0 || (h.CoalesceWindow == 0 && *h.PresenceUpdateMinFreq > 0):
 		return fmt.Errorf("coalesce_window must be positive")
-	case time.Duration(h.CoalesceWindow) > defaultCoalesceWindow:
-		return fmt.Errorf("coalesce_window %v exceeds Zulip's 55s write threshold: writes would be lost", time.Duration(h.CoalesceWindow))
+	case h.CoalesceWindow > *h.PresenceUpdateMinFreq:
+		return fmt.Errorf("coalesce_window %v exceeds presence_update_min_freq %v, Zulip's write threshold: writes would be lost", time.Duration(h.CoalesceWindow), time.Duration(*h.PresenceUpdateMinFreq))
 	case h.TrustWindow <= 0:
 		return fmt.Errorf("trust_window must be positive")
 	case time.Duration(h.TrustWindow) > maxTrustWindow:

@@ -22,6 +22,11 @@ type Answer struct {
 	// Ignored is ignored_parameters_unsupported, in the order given
 	// (Zulip sorts it); the key is omitted when Ignored is empty.
 	Ignored []string
+	// LegacyOffset is the server's
+	// PRESENCE_LEGACY_EVENT_OFFSET_FOR_ACTIVITY_SECONDS, which legacy
+	// answers derive their status with (see LegacyStatus); Zulip's
+	// default is DefaultLegacyOffset.
+	LegacyOffset int64
 }
 
 // Expected sizes, so that one Grow covers a whole answer in the usual case.
@@ -77,7 +82,7 @@ func AppendLegacy(dst []byte, rows []Row, email func(userID int64) string, a Ans
 		if i > 0 {
 			dst = append(dst, ',')
 		}
-		status, ts := LegacyStatus(r.Presence)
+		status, ts := LegacyStatus(r.Presence, a.LegacyOffset)
 		text := legacyIdle
 		if status == "active" {
 			text = legacyActive

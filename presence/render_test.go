@@ -151,7 +151,7 @@ func TestAppendLegacy(t *testing.T) {
 		// active: exactly 70 s
 		{UserID: 11, Presence: Presence{Active: 1594825375, Idle: 1594825445}},
 	}
-	got := string(AppendLegacy(nil, rows, email, Answer{ServerTimestamp: 1594825446.25, LastUpdateID: 9, Ignored: []string{"foo"}}))
+	got := string(AppendLegacy(nil, rows, email, Answer{ServerTimestamp: 1594825446.25, LastUpdateID: 9, Ignored: []string{"foo"}, LegacyOffset: DefaultLegacyOffset}))
 	want := `{"result":"success","msg":"","presences":{` +
 		`"hamlet@zulip.com":{"aggregated":{"client":"website","status":"idle","timestamp":1594825445},` +
 		`"website":{"client":"website","status":"idle","timestamp":1594825445,"pushable":false}},` +
@@ -189,7 +189,7 @@ func benchRows(n int) []Row {
 // benchmark report checks them against design §9's render targets.
 func BenchmarkRenderSlim1500(b *testing.B) {
 	rows := benchRows(1500)
-	a := Answer{ServerTimestamp: 1764153739.6287155, LastUpdateID: 123456}
+	a := Answer{ServerTimestamp: 1764153739.6287155, LastUpdateID: 123456, LegacyOffset: DefaultLegacyOffset}
 	buf := AppendModern(nil, rows, a)
 	b.SetBytes(int64(len(buf)))
 	b.ReportAllocs()
@@ -205,7 +205,7 @@ func BenchmarkRenderLegacy1500(b *testing.B) {
 		emails[r.UserID] = "user" + strconv.FormatInt(r.UserID, 10) + "@chat.example.com"
 	}
 	email := func(id int64) string { return emails[id] }
-	a := Answer{ServerTimestamp: 1764153739.6287155, LastUpdateID: 123456}
+	a := Answer{ServerTimestamp: 1764153739.6287155, LastUpdateID: 123456, LegacyOffset: DefaultLegacyOffset}
 	buf := AppendLegacy(nil, rows, email, a)
 	b.SetBytes(int64(len(buf)))
 	b.ReportAllocs()
@@ -216,7 +216,7 @@ func BenchmarkRenderLegacy1500(b *testing.B) {
 
 func BenchmarkRenderSlim1500Fresh(b *testing.B) {
 	rows := benchRows(1500)
-	a := Answer{ServerTimestamp: 1764153739.6287155, LastUpdateID: 123456}
+	a := Answer{ServerTimestamp: 1764153739.6287155, LastUpdateID: 123456, LegacyOffset: DefaultLegacyOffset}
 	b.ReportAllocs()
 	for b.Loop() {
 		_ = AppendModern(nil, rows, a)

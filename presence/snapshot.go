@@ -21,9 +21,10 @@ type Row struct {
 	Presence
 }
 
-// legacyActiveSlackSeconds is Zulip's
-// PRESENCE_LEGACY_EVENT_OFFSET_FOR_ACTIVITY_SECONDS.
-const legacyActiveSlackSeconds = 70
+// DefaultLegacyOffset is Zulip's default
+// PRESENCE_LEGACY_EVENT_OFFSET_FOR_ACTIVITY_SECONDS (zproject/default_settings.py),
+// which a server's settings.py may change.
+const DefaultLegacyOffset = 70
 
 // secondsPerDay converts history_limit_days to seconds.
 const secondsPerDay = 86400
@@ -298,12 +299,13 @@ func InWindow(p Presence, serverTimestamp float64, days int64) bool {
 }
 
 // LegacyStatus derives the legacy status of p: "active" with the active
-// timestamp when active_timestamp+70 >= idle_timestamp, else "idle" with
-// the idle timestamp.
-func LegacyStatus(p Presence) (status string, timestamp int64) {
+// timestamp when active_timestamp+offset >= idle_timestamp, else "idle"
+// with the idle timestamp. offset is the server's
+// PRESENCE_LEGACY_EVENT_OFFSET_FOR_ACTIVITY_SECONDS (never negative).
+func LegacyStatus(p Presence, offset int64) (status string, timestamp int64) {
 	// Compare without overflow, as Python's unbounded ints do: the
 	// difference of two int64s always fits in a uint64.
-	if p.Active >= p.Idle || uint64(p.Idle)-uint64(p.Active) <= legacyActiveSlackSeconds {
+	if p.Active >= p.Idle || uint64(p.Idle)-uint64(p.Active) <= uint64(offset) {
 		return "active", p.Active
 	}
 	return "idle", p.Idle

@@ -199,7 +199,7 @@ func TestLegacyStatus(t *testing.T) {
 		{math.MaxInt64 - 70, math.MaxInt64, "active", math.MaxInt64 - 70},
 	}
 	for _, tc := range tests {
-		status, ts := LegacyStatus(Presence{Active: tc.active, Idle: tc.idle})
+		status, ts := LegacyStatus(Presence{Active: tc.active, Idle: tc.idle}, DefaultLegacyOffset)
 		if status != tc.status || ts != tc.ts {
 			t.Errorf("LegacyStatus(%d, %d) = %s %d, want %s %d", tc.active, tc.idle, status, ts, tc.status, tc.ts)
 		}
@@ -282,4 +282,19 @@ func liveHeap() int64 {
 	runtime.GC()
 	runtime.ReadMemStats(&ms)
 	return int64(ms.HeapAlloc)
+}
+
+// TestLegacyStatusOffset: the status follows the server's
+// PRESENCE_LEGACY_EVENT_OFFSET_FOR_ACTIVITY_SECONDS, not Zulip's default.
+func TestLegacyStatusOffset(t *testing.T) {
+	p := Presence{Active: 900, Idle: 1000}
+	for _, tc := range []struct {
+		offset int64
+		status string
+		ts     int64
+	}{{0, "idle", 1000}, {30, "idle", 1000}, {99, "idle", 1000}, {100, "active", 900}, {3600, "active", 900}} {
+		if status, ts := LegacyStatus(p, tc.offset); status != tc.status || ts != tc.ts {
+			t.Errorf("LegacyStatus(%+v, %d) = %s %d, want %s %d", p, tc.offset, status, ts, tc.status, tc.ts)
+		}
+	}
 }
