@@ -68,3 +68,10 @@ func (r *Rig) Rows(id int64) (direct, proxied zuliptest.Row) {
 func SameRow(d, p zuliptest.Row) bool {
 	return d.Exists == p.Exists && d.LastConnected.Equal(p.LastConnected) && d.LastActive.Equal(p.LastActive)
 }
+
+// SetServerSettings gives both servers the same Zulip version and
+// settings.
+func (r *Rig) SetServerSettings(st zuliptest.ServerSettings) {
+	r.Direct.SetServerSettings(st)
+	r.Proxied.SetServerSettings(st)
+}
