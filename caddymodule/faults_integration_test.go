@@ -12,6 +12,7 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -44,6 +45,7 @@ type faultRig struct {
 	realm    *zuliptest.Realm
 	faults   *zuliptest.Faults
 	upstream *httptest.Server
+	conns    *upstreamConns
 	tester   *caddytest.Tester
 	// client waits at most hangTimeout for a whole exchange; it opens a
 	// connection per request, so that a broken one is never reused and
@@ -66,12 +68,15 @@ func newFaultRig(t *testing.T) *faultRig {
 		sim:    sim,
 		realm:  sim.DefaultRealm(),
 		faults: zuliptest.NewFaults(sim),
+		conns:  &upstreamConns{state: map[net.Conn]http.ConnState{}},
 		client: &http.Client{
 			Transport: &http.Transport{DisableKeepAlives: true, DisableCompression: true},
 			Timeout:   hangTimeout,
 		},
 	}
-	rig.upstream = httptest.NewServer(rig.faults)
+	rig.upstream = httptest.NewUnstartedServer(rig.faults)
+	rig.upstream.Config.ConnState = rig.conns.track
+	rig.upstream.Start()
 	t.Cleanup(rig.upstream.Close)
 	rig.tester = caddytest.NewTester(t)
 	rig.tester.InitServer(globalOptions+fmt.Sprintf(`
@@ -188,11 +193,94 @@ func (rig *faultRig) requestsCounted(t *testing.T, kind string) float64 {
 
 // quiesce closes every connection the test opened, directly or through
 // Caddy: the clients' idle ones, and Caddy's idle ones to the upstream.
+//
+// Caddy's are closed from the upstream's end, so quiesce waits until
+// Caddy has closed its end too (upstreamConns.closeIdle): until then its
+// transport still holds the connection as idle and may send the next
+// request on it. A POST sent on a connection the upstream has already
+// closed fails (EOF or broken pipe) and is not retried, by Go's transport
+// (not replayable) or by reverse_proxy (no retries configured, and not a
+// GET), so plain reverse_proxy answers 502 to a request that never
+// reached the upstream.
 func (rig *faultRig) quiesce() {
 	rig.client.CloseIdleConnections()
 	rig.tester.Client.CloseIdleConnections()
 	http.DefaultClient.CloseIdleConnections()
-	rig.upstream.CloseClientConnections()
+	if !rig.conns.closeIdle(hangTimeout) {
+		// Caddy did not close its end in time: close ours at least, so
+		// that checkGoroutines sees what is left and reports it.
+		rig.upstream.CloseClientConnections()
+	}
+}
+
+// upstreamConns follows the upstream server's connections through its
+// ConnState hook.
+type upstreamConns struct {
+	mu    sync.Mutex
+	state map[net.Conn]http.ConnState // open connections, not hijacked
+	gone  chan struct{}               // closed (and replaced) when one ends
+}
+
+func (u *upstreamConns) track(c net.Conn, s http.ConnState) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	switch s {
+	case http.StateClosed, http.StateHijacked:
+		delete(u.state, c)
+		if u.gone != nil {
+			close(u.gone)
+			u.gone = nil
+		}
+	default:
+		u.state[c] = s
+	}
+}
+
+// closeIdle closes the writing half of every connection that waits for a
+// request (idle, or new and not yet used), and waits at most d until the
+// client has closed each: a client's transport that reads the end of
+// file marks its connection broken, so it never sends on it again, and
+// then closes it, which ends the server's side. It reports whether every
+// such connection ended in time. The test sends nothing while it runs,
+// so no connection is in the middle of a request.
+func (u *upstreamConns) closeIdle(d time.Duration) bool {
+	u.mu.Lock()
+	waiting := map[net.Conn]bool{}
+	for c, s := range u.state {
+		if s != http.StateIdle && s != http.StateNew {
+			continue
+		}
+		if cw, ok := c.(interface{ CloseWrite() error }); ok && cw.CloseWrite() == nil {
+			waiting[c] = true
+		} else {
+			_ = c.Close()
+		}
+	}
+	u.mu.Unlock()
+	deadline := time.NewTimer(d)
+	defer deadline.Stop()
+	for {
+		u.mu.Lock()
+		for c := range waiting {
+			if _, open := u.state[c]; !open {
+				delete(waiting, c)
+			}
+		}
+		if len(waiting) == 0 {
+			u.mu.Unlock()
+			return true
+		}
+		if u.gone == nil {
+			u.gone = make(chan struct{})
+		}
+		gone := u.gone
+		u.mu.Unlock()
+		select {
+		case <-gone:
+		case <-deadline.C:
+			return false
+		}
+	}
 }
 
 // checkGoroutines fails the test unless the goroutine count comes back
