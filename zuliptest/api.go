@@ -83,6 +83,9 @@ type reply struct {
 	view       *presenceView
 	rows       int // presence rows returned
 	neverCache bool
+	// gzipVary and gzipped are what nginx's gzip filter made of the
+	// answer: Vary: Accept-Encoding, and a compressed body.
+	gzipVary, gzipped bool
 }
 
 // serveAPI answers one request to the Zulip API and counts it.
@@ -99,10 +102,17 @@ func (rm *Realm) serveAPI(w http.ResponseWriter, r *http.Request) {
 	if rp.view != nil {
 		rp.body, rp.rows = rp.view.render()
 	}
+	// What nginx sends (gzip.go): the body, compressed for a client that
+	// accepts gzip.
+	wire := rp.body
+	rp.gzipVary = gzipEligible(r, rp.status, rp.header, rp.body)
+	if level := rm.s.GzipLevel(); level > 0 && rp.gzipVary && AcceptsGzip(r) {
+		wire, rp.gzipped = compress(rp.body, level), true
+	}
 	// Counted before writing, so a client that has its answer also sees
 	// it in the stats.
-	rm.count(rt.stat, rp.status, len(rp.body), rp.rows)
-	c.writeReply(w, rp)
+	rm.count(rt.stat, rp.status, len(rp.body), len(wire), rp.rows)
+	c.writeReply(w, rp, wire)
 }
 
 // run follows rest_dispatch: OPTIONS, the method override, 405, then
@@ -138,7 +148,8 @@ func (c *call) run() reply {
 	return c.route.handle(c, u)
 }
 
-func (c *call) writeReply(w http.ResponseWriter, rp reply) {
+// writeReply writes rp with body, the bytes nginx sends for it.
+func (c *call) writeReply(w http.ResponseWriter, rp reply, body []byte) {
 	h := w.Header()
 	for k, vs := range rp.header {
 		h[k] = vs
@@ -168,8 +179,16 @@ func (c *call) writeReply(w http.ResponseWriter, rp reply) {
 	if h.Get("Content-Language") == "" {
 		h.Set("Content-Language", requestLanguage(c.r))
 	}
+	// nginx's gzip_vary adds a header line of its own.
+	if rp.gzipVary {
+		h.Add("Vary", "Accept-Encoding")
+	}
+	if rp.gzipped {
+		h.Set("Content-Encoding", "gzip")
+		h.Del("Content-Length")
+	}
 	w.WriteHeader(rp.status)
-	w.Write(rp.body)
+	w.Write(body)
 }
 
 // field is one key of an error body's data, with its value as JSON text.

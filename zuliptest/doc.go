@@ -18,6 +18,12 @@
 // OFFLINE_THRESHOLD_SECS are settings as in Zulip's settings.py; and
 // IDGapRate makes PresenceSequence skip IDs, as racing writes do.
 //
+// Answers leave through a model of the nginx in front of every Zulip
+// (gzip.go): JSON is gzip-compressed at level 1 for clients that accept
+// gzip, with Vary: Accept-Encoding, as Zulip's nginx.conf configures it;
+// SetGzipLevel changes the level or turns compression off. Stats counts
+// both the raw bytes (ResponseBytes) and the bytes sent (WireBytes).
+//
 // It is the oracle of the fidelity tests of the presence proxy, so it is
 // written from the behavioural spec of Zulip, independently of the proxy's
 // own protocol package; the two implementations check each other.

@@ -77,8 +77,9 @@ type result struct {
 func (e *faultEnv) do(path string) result {
 	e.t.Helper()
 	// A fresh transport per request: a broken connection is never reused,
-	// and the client never retries on another one.
-	tr := &http.Transport{DisableKeepAlives: true}
+	// and the client never retries on another one. It asks for identity,
+	// so that the cut answers are cut from the raw body.
+	tr := &http.Transport{DisableKeepAlives: true, DisableCompression: true}
 	defer tr.CloseIdleConnections()
 	resp, err := (&http.Client{Transport: tr, Timeout: 10 * time.Second}).Do(e.request(context.Background(), path))
 	if err != nil {

@@ -2,7 +2,9 @@ package zuliptest
 
 import (
 	"fmt"
+	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -209,8 +211,14 @@ func TestLocaleHeaders(t *testing.T) {
 	e.rm.SetLanguage(c.hamlet.ID, "de")
 	check := func(name string, r resp, vary, lang string) {
 		t.Helper()
-		if got := r.header.Values("Vary"); len(got) != 1 || got[0] != vary || r.header.Get("Content-Language") != lang {
-			t.Errorf("%s: Vary %q Content-Language %q, want %q %q", name, got, r.header.Get("Content-Language"), vary, lang)
+		want := []string{vary}
+		if r.status == http.StatusOK || r.status == http.StatusNotFound {
+			// nginx's gzip_vary adds a line of its own to the answers
+			// its gzip filter takes (gzip.go), not to 401s.
+			want = append(want, "Accept-Encoding")
+		}
+		if got := r.header.Values("Vary"); !slices.Equal(got, want) || r.header.Get("Content-Language") != lang {
+			t.Errorf("%s: Vary %q Content-Language %q, want %q %q", name, got, r.header.Get("Content-Language"), want, lang)
 		}
 	}
 	check("api", e.post(c.hamlet, "status=active"), "Accept-Language", "en")

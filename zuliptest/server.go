@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -28,11 +29,16 @@ type Server struct {
 
 	settings ServerSettings
 
+	// gzipLevel is the gzip_comp_level of the nginx in front of the
+	// server, 0 for none (gzip.go).
+	gzipLevel atomic.Int32
+
 	control *http.ServeMux
 }
 
-// New returns a server with one default realm, no users and
-// DefaultServerSettings. The clock is
+// New returns a server with one default realm, no users,
+// DefaultServerSettings and Zulip's nginx compression in front
+// (SetGzipLevel). The clock is
 // now, or time.Now when now is nil; it must be safe for concurrent use and
 // must not call back into the server. API keys and session IDs come from
 // a source seeded the same way for every server, so runs are repeatable.
@@ -48,6 +54,7 @@ func New(now func() time.Time) *Server {
 
 		settings: DefaultServerSettings(),
 	}
+	s.gzipLevel.Store(DefaultGzipLevel)
 	s.def = newRealm(s, "")
 	s.control = s.controlMux()
 	return s

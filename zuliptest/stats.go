@@ -10,8 +10,13 @@ type Stats struct {
 	// were not 2xx, counted in "presence" too), "users", "users_me",
 	// "realm_presence", "user_presence" and "other" (unknown paths).
 	Requests map[string]int64 `json:"requests"`
-	// ResponseBytes is the sum of the response body sizes.
+	// ResponseBytes is the sum of the response body sizes as Zulip
+	// wrote them: raw JSON, before nginx's compression.
 	ResponseBytes int64 `json:"response_bytes"`
+	// WireBytes is the sum of the response body sizes as nginx sent
+	// them: compressed for clients that accept gzip (SetGzipLevel),
+	// else the same as ResponseBytes.
+	WireBytes int64 `json:"wire_bytes"`
 	// RowsReturned is the number of entries in the presences of
 	// presence answers.
 	RowsReturned int64 `json:"rows_returned"`
@@ -34,12 +39,13 @@ func (r *Realm) ResetStats() {
 }
 
 // count records one answered request.
-func (r *Realm) count(stat string, status, bytes, rows int) {
+func (r *Realm) count(stat string, status, bytes, wire, rows int) {
 	defer r.lock()()
 	r.stats.Requests[stat]++
 	if stat == statPresence && (status < 200 || status > 299) {
 		r.stats.Requests[statPresenceError]++
 	}
 	r.stats.ResponseBytes += int64(bytes)
+	r.stats.WireBytes += int64(wire)
 	r.stats.RowsReturned += int64(rows)
 }
