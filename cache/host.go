@@ -16,6 +16,7 @@ type Host struct {
 	offset             offset
 	noIncrementalUntil time.Time
 	legacyReadsUntil   time.Time // the one-user read answers the legacy shape
+	historyLimit       int8      // history_limit_days: 0 not seen, 1 taken, -1 ignored
 	pingHeader         map[string][]string
 	date               []string // an HTTP date of the server's clock, for dateSec
 	dateSec            int64
@@ -114,6 +115,28 @@ func (h *Host) MarkLegacyRowReads(until time.Time) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	h.legacyReadsUntil = until
+}
+
+// HistoryLimitIgnored reports whether the host ignores history_limit_days
+// (Zulip before 10.0, feature level 288, lists it in
+// ignored_parameters_unsupported and answers its default window), as the
+// last answer to a request that sent it told; known is false before any
+// did.
+func (h *Host) HistoryLimitIgnored() (ignored, known bool) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.historyLimit < 0, h.historyLimit != 0
+}
+
+// MarkHistoryLimit records what an answer to a request that sent
+// history_limit_days told: whether the server listed it as ignored.
+func (h *Host) MarkHistoryLimit(ignored bool) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.historyLimit = 1
+	if ignored {
+		h.historyLimit = -1
+	}
 }
 
 // SetPingHeader keeps the headers of the server's latest answer to a ping,

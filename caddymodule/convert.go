@@ -82,6 +82,12 @@ func (c *call) convertLocked() (accepted bool, err error) {
 		return true, c.oldServerOrFallback(host, rec, now)
 	}
 	c.learnAnswer(host, ans, now, received)
+	if c.req.Sent&presence.ParamHistoryLimitDays != 0 {
+		host.MarkHistoryLimit(ignoresHistoryLimit(ans.Ignored))
+	}
+	if ignoresHistoryLimit(ans.Ignored) {
+		days = presence.DefaultWindowDays // what the server answered
+	}
 	applyAnswer(conv, ans, full, cursor, days, now)
 	ok, err := c.writeFull(conv.Snapshot.Rows(), conv.Cursor, ans.ServerTimestamp, ans.Ignored, rec.header, rec.status)
 	if !ok {
@@ -147,6 +153,9 @@ func putBuf(p *[]byte) {
 // when a legacy answer's rows cannot all be named.
 func (c *call) writeFull(all []presence.Row, cursor int64, ts float64, ignored []string, hdr http.Header, status int) (ok bool, err error) {
 	days := c.req.WindowDays()
+	if ignoresHistoryLimit(ignored) {
+		days = presence.DefaultWindowDays
+	}
 	rowsp := rowPool.Get().(*[]presence.Row)
 	defer func() { putRows(rowsp, nil) }()
 	rows := (*rowsp)[:0]
@@ -172,6 +181,14 @@ func (c *call) writeFull(all []presence.Row, cursor int64, ts float64, ignored [
 		*bufp = presence.AppendLegacy((*bufp)[:0], rows, func(id int64) string { return dir.Members[id].Email }, a)
 	}
 	return true, writeAnswer(c.w, hdr, status, *bufp)
+}
+
+// ignoresHistoryLimit reports whether an answer's
+// ignored_parameters_unsupported lists history_limit_days: a server
+// before Zulip 10.0 (feature level 288) does not take it and answers its
+// default window, 14 days, so the client's answer must have that window.
+func ignoresHistoryLimit(ignored []string) bool {
+	return slices.Contains(ignored, "history_limit_days")
 }
 
 // answerID is the presence_last_update_id of a rendered full answer. Zulip

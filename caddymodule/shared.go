@@ -93,6 +93,9 @@ func (c *call) eligibleView() *cache.View {
 	if host := c.hostInfo(); host == nil || host.IncrementalUnsupported(now) {
 		return nil
 	}
+	if _, known := c.historyIgnored(); !known {
+		return nil // session mode learns whether the server takes it
+	}
 	var row *cache.RowMirror
 	var dir *cache.Directory
 	if c.sess.Trusted(now, time.Duration(c.h.TrustWindow)) {
@@ -138,6 +141,9 @@ func (c *call) probedView() *cache.View {
 	}
 	host := c.hostInfo()
 	if host == nil || host.IncrementalUnsupported(c.h.now()) {
+		return nil
+	}
+	if _, known := c.historyIgnored(); !known {
 		return nil
 	}
 	view := c.h.store.View(c.host)
@@ -238,7 +244,7 @@ func (c *call) serveView(view *cache.View, now time.Time, fed *recorder) (bool, 
 	if c.req.Kind() == presence.KindModern && c.req.LastUpdateID > 0 {
 		served, ok = view.ServeSince((*rowsp)[:0], c.req.LastUpdateID, now, staleness)
 	} else {
-		served, ok = view.Serve((*rowsp)[:0], now, c.req.WindowDays(), staleness)
+		served, ok = view.Serve((*rowsp)[:0], now, c.windowDays(), staleness)
 	}
 	defer putRows(rowsp, served.Rows)
 	if !ok {
@@ -259,11 +265,46 @@ func (c *call) writeServed(served cache.Served, hdr http.Header, status int) (bo
 		// An incremental answer: every row that changed, whatever its age.
 		bufp := bufPool.Get().(*[]byte)
 		defer putBuf(bufp)
-		a := presence.Answer{ServerTimestamp: served.ServerTimestamp, LastUpdateID: served.Cursor}
+		a := presence.Answer{ServerTimestamp: served.ServerTimestamp, LastUpdateID: served.Cursor, Ignored: c.ignoredByHost()}
 		*bufp = presence.AppendModern((*bufp)[:0], served.Rows, a)
 		return true, writeAnswer(c.w, hdr, status, *bufp)
 	}
-	return c.writeFull(served.Rows, served.Cursor, served.ServerTimestamp, nil, hdr, status)
+	return c.writeFull(served.Rows, served.Cursor, served.ServerTimestamp, c.ignoredByHost(), hdr, status)
+}
+
+// historyIgnored reports whether the request sent history_limit_days and
+// the host ignores it (a Zulip before 10.0): the server would then answer
+// its default window and list the parameter in
+// ignored_parameters_unsupported. known is false when the request sent it
+// and no answer told yet whether the host takes it.
+func (c *call) historyIgnored() (ignored, known bool) {
+	if c.req.Sent&presence.ParamHistoryLimitDays == 0 {
+		return false, true
+	}
+	host := c.hostInfo()
+	if host == nil {
+		return false, false
+	}
+	return host.HistoryLimitIgnored()
+}
+
+// ignoredByHost is the ignored_parameters_unsupported the server would
+// give the request: history_limit_days where it ignores that, else none
+// (a request with a parameter Zulip does not know is never converted).
+func (c *call) ignoredByHost() []string {
+	if ignored, _ := c.historyIgnored(); ignored {
+		return []string{"history_limit_days"}
+	}
+	return nil
+}
+
+// windowDays is the history window of the server's answer to the
+// request: its history_limit_days, unless the host ignores that.
+func (c *call) windowDays() int64 {
+	if ignored, _ := c.historyIgnored(); ignored {
+		return presence.DefaultWindowDays
+	}
+	return c.req.WindowDays()
 }
 
 // feed sends the request's reserved write upstream as a fetch at the
@@ -336,7 +377,7 @@ type viewFetch struct {
 func (c *call) fetchForView(view *cache.View, withInput bool) (viewFetch, bool, error) {
 	c.fed = true
 	now := c.h.now()
-	days := view.FetchDays(max(c.req.WindowDays(), presence.DefaultWindowDays))
+	days := view.FetchDays(max(c.windowDays(), presence.DefaultWindowDays))
 	cursor, ok := view.Cursor(now, days, time.Duration(c.h.ResyncInterval))
 	if !ok {
 		lead, wait := view.Resync.Begin()
@@ -390,6 +431,13 @@ func (c *call) fetchForView(view *cache.View, withInput bool) (viewFetch, bool, 
 	host := c.hostFor()
 	c.learnAnswer(host, ans, now, received)
 	host.SetPingHeader(pingHeaderOf(rec.header))
+	if up.Sent&presence.ParamHistoryLimitDays != 0 {
+		ignored := ignoresHistoryLimit(ans.Ignored)
+		host.MarkHistoryLimit(ignored)
+		if ignored {
+			days = presence.DefaultWindowDays // what the server answered
+		}
+	}
 	return viewFetch{rec: rec, ans: ans, cursor: up.LastUpdateID, days: days, received: received}, false, nil
 }
 
@@ -411,6 +459,12 @@ func (c *call) kept(view *cache.View, cursor int64) {
 // overlaps the view (or is a full fetch at least as wide).
 func (c *call) mergeForwarded(ans presence.Response, now time.Time) {
 	cursor, days := c.req.LastUpdateID, c.req.WindowDays()
+	if c.req.Sent&presence.ParamHistoryLimitDays != 0 {
+		c.hostFor().MarkHistoryLimit(ignoresHistoryLimit(ans.Ignored))
+	}
+	if ignoresHistoryLimit(ans.Ignored) {
+		days = presence.DefaultWindowDays // what the server answered
+	}
 	// history_limit_days=0 makes Zulip answer no rows whatever changed,
 	// and a full fetch narrower than the view's would drop rows.
 	if cursor == 0 || days == 0 || (cursor < 0 && days < presence.DefaultWindowDays) {
