@@ -32,7 +32,12 @@ import (
 // multiples of 3 (else the default), and two handlers with separate
 // stores (two Caddy instances without shared state, each with a clock
 // skew of its own) on seeds that are 3 mod 4, a user's clients spread over
-// both; otherwise one handler, skewed on even seeds.
+// both; otherwise one handler, skewed on even seeds. It also fixes the
+// Zulip both servers model, drawn as TestTwinProperty draws it
+// (drawServer: version, min-freq, legacy offset, offline threshold, id
+// gaps, whether the guest restriction limits presence, each user's email
+// visibility), and the handlers are configured with the server's
+// settings as TestTwinProperty's are.
 //
 // The shared-mode contract (design §10.8) is checked on every answer: it
 // must equal what the server would have answered to this request at one
@@ -262,6 +267,7 @@ func generateShared(seed uint64, n int) *sharedScenario {
 		g.enabled[i], g.active[i] = true, true
 	}
 	g.stale = make([]bool, len(sc.clients))
+	sc.server = drawServer(seed, sharedServerStream, len(sc.users))
 	g.setup()
 	for len(sc.steps) < n {
 		switch r := rng.IntN(100); {
@@ -288,7 +294,7 @@ func (ss *sharedScenario) describeConfig() string {
 	if ss.trustWindow > 0 {
 		tw = "trust_window " + ss.trustWindow.String()
 	}
-	return fmt.Sprintf("%d handler(s) with clock skews %v, %s", len(ss.skews), ss.skews, tw)
+	return fmt.Sprintf("%d handler(s) with clock skews %v, %s; %s", len(ss.skews), ss.skews, tw, ss.zulip().describe())
 }
 
 // describeShared is describeFrom, naming the handler of each request.
@@ -361,6 +367,7 @@ func (ss *sharedScenario) run(t *testing.T, steps []step, quiet bool) ([]finding
 		name = fmt.Sprintf("%s/shrink/%d", t.Name(), shrinkRuns.Add(1))
 	}
 	cfg := Handler{Mode: modeShared, TrustWindow: caddy.Duration(ss.trustWindow), CacheName: name + "/h0"}
+	ss.zulip().configure(&cfg)
 	tw := newTwin(t, cfg)
 	hs := []*Handler{tw.h}
 	for i := 1; i < len(ss.skews); i++ {
@@ -474,6 +481,12 @@ func (r *sharedRun) request(c *propClient, q reqSpec) {
 	}
 	local := writes == 0 && p.status == http.StatusOK
 	revoked := d.status == http.StatusUnauthorized || d.status == http.StatusForbidden
+	if q.kind == reqPing && local && r.sc.zulip().settings.PresenceUpdateMinFreq == 0 {
+		// Zulip stores every write: presence_update_min_freq 0 turns
+		// local answers off (README).
+		r.report("local ping answer with presence_update_min_freq 0", "Zulip said %d\n%s", d.status, detail())
+		return
+	}
 
 	if local && revoked {
 		// A ping of revoked credentials may be answered locally within
@@ -566,7 +579,7 @@ func (r *sharedRun) validPoll(c *propClient, q reqSpec, cursorD, cursorP int64, 
 
 	viewer := c.spec.user
 	viewerID := r.users[viewer].id
-	req := zuliptest.AsOfRequest{Slim: q.kind != reqLegacy, Ignored: ignoredOf(d.body)}
+	req := zuliptest.AsOfRequest{Slim: !r.sc.zulip().legacyShaped(q), Ignored: ignoredOf(d.body)}
 	if q.kind == reqModern {
 		cur := cursorP
 		req.LastUpdateID = &cur
@@ -722,10 +735,7 @@ func (r *sharedRun) unsignalledID(viewerID, id int64, req zuliptest.AsOfRequest,
 // users whose last connection is within a second of the window's edge,
 // at now or at the instant the answer claims.
 func (r *sharedRun) sharedDrops(viewer int, q reqSpec, now, at time.Time) map[string]bool {
-	days := 14
-	if q.days >= 0 {
-		days = q.days
-	}
+	days := r.sc.zulip().windowDays(q)
 	drop := map[string]bool{}
 	for u, tu := range r.users {
 		changed := r.changedAt[viewer][u]
@@ -745,7 +755,7 @@ func (r *sharedRun) sharedDrops(viewer int, q reqSpec, now, at time.Time) map[st
 
 // entryKey is a user's key in the presences of an answer to q.
 func (r *sharedRun) entryKey(u int, q reqSpec) string {
-	if q.kind == reqLegacy {
+	if r.sc.zulip().legacyShaped(q) {
 		return r.users[u].email
 	}
 	return strconv.FormatInt(r.users[u].id, 10)

@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 
 	"github.com/zulip-presence/caddy-zulip-presence/presence"
@@ -34,7 +35,21 @@ import (
 // steps from a second to days; invisible mode, deactivation and
 // reactivation, API key regeneration, browser logout, the guest restriction
 // and shared access. A seed also fixes a clock skew of the handler against
-// the servers, zero for odd seeds.
+// the servers, zero for odd seeds, and the Zulip both servers model
+// (drawServer, from a random stream of its own so that the steps stay
+// those of the seed): its version (8.x, 9.x, 10.x, 11.x or main), its
+// PRESENCE_UPDATE_MIN_FREQ_SECONDS (0 among others),
+// PRESENCE_LEGACY_EVENT_OFFSET_FOR_ACTIVITY_SECONDS and
+// OFFLINE_THRESHOLD_SECS, gaps in its update ids, whether the guest
+// restriction also limits guests' presence reads
+// (CAN_ACCESS_ALL_USERS_GROUP_LIMITS_PRESENCE; without it a restricted
+// guest still sees every row, and its user list has "Unknown user"
+// entries either way), and each user's email visibility (other than
+// "everyone", the API email is user{id}@ the fake domain, while Basic
+// authentication takes the delivery email). The handler is configured
+// with the server's presence_update_min_freq and
+// presence_legacy_event_offset where they differ from Zulip's defaults;
+// with presence_update_min_freq 0 no ping may be answered locally.
 //
 // The differences the contract allows are not reported: a converted
 // answer may differ as zuliptest.Compare allows (entry order, its
@@ -66,7 +81,7 @@ func TestTwinProperty(t *testing.T) {
 	runProperty(t, 1000, func(seed uint64, steps int) propertySeed {
 		sc := generate(seed, steps)
 		return propertySeed{
-			steps: sc.steps, about: fmt.Sprintf("skew %v", sc.skew), setup: sc.describeSetup(),
+			steps: sc.steps, about: fmt.Sprintf("skew %v, %s", sc.skew, sc.server.describe()), setup: sc.describeSetup(),
 			run: sc.run, describe: sc.describeFrom,
 		}
 	})
@@ -180,6 +195,135 @@ type scenario struct {
 	users   []userSpec
 	clients []clientSpec
 	steps   []step
+	server  *serverSetup // nil: Zulip 11.x with its defaults
+}
+
+// serverSetup is the Zulip a scenario runs against: its version and
+// server-wide settings, whether the guest restriction also limits
+// guests' presence reads, and each user's email visibility.
+type serverSetup struct {
+	settings zuliptest.ServerSettings
+	// limitsPresence is CAN_ACCESS_ALL_USERS_GROUP_LIMITS_PRESENCE: the
+	// guest restriction (stepRestrict) then also limits a restricted
+	// guest's presence reads to the users it can access.
+	limitsPresence bool
+	// visibility is each user's email_address_visibility; missing users
+	// keep EmailVisibilityEveryone.
+	visibility []zuliptest.EmailVisibility
+}
+
+// defaultServer is the setup of a scenario without one: Zulip 11.x with
+// its default settings, the guest restriction limiting presence too (as
+// the scenarios were written for), every email visible.
+var defaultServer = serverSetup{settings: zuliptest.DefaultServerSettings(), limitsPresence: true}
+
+// zulip is the scenario's server setup.
+func (sc *scenario) zulip() *serverSetup {
+	if sc.server == nil {
+		return &defaultServer
+	}
+	return sc.server
+}
+
+// Stream constants of the server draws, apart from the steps' streams.
+const (
+	twinServerStream   = 0x7477696e5f737276 // "twin_srv"
+	sharedServerStream = 0x736872645f737276 // "shrd_srv"
+)
+
+// drawServer draws the Zulip of a seed from a random stream of its own,
+// so that the seed's steps do not change with it: every version the
+// module must work with, and half the time each of a non-default
+// PRESENCE_UPDATE_MIN_FREQ_SECONDS (0, which stores every write, among
+// them), PRESENCE_LEGACY_EVENT_OFFSET_FOR_ACTIVITY_SECONDS and update-id
+// gaps; a quarter of the time another OFFLINE_THRESHOLD_SECS; the guest
+// restriction limiting presence or not; each user's email visibility
+// "everyone" half the time, else one of the others.
+func drawServer(seed, stream uint64, users int) *serverSetup {
+	rng := rand.New(rand.NewPCG(seed, stream))
+	st := zuliptest.DefaultServerSettings()
+	levels := []int{zuliptest.FeatureLevelZulip8, zuliptest.FeatureLevelZulip9, zuliptest.FeatureLevelZulip10, zuliptest.FeatureLevelZulip11, zuliptest.FeatureLevelMain}
+	st.FeatureLevel = levels[rng.IntN(len(levels))]
+	if rng.IntN(2) == 0 {
+		freqs := []int{0, 0, 1, 5, 20, 30, 54, 56, 90, 300}
+		st.PresenceUpdateMinFreq = time.Duration(freqs[rng.IntN(len(freqs))]) * time.Second
+	}
+	if rng.IntN(2) == 0 {
+		offsets := []int{0, 10, 45, 69, 71, 140, 900}
+		st.PresenceLegacyEventOffset = time.Duration(offsets[rng.IntN(len(offsets))]) * time.Second
+	}
+	if rng.IntN(4) == 0 {
+		thresholds := []int{60, 140, 600}
+		st.OfflineThreshold = time.Duration(thresholds[rng.IntN(len(thresholds))]) * time.Second
+	}
+	if rng.IntN(2) == 0 {
+		rates := []float64{0.02, 0.1, 0.5, 1}
+		st.IDGapRate = rates[rng.IntN(len(rates))]
+	}
+	zs := &serverSetup{settings: st, limitsPresence: rng.IntN(2) == 0}
+	for range users {
+		v := zuliptest.EmailVisibilityEveryone
+		if rng.IntN(2) == 0 {
+			v = zuliptest.EmailVisibility(2 + rng.IntN(4))
+		}
+		zs.visibility = append(zs.visibility, v)
+	}
+	return zs
+}
+
+// versionNames names the feature levels drawServer draws.
+var versionNames = map[int]string{
+	zuliptest.FeatureLevelZulip8: "8.x", zuliptest.FeatureLevelZulip9: "9.x", zuliptest.FeatureLevelZulip10: "10.x",
+	zuliptest.FeatureLevelZulip11: "11.x", zuliptest.FeatureLevelMain: "main",
+}
+
+// describe tells the server setup in a failure's header.
+func (zs *serverSetup) describe() string {
+	st := zs.settings
+	v := versionNames[st.FeatureLevel]
+	if v == "" {
+		v = "?"
+	}
+	return fmt.Sprintf("Zulip %s (feature level %d), PRESENCE_UPDATE_MIN_FREQ_SECONDS %d, PRESENCE_LEGACY_EVENT_OFFSET_FOR_ACTIVITY_SECONDS %d, OFFLINE_THRESHOLD_SECS %d, id gap rate %v, CAN_ACCESS_ALL_USERS_GROUP_LIMITS_PRESENCE %v",
+		v, st.FeatureLevel, int(st.PresenceUpdateMinFreq/time.Second), int(st.PresenceLegacyEventOffset/time.Second), int(st.OfflineThreshold/time.Second), st.IDGapRate, zs.limitsPresence)
+}
+
+// emailVisibility is user u's email visibility in the setup.
+func (zs *serverSetup) emailVisibility(u int) zuliptest.EmailVisibility {
+	if u < len(zs.visibility) {
+		return zs.visibility[u]
+	}
+	return zuliptest.EmailVisibilityEveryone
+}
+
+// configure gives a handler the server's settings where they differ from
+// Zulip's defaults, as the README tells operators to.
+func (zs *serverSetup) configure(h *Handler) {
+	def := zuliptest.DefaultServerSettings()
+	if d := zs.settings.PresenceUpdateMinFreq; d != def.PresenceUpdateMinFreq {
+		cd := caddy.Duration(d)
+		h.PresenceUpdateMinFreq = &cd
+	}
+	if d := zs.settings.PresenceLegacyEventOffset; d != def.PresenceLegacyEventOffset {
+		cd := caddy.Duration(d)
+		h.PresenceLegacyEventOffset = &cd
+	}
+}
+
+// windowDays is the history window, in days, of an answer to q: 14 when
+// the request has no history_limit_days or the server predates it.
+func (zs *serverSetup) windowDays(q reqSpec) int {
+	if q.days < 0 || zs.settings.FeatureLevel < 288 {
+		return 14
+	}
+	return q.days
+}
+
+// legacyShaped reports whether the answer to q names rows by email: a
+// legacy poll, and before Zulip 9.0 (which ignores last_update_id) a web
+// app poll without slim_presence.
+func (zs *serverSetup) legacyShaped(q reqSpec) bool {
+	return q.kind == reqLegacy || (q.kind == reqModern && !q.slim && zs.settings.FeatureLevel < 263)
 }
 
 type userSpec struct {
@@ -322,6 +466,7 @@ func generate(seed uint64, n int) *scenario {
 		g.enabled[i], g.active[i] = true, true
 	}
 	g.stale = make([]bool, len(sc.clients))
+	sc.server = drawServer(seed, twinServerStream, len(sc.users))
 	g.setup()
 	for len(sc.steps) < n {
 		g.next()
@@ -573,7 +718,11 @@ func (sc *scenario) clientName(c int) string {
 func (sc *scenario) describeSetup() string {
 	var b strings.Builder
 	for i, u := range sc.users {
-		fmt.Fprintf(&b, "user u%d %s (%s)\n", i, u.name, u.role)
+		fmt.Fprintf(&b, "user u%d %s (%s", i, u.name, u.role)
+		if v := sc.zulip().emailVisibility(i); v != zuliptest.EmailVisibilityEveryone {
+			fmt.Fprintf(&b, ", email visibility %d: API email user{id}@", v)
+		}
+		b.WriteString(")\n")
 	}
 	for c := range sc.clients {
 		fmt.Fprintf(&b, "client %s\n", sc.clientName(c))
@@ -688,17 +837,36 @@ type propRun struct {
 	stopped  bool
 }
 
-// newPropRun sets a fresh twin up for sc: rate limits on, sc's users
-// made, an hour later its clients created.
+// newPropRun sets a fresh twin up for sc: its server setup, rate limits
+// on, sc's users made with their email visibilities, an hour later its
+// clients created.
 func newPropRun(sc *scenario, tw *twin) *propRun {
+	zs := sc.zulip()
+	tw.SetServerSettings(zs.settings)
 	tw.Both(func(r *zuliptest.Realm) {
 		s := r.Settings()
 		s.RateLimit = true
 		r.SetSettings(s)
 	})
 	r := &propRun{sc: sc, tw: tw, shared: map[[2]int]bool{}, trust: map[string]*trust{}, seen: map[string]bool{}}
-	for _, u := range sc.users {
-		r.users = append(r.users, tw.addUser(u.name+"@zulip.example", u.role))
+	for i, u := range sc.users {
+		tu := tw.addUser(u.name+"@zulip.example", u.role)
+		if v := zs.emailVisibility(i); v != zuliptest.EmailVisibilityEveryone {
+			// tu.email becomes the API email, which keys legacy answers;
+			// the clients' Basic credentials stay the delivery email.
+			tw.Both(func(rm *zuliptest.Realm) { rm.SetEmailVisibility(tu.id, v) })
+			for _, du := range tw.Direct.DefaultRealm().Users() {
+				if du.ID == tu.id {
+					tu.direct, tu.email = du, du.Email
+				}
+			}
+			for _, pu := range tw.Proxied.DefaultRealm().Users() {
+				if pu.ID == tu.id {
+					tu.proxied = pu
+				}
+			}
+		}
+		r.users = append(r.users, tu)
 		r.active = append(r.active, true)
 	}
 	// Users join an hour before the run: Zulip shows date_joined for a
@@ -734,6 +902,7 @@ func (sc *scenario) run(t *testing.T, steps []step, quiet bool) []finding {
 	if quiet {
 		cfg.CacheName = fmt.Sprintf("%s/shrink/%d", t.Name(), shrinkRuns.Add(1))
 	}
+	sc.zulip().configure(&cfg)
 	tw := newTwin(t, cfg)
 	if quiet {
 		defer tw.h.Cleanup()
@@ -802,9 +971,10 @@ func (r *propRun) apply(s step) {
 		}
 	case stepRestrict:
 		r.restricted = s.on
+		limits := s.on && r.sc.zulip().limitsPresence
 		tw.Both(func(rm *zuliptest.Realm) {
 			st := rm.Settings()
-			st.RestrictGuestUserAccess, st.CanAccessAllUsersGroupLimitsPresence = s.on, s.on
+			st.RestrictGuestUserAccess, st.CanAccessAllUsersGroupLimitsPresence = s.on, limits
 			rm.SetSettings(st)
 		})
 	case stepShare:
@@ -823,16 +993,17 @@ func (r *propRun) apply(s step) {
 }
 
 // visibility is whether each viewer's full fetch may list each user:
-// active humans, and for a guest under the restriction only itself and
-// those it shares access with.
+// active humans, and for a guest under the restriction, where it limits
+// presence too, only itself and those it shares access with.
 func (r *propRun) visibility() [][]bool {
+	limited := r.restricted && r.sc.zulip().limitsPresence
 	v := make([][]bool, len(r.users))
 	for viewer := range r.users {
 		v[viewer] = make([]bool, len(r.users))
 		guest := r.sc.users[viewer].role == zuliptest.RoleGuest
 		for u := range r.users {
 			v[viewer][u] = r.active[u] && r.sc.users[u].role != zuliptest.RoleBot &&
-				(!r.restricted || !guest || viewer == u || r.shared[[2]int{viewer, u}])
+				(!limited || !guest || viewer == u || r.shared[[2]int{viewer, u}])
 		}
 	}
 	return v
@@ -949,6 +1120,12 @@ func (r *propRun) request(c *propClient, q reqSpec) {
 		return fmt.Sprintf("%s\n\tdirect:  %d %s\n\tproxied: %d %s (%d upstream calls: %s)", what, d.status, trimBody(d.body), p.status, trimBody(p.body), len(calls), callList(calls))
 	}
 	local := writes == 0 && p.status == http.StatusOK && bytes.Equal(p.body, presence.PingAnswer)
+	if q.kind == reqPing && local && r.sc.zulip().settings.PresenceUpdateMinFreq == 0 {
+		// Zulip stores every write: presence_update_min_freq 0 turns
+		// local answers off (README).
+		r.report("local ping answer with presence_update_min_freq 0", "Zulip said %d\n%s", d.status, detail())
+		return
+	}
 
 	// A ping of a session whose credentials were revoked within the trust
 	// window after its last 2xx may be answered locally (README).
@@ -959,7 +1136,7 @@ func (r *propRun) request(c *propClient, q reqSpec) {
 			r.report("local 200 for credentials the server never accepted", "Zulip said %d\n%s", d.status, detail())
 		case tr.denied:
 			r.report("local 200 after the server refused the same credentials", "Zulip said %d\n%s", d.status, detail())
-		case now.Sub(tr.lastOK) > defaultCoalesceWindow:
+		case now.Sub(tr.lastOK) > time.Duration(r.tw.h.TrustWindow):
 			r.report("local 200 for revoked credentials past the trust window", "last 2xx %v before, Zulip said %d\n%s", now.Sub(tr.lastOK), d.status, detail())
 		}
 		return
@@ -1001,11 +1178,7 @@ func (r *propRun) request(c *propClient, q reqSpec) {
 // within a second of the window's edge (whole-second rounding).
 func (r *propRun) allowedStaleness(c *propClient, q reqSpec, d, p answer) error {
 	now := r.tw.Clock.Now()
-	days := 14
-	if q.days >= 0 {
-		days = q.days
-	}
-	cutoff := now.AddDate(0, 0, -days)
+	cutoff := now.AddDate(0, 0, -r.sc.zulip().windowDays(q))
 	drop := map[string]bool{}
 	viewer := c.spec.user
 	for u, tu := range r.users {
