@@ -60,17 +60,8 @@ var costCases = []struct {
 	{"row", 20_000, func(s *Store, i int) {
 		s.Row(s.UserKey("h", fmt.Sprint(i, "@x"))).SetUser(int64(i), t0, time.Microsecond)
 	}},
-	{"host", 5_000, func(s *Store, i int) {
-		h := s.HostFor(fmt.Sprint("zulip", i, ".example"))
-		h.ObserveClock(t0, t0, t0, time.Second)
-		h.SetPingHeader(map[string][]string{
-			"Content-Type":  {"application/json"},
-			"Cache-Control": {"max-age=0, no-cache, no-store, must-revalidate, private"},
-			"Expires":       {"Mon, 02 Nov 2026 09:00:00 GMT"},
-			"Date":          {"Mon, 02 Nov 2026 09:00:00 GMT"},
-			"Vary":          {"Accept-Language, Cookie"},
-		})
-	}},
+	{"host", 5_000, func(s *Store, i int) { hostWith(s, i, 1) }},
+	{"host with 4 languages", 5_000, func(s *Store, i int) { hostWith(s, i, 4) }},
 	{"view", 500, func(s *Store, i int) {
 		host := fmt.Sprint("zulip", i, ".example")
 		v := s.ViewFor(host)
@@ -92,6 +83,24 @@ var costCases = []struct {
 		}
 		s.PutDirectory(fmt.Sprint("zulip", i, ".example"), (*Directory)(nil).Merged(m, t0, true, 1))
 	}},
+}
+
+// hostWith makes host i with the ping header templates of n languages, as
+// the handler interns them from its sessions' answers.
+func hostWith(s *Store, i, n int) {
+	name := fmt.Sprint("zulip", i, ".example")
+	h := s.HostFor(name)
+	h.ObserveClock(t0, t0, t0, time.Second)
+	for _, lang := range []string{"en", "de", "fr", "ja"}[:n] {
+		s.InternPingHeader(name, h, map[string][]string{
+			"Content-Type":     {"application/json"},
+			"Cache-Control":    {"max-age=0, no-cache, no-store, must-revalidate, private"},
+			"Expires":          nil,
+			"Date":             nil,
+			"Vary":             {"Accept-Language, Cookie"},
+			"Content-Language": {lang},
+		})
+	}
 }
 
 // TestCostsMatchHeap: what the store charges against cache_size is within

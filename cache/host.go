@@ -15,10 +15,11 @@ type Host struct {
 	mu                 sync.Mutex
 	offset             offset
 	noIncrementalUntil time.Time
-	legacyReadsUntil   time.Time // the one-user read answers the legacy shape
-	historyLimit       int8      // history_limit_days: 0 not seen, 1 taken, -1 ignored
-	pingHeader         map[string][]string
-	date               []string // an HTTP date of the server's clock, for dateSec
+	legacyReadsUntil   time.Time     // the one-user read answers the legacy shape
+	historyLimit       int8          // history_limit_days: 0 not seen, 1 taken, -1 ignored
+	pingHeaders        []*PingHeader // interned; at most maxPingHeaders
+	nextPingHeader     int           // the slot a new template replaces once full
+	date               []string      // an HTTP date of the server's clock, for dateSec
 	dateSec            int64
 
 	// Members is held by the request fetching the host's user list, so
@@ -26,9 +27,17 @@ type Host struct {
 	Members Flight
 }
 
-// hostCost is the memory of a Host with a typical ping header template,
-// ristretto's entry for it included (see TestCostsMatchHeap).
-const hostCost = 768
+// hostCost is the memory of a Host without ping header templates,
+// ristretto's entry for it included, and pingHeaderCost that of one
+// typical template the host interns (see TestCostsMatchHeap).
+const (
+	hostCost       = 400
+	pingHeaderCost = 480
+)
+
+// maxPingHeaders bounds the templates a host interns: one per set of
+// headers its sessions' answers differ by (Content-Language, mostly).
+const maxPingHeaders = 8
 
 // offset bounds the server's clock minus the proxy's: it lies in [lo, hi].
 type offset struct {
@@ -139,20 +148,58 @@ func (h *Host) MarkHistoryLimit(ignored bool) {
 	}
 }
 
-// SetPingHeader keeps the headers of the server's latest answer to a ping,
-// for the pings answered locally. The map must not be modified afterwards.
-func (h *Host) SetPingHeader(hdr map[string][]string) {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	h.pingHeader = hdr
+// PingHeader is the header template of a server's answer to one
+// session's request, repeated on the session's pings answered locally.
+// Sessions whose answers carry the same headers share one.
+type PingHeader struct {
+	// Header must not be modified.
+	Header map[string][]string
 }
 
-// PingHeader returns the headers kept by SetPingHeader, nil if none; the
-// caller must not modify the map.
-func (h *Host) PingHeader() map[string][]string {
+// internPingHeader returns the host's template equal to hdr, adding hdr
+// if there is none; added reports whether the host grew.
+func (h *Host) internPingHeader(hdr map[string][]string) (p *PingHeader, added bool) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	return h.pingHeader
+	for _, p := range h.pingHeaders {
+		if sameHeader(p.Header, hdr) {
+			return p, false
+		}
+	}
+	p = &PingHeader{Header: hdr}
+	if len(h.pingHeaders) < maxPingHeaders {
+		h.pingHeaders = append(h.pingHeaders, p)
+		return p, true
+	}
+	// Full: the oldest slot goes; sessions holding its template keep it
+	// until their next forwarded answer.
+	h.pingHeaders[h.nextPingHeader] = p
+	h.nextPingHeader = (h.nextPingHeader + 1) % maxPingHeaders
+	return p, false
+}
+
+func (h *Host) cost() int64 {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return hostCost + int64(len(h.pingHeaders))*pingHeaderCost
+}
+
+func sameHeader(a, b map[string][]string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for k, va := range a {
+		vb, ok := b[k]
+		if !ok || len(va) != len(vb) {
+			return false
+		}
+		for i := range va {
+			if va[i] != vb[i] {
+				return false
+			}
+		}
+	}
+	return true
 }
 
 // HTTPDate returns the server's clock while the proxy's reads now, as the
@@ -166,4 +213,15 @@ func (h *Host) HTTPDate(now time.Time) []string {
 		h.date, h.dateSec = []string{t.Format(http.TimeFormat)}, t.Unix()
 	}
 	return h.date
+}
+
+// ServerEarliest returns the earliest time the server's clock can read
+// while the proxy's reads now, and false when no exchange has told it yet.
+func (h *Host) ServerEarliest(now time.Time) (time.Time, bool) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if !h.offset.known {
+		return time.Time{}, false
+	}
+	return now.Add(h.offset.lo), true
 }

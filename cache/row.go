@@ -34,6 +34,7 @@ type RowMirror struct {
 	userID    int64         // the user's id, once the server told it
 	joined    time.Time     // the user's date_joined, which stands in for NULL
 	joinedTo  time.Duration // date_joined lies in [joined, joined+joinedTo)
+	budget    Budget        // the user's rate limit, as far as seen
 
 	// Reading is held by the request reading the row from the server.
 	Reading Flight
@@ -41,7 +42,7 @@ type RowMirror struct {
 
 // rowCost is the memory of a RowMirror, ristretto's entry for it included (see
 // TestCostsMatchHeap).
-const rowCost = 320
+const rowCost = 420
 
 // Quiet reports whether the server would surely change nothing for w when
 // its clock reads at most serverNow: each stored time it would compare is
@@ -179,4 +180,50 @@ func later(a, b time.Time) time.Time {
 		return a
 	}
 	return b
+}
+
+// ObserveRate records the X-RateLimit-Remaining of an answer Zulip gave
+// the user at the proxy's time at.
+func (r *RowMirror) ObserveRate(remaining int, at time.Time) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.budget.observe(remaining, at)
+}
+
+// SavedRequest records a request of the user's answered without the
+// server at now: one the user's rate limit did not count.
+func (r *RowMirror) SavedRequest(now time.Time) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.budget.save(now)
+}
+
+// RateKnown reports whether the proxy has seen, within the last window,
+// what Zulip reported left of the user's rate limit.
+func (r *RowMirror) RateKnown(now time.Time) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.budget.known(now)
+}
+
+// SpendRequest reports whether the proxy may spend one of the user's
+// requests at now on a request of its own (design §7.4), and records it.
+func (r *RowMirror) SpendRequest(now time.Time, p RatePolicy) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.budget.spend(now, p)
+}
+
+// Bounds are the lower bounds a RowMirror holds on the stored times, in
+// the server's clock; a zero time is none.
+type Bounds struct {
+	Connected, Active time.Time
+}
+
+// Bounds returns the mirror's lower bounds, which a ping answered locally
+// rests on.
+func (r *RowMirror) Bounds() Bounds {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return Bounds{Connected: r.connected, Active: r.active}
 }

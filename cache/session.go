@@ -18,6 +18,13 @@ type Session struct {
 
 	user UserKey // whose presence row the session writes; set by Bind
 
+	// budget is the rate limit of the session's user before the proxy
+	// knows who that is (a browser session before GET /users/me).
+	budget Budget
+	// pingHeader is the header template of the server's latest answer to
+	// the session's own forwarded ping, interned per host; nil: none yet.
+	pingHeader *PingHeader
+
 	// Profile is held by the request asking the server whose session this
 	// is (GET /json/users/me), so that a burst asks once.
 	Profile Flight
@@ -65,7 +72,7 @@ func (s *Session) User() UserKey {
 
 // sessionBaseCost is the memory of a Session without its snapshot rows,
 // ristretto's entry for it included (see TestCostsMatchHeap).
-const sessionBaseCost = 400
+const sessionBaseCost = 500
 
 // LockConversion locks and returns the session's conversion state. The
 // caller must call UnlockConversion.
@@ -92,4 +99,36 @@ func (c *Conversion) NeedsFullFetch(now time.Time, days int64, resync time.Durat
 // Reset forgets the snapshot, so that the next poll makes a full fetch.
 func (c *Conversion) Reset() {
 	*c = Conversion{}
+}
+
+// ObserveRate records the X-RateLimit-Remaining of an answer Zulip gave
+// the session at the proxy's time at.
+func (s *Session) ObserveRate(remaining int, at time.Time) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.budget.observe(remaining, at)
+}
+
+// SpendRequest is RowMirror.SpendRequest for a session whose user is not
+// known yet.
+func (s *Session) SpendRequest(now time.Time, p RatePolicy) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.budget.spend(now, p)
+}
+
+// SetPingHeader keeps the header template of the server's latest answer
+// to one of the session's requests (Host.InternPingHeader), for the
+// session's pings answered locally.
+func (s *Session) SetPingHeader(p *PingHeader) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.pingHeader = p
+}
+
+// PingHeader returns the template kept by SetPingHeader, nil if none.
+func (s *Session) PingHeader() *PingHeader {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.pingHeader
 }

@@ -240,6 +240,18 @@ func (s *Store) HostFor(host string) *Host {
 	return entryFor(s, prefixHost, host, hostCost, func() *Host { return &Host{} })
 }
 
+// InternPingHeader returns the template of hdr that host h shares among
+// its sessions (Host.internPingHeader), charging the host for a new one.
+// hdr must not be modified afterwards.
+func (s *Store) InternPingHeader(host string, h *Host, hdr map[string][]string) *PingHeader {
+	p, added := h.internPingHeader(hdr)
+	if added {
+		cost := h.cost()
+		s.restore(prefixHost+host, h, cost, pingHeaderCost)
+	}
+	return p
+}
+
 // View returns the shared-mode view of a host, or nil.
 func (s *Store) View(host string) *View { return entry[View](s, prefixView, host) }
 

@@ -166,11 +166,14 @@ func (c *call) settle(o cache.Outcome, hdr http.Header, sent, received time.Time
 		if row := c.userRow(); row != nil {
 			row.Wrote()
 		}
+		c.observeRate(hdr, received, true)
 		if c.h.Mode == modeShared && !c.fed {
 			c.sharedWriteElsewhere()
 		}
 	case cache.OutcomeDenied:
 		c.h.store.Forget(c.key, c.sess)
+	default:
+		c.observeRate(hdr, received, false)
 	}
 }
 

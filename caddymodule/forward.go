@@ -47,7 +47,7 @@ const forwardCaptureLimit = 64 << 10
 func (c *call) learnForwarded(t *tap, sent, received time.Time) {
 	host := c.hostFor()
 	if c.req.Kind() == presence.KindPing {
-		host.SetPingHeader(pingHeaderOf(t.Header()))
+		c.learnPingHeader(t.Header())
 		return
 	}
 	if t.size > len(t.head) {

@@ -23,7 +23,11 @@ func (c *call) ping() error {
 		tk, decision, wait := c.sess.Admit(now, serverNow, known, c.write(), c.policy(), c.row, prepared)
 		switch decision {
 		case cache.Local:
-			return c.answerPing(now)
+			if c.sess.PingHeader() != nil {
+				return c.answerPing(now)
+			}
+			c.reserve()
+			return c.forward(outcomeForwarded)
 		case cache.Forward:
 			c.ticket = tk
 			return c.forward(outcomeForwarded)
@@ -76,6 +80,9 @@ func (c *call) answerPing(now time.Time) error {
 	releaseBody(c.body)
 	c.body = nil
 	c.setLocalHeader(c.w.Header(), now)
+	if c.row != nil {
+		c.row.SavedRequest(now)
+	}
 	// net/http adds the Content-Length of so short an answer itself.
 	c.w.WriteHeader(http.StatusOK)
 	_, err := c.w.Write(presence.PingAnswer)
@@ -104,6 +111,10 @@ var pingHeaderSkip = map[string]bool{
 func pingHeaderOf(upstream http.Header) http.Header {
 	out := make(http.Header, len(upstream))
 	for k, v := range upstream {
+		if k == "Date" || k == "Expires" {
+			out[k] = nil
+			continue
+		}
 		if !pingHeaderSkip[k] {
 			// Clipped, so that a handler appending to a local answer's
 			// header copies instead of writing into the template.
@@ -111,4 +122,8 @@ func pingHeaderOf(upstream http.Header) http.Header {
 		}
 	}
 	return out
+}
+
+func (c *call) learnPingHeader(upstream http.Header) {
+	c.sess.SetPingHeader(c.h.store.InternPingHeader(c.host, c.hostFor(), pingHeaderOf(upstream)))
 }

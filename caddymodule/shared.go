@@ -69,7 +69,11 @@ func (c *call) shared() (bool, error) {
 		tk, decision, wait := c.sess.Admit(now, serverNow, known, c.write(), c.policy(), c.row, true)
 		switch decision {
 		case cache.Local:
-			return true, c.answerPing(now)
+			if c.sess.PingHeader() != nil {
+				return true, c.answerPing(now)
+			}
+			c.reserve()
+			return true, c.feed(view)
 		case cache.Forward:
 			c.ticket = tk
 			return true, c.feed(view)
@@ -430,7 +434,7 @@ func (c *call) fetchForView(view *cache.View, withInput bool) (viewFetch, bool, 
 	}
 	host := c.hostFor()
 	c.learnAnswer(host, ans, now, received)
-	host.SetPingHeader(pingHeaderOf(rec.header))
+	c.learnPingHeader(rec.header)
 	if up.Sent&presence.ParamHistoryLimitDays != 0 {
 		ignored := ignoresHistoryLimit(ans.Ignored)
 		host.MarkHistoryLimit(ignored)
@@ -503,18 +507,14 @@ func (c *call) viewFallback() error {
 // what the server sent on its latest answer to a ping (Cache-Control above
 // all, so that no cache in front stores it), dated by its clock.
 func (c *call) setLocalHeader(hdr http.Header, now time.Time) {
-	host := c.hostInfo()
-	var tmpl http.Header
-	if host != nil {
-		tmpl = host.PingHeader()
-	}
-	if tmpl == nil {
-		tmpl = defaultPingHeader
+	tmpl := defaultPingHeader
+	if p := c.sess.PingHeader(); p != nil {
+		tmpl = p.Header
 	}
 	for k, v := range tmpl {
 		hdr[k] = v
 	}
-	if host != nil {
+	if host := c.hostInfo(); host != nil {
 		date := host.HTTPDate(now)
 		for _, k := range [2]string{"Date", "Expires"} {
 			if _, ok := tmpl[k]; ok {

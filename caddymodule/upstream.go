@@ -99,6 +99,11 @@ var errDenied = errors.New("the server refused the session's credentials")
 // the status; err is a transport error, errDenied (and the session is
 // forgotten), or a success body that did not decode.
 func (c *call) getJSON(path, rawQuery, kind string, v any) (status int, err error) {
+	// Zulip counts the request against the user's rate limit, as one of
+	// the client's own (design §7.6).
+	if !c.maySpend() {
+		return 0, errRateReserve
+	}
 	sub := subrequest(c.r, http.MethodGet, path, nil)
 	sub.URL.RawQuery = rawQuery
 	sent := c.h.now()
@@ -107,7 +112,9 @@ func (c *call) getJSON(path, rawQuery, kind string, v any) (status int, err erro
 		return 0, err
 	}
 	c.h.metrics.observeUpstream(kind, rec.body.Len())
-	switch zulipOutcome(rec.status, rec.header, rec.body.Bytes(), nil) {
+	o := zulipOutcome(rec.status, rec.header, rec.body.Bytes(), nil)
+	c.observeRate(rec.header, c.h.now(), o == cache.OutcomeOK)
+	switch o {
 	case cache.OutcomeDenied:
 		c.h.store.Forget(c.key, c.sess)
 		return rec.status, errDenied

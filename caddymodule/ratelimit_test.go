@@ -1,0 +1,141 @@
+package caddymodule
+
+import (
+	"net/http"
+	"net/url"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/zulip-presence/caddy-zulip-presence/zuliptest"
+)
+
+// postAs sends the client's request to both sides with extra request
+// headers, and returns both answers and how many presence requests
+// reached the proxied server.
+func (tw *twin) postAs(c *client, f url.Values, hdr http.Header) (d, p answer, n int) {
+	tw.t.Helper()
+	rd, rp := c.request(false, f), c.request(true, f)
+	for k, v := range hdr {
+		rd.Header[k], rp.Header[k] = v, v
+	}
+	d = tw.serveDirect(rd)
+	p, n = tw.serveProxied(rp)
+	return d, p, n
+}
+
+// TestLocalPingHeadersPerSession: Zulip's answers vary with the request
+// (Vary: Accept-Language, Cookie; Content-Language from the
+// django_language cookie or Accept-Language), so a ping answered locally
+// carries what the server gave this session's last answer, never another
+// user's (issue 13, point 8).
+func TestLocalPingHeadersPerSession(t *testing.T) {
+	for _, mode := range []string{modeSession, modeShared} {
+		t.Run(mode, func(t *testing.T) {
+			tw := newTwin(t, Handler{Mode: mode})
+			tw.Clock.Advance(time.Hour)
+			de := tw.apiClient("de", tw.addUser("hamlet@zulip.example", zuliptest.RoleMember))
+			fr := tw.apiClient("fr", tw.addUser("othello@zulip.example", zuliptest.RoleMember))
+			langs := map[*client]http.Header{
+				de: {"Accept-Language": {"de-DE,de;q=0.9"}},
+				fr: {"Accept-Language": {"fr"}},
+			}
+			local := map[*client]int{}
+			for i := range 12 {
+				// Alternate who pings first, so that each user's local
+				// answers follow the other's forwarded one.
+				order := []*client{de, fr}
+				if i%2 == 1 {
+					order = []*client{fr, de}
+				}
+				for _, c := range order {
+					d, p, n := tw.postAs(c, form("status", "active", "ping_only", "true"), langs[c])
+					if err := sameAnswer(d, p, false); err != nil {
+						t.Fatalf("%s ping %d: %v", c.name, i, err)
+					}
+					for _, k := range []string{"Content-Language", "Vary", "Cache-Control", "Content-Type"} {
+						if dv, pv := d.header.Values(k), p.header.Values(k); !slices.Equal(dv, pv) {
+							t.Fatalf("%s ping %d (%d upstream): %s: direct %q, proxied %q", c.name, i, n, k, dv, pv)
+						}
+					}
+					if n == 0 {
+						local[c]++
+					}
+				}
+				tw.Clock.Advance(10 * time.Second)
+			}
+			if local[de] == 0 || local[fr] == 0 {
+				t.Fatalf("local answers: de %d, fr %d; want some of each", local[de], local[fr])
+			}
+			t.Logf("local answers: de %d, fr %d of 12 each", local[de], local[fr])
+		})
+	}
+}
+
+// TestNoEarlyRateLimit: Zulip counts the handler's own requests (GET
+// /users/me, row reads, GET /users) against the user's 200 a minute. A
+// client driven near and past the limit, with the handler reading the
+// user's row often, never gets a 429 through the handler that it would
+// not have got from Zulip directly (issue 13, point 9; design §7.6).
+func TestNoEarlyRateLimit(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		json   bool
+		period time.Duration // between the client's requests
+		polls  int           // one request in polls is a poll
+	}{
+		{"api/near", false, 320 * time.Millisecond, 7}, // 188 a minute
+		{"api/past", false, 200 * time.Millisecond, 7}, // 300 a minute
+		{"json/past", true, 150 * time.Millisecond, 7}, // 400 a minute
+		// Mostly polls, which reach the server: the handler's own
+		// requests would take the client to the limit early.
+		{"api/polls-near", false, 300 * time.Millisecond, 2}, // 200 a minute
+		{"json/polls-past", true, 200 * time.Millisecond, 2}, // 300 a minute
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			tw := newTwin(t, Handler{Mode: modeSession})
+			tw.Both(func(r *zuliptest.Realm) {
+				s := r.Settings()
+				s.RateLimit = true
+				r.SetSettings(s)
+			})
+			u := tw.addUser("hamlet@zulip.example", zuliptest.RoleMember)
+			tw.Clock.Advance(time.Hour)
+			c := tw.apiClient("api", u)
+			if tc.json {
+				c = tw.browser("web", u)
+			}
+			var early, direct429, proxied429, local int
+			for i := range 1500 {
+				// Mostly no-op pings (which the handler may answer
+				// locally), with a poll and a reported input now and
+				// then (which it must forward), so that the row is read
+				// again and again.
+				f := form("status", "idle", "ping_only", "true")
+				switch {
+				case i%tc.polls == 1:
+					f = form("status", "active", "last_update_id", "-1")
+				case i%11 == 5:
+					f = form("status", "active", "ping_only", "true", "new_user_input", "true")
+				}
+				d, p, n := tw.postAs(c, f, nil)
+				if d.status == http.StatusTooManyRequests {
+					direct429++
+				}
+				if p.status == http.StatusTooManyRequests {
+					proxied429++
+					if d.status != http.StatusTooManyRequests {
+						early++
+						t.Errorf("request %d (%s) at %s: 429 through the handler, %d directly", i, f.Encode(), tw.Clock.Now().Format(time.TimeOnly), d.status)
+					}
+				}
+				if n == 0 && p.status == http.StatusOK {
+					local++
+				}
+				tw.Clock.Advance(tc.period)
+			}
+			got := tw.Proxied.DefaultRealm().Stats().Requests
+			t.Logf("1500 requests: direct 429s %d, proxied 429s %d, early %d; answered locally %d; upstream %v", direct429, proxied429, early, local, got)
+		})
+	}
+}
