@@ -124,7 +124,7 @@ func TestCursorHelpers(t *testing.T) {
 // fakeReport is a small report for the writers.
 func fakeReport() *Report {
 	rr := &RealmResult{Spec: specR200, ClientRequests: 10, Sessions: 2, Outcomes: map[string]float64{"ping/local": 3}}
-	rr.Totals = [numSides]Totals{{Requests: 10, Bytes: 5000, RowsRead: 100, RowsWritten: 4}, {Requests: 6, Bytes: 1500, RowsRead: 30, RowsWritten: 4}}
+	rr.Totals = [numSides]Totals{{Requests: 10, Bytes: 5000, Wire: 1000, RowsRead: 100, RowsWritten: 4}, {Requests: 6, Bytes: 1500, Wire: 500, RowsRead: 30, RowsWritten: 4}}
 	rr.Ideal = IdealTotals{Requests: 4, Bytes: 1400, RowsRead: 28, RowsWritten: 4}
 	for m := range 3 {
 		rr.Minutes = append(rr.Minutes, Minute{Requests: [numSides]int64{int64(3 + m), 2}, Bytes: [numSides]int64{1600, int64(400 + m)}, IdealRequests: 1.3, IdealBytes: 380})
@@ -161,7 +161,7 @@ func TestReport(t *testing.T) {
 	if err := writeReport(&b, fakeReport()); err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{"## Targets", "## R200", "| upstream response bytes | 5.0 kB | 1.5 kB | 1.4 kB | 0.30 | 1.07 |", "go run ./bench -short", "(upstream.svg)"} {
+	for _, want := range []string{"## Targets", "## R200", "| upstream response bytes on the wire (gzip level 1) | 1.0 kB | 500 B | – | 0.50 |", "| upstream response bytes, raw JSON | 5.0 kB | 1.5 kB | 1.4 kB | 0.30 | 1.07 |", "go run ./bench -short", "(upstream.svg)"} {
 		if !strings.Contains(b.String(), want) {
 			t.Errorf("report lacks %q:\n%s", want, b.String())
 		}

@@ -27,8 +27,9 @@ type job struct {
 	modern  bool // carries last_update_id
 	unusual bool // has a parameter the module passes through untouched
 	ans     [numSides]answer
-	up      [numSides]int // requests that reached the server
-	upBytes [numSides]int
+	up      [numSides]int           // requests that reached the server
+	upBytes [numSides]int           // raw JSON bytes of the upstream answers
+	upWire  [numSides]int           // the same answers' bytes on the wire
 	cpu     [numSides]time.Duration // server thread CPU
 	sec     int                     // the virtual second it was sent in
 	rows    int                     // entries in the direct answer
@@ -80,6 +81,9 @@ func (j *job) request(s side) *http.Request {
 	}
 	r := httptest.NewRequest(http.MethodPost, "http://zulip.example"+path, bytes.NewReader(body))
 	r.Header.Set("Content-Type", ctype)
+	// Every real Zulip client accepts gzip, which Zulip's nginx (and
+	// zuliptest's model of it) sends.
+	r.Header.Set("Accept-Encoding", "gzip")
 	if j.c.kind == KindWeb {
 		r.AddCookie(&http.Cookie{Name: "sessionid", Value: j.c.session[s]})
 		r.AddCookie(&http.Cookie{Name: "csrftoken", Value: j.c.csrf[s]})
@@ -140,18 +144,6 @@ func (r *recorder) Write(p []byte) (int, error) {
 	r.WriteHeader(http.StatusOK)
 	r.body = append(r.body, p...)
 	return len(p), nil
-}
-
-// countingWriter counts the body bytes an upstream writes.
-type countingWriter struct {
-	http.ResponseWriter
-	n int
-}
-
-func (w *countingWriter) Write(p []byte) (int, error) {
-	n, err := w.ResponseWriter.Write(p)
-	w.n += n
-	return n, err
 }
 
 // compareJob checks a proxied answer against the direct one with the

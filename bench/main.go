@@ -168,7 +168,8 @@ func measure(cfg Config, prog *progress) (*Report, error) {
 			if err != nil {
 				return nil, fmt.Errorf("%s (%s): %v", spec.Name, v, err)
 			}
-			prog.say(fmt.Sprintf("%s %s done: upstream bytes module/direct %.3f, requests %.2f, %d fidelity violations, %d lost writes", spec.Name, v,
+			prog.say(fmt.Sprintf("%s %s done: upstream bytes module/direct %.3f on the wire (%.3f raw), requests %.2f, %d fidelity violations, %d lost writes", spec.Name, v,
+				div(float64(res.Totals[sideModule].Wire), float64(res.Totals[sideDirect].Wire)),
 				div(float64(res.Totals[sideModule].Bytes), float64(res.Totals[sideDirect].Bytes)),
 				div(float64(res.Totals[sideModule].Requests), float64(res.Totals[sideDirect].Requests)), res.Violations, res.LostWrites), true)
 			if v.shared() {

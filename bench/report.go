@@ -142,7 +142,8 @@ func targets(r *Report) []target {
 func sessionTargets(r *Report, realms []*RealmResult) []target {
 	var ts []target
 	r2k := findRealm(realms, "R2k")
-	ts = append(ts, ratioTarget("R2k upstream bytes, module/direct (session mode)", "≤ 0.30", r2k, 0.30, func(t Totals) float64 { return float64(t.Bytes) }))
+	ts = append(ts, ratioTarget("R2k upstream bytes on the wire, module/direct (session mode)", "≤ 1.00", r2k, 1.00, func(t Totals) float64 { return float64(t.Wire) }))
+	ts = append(ts, ratioTarget("R2k upstream bytes, raw JSON, module/direct (session mode)", "≤ 0.30", r2k, 0.30, func(t Totals) float64 { return float64(t.Bytes) }))
 	ts = append(ts, ratioTarget("R2k presence rows read, module/direct", "≤ 0.30", r2k, 0.30, func(t Totals) float64 { return float64(t.RowsRead) }))
 	ts = append(ts, allRealms(realms, "rows written, module/direct", "1.00, no lost write", func(rr *RealmResult) (string, bool) {
 		ratio := div(float64(rr.Totals[sideModule].RowsWritten), float64(rr.Totals[sideDirect].RowsWritten))
@@ -151,7 +152,11 @@ func sessionTargets(r *Report, realms []*RealmResult) []target {
 	ts = append(ts, allRealms(realms, "fidelity violations", "0", func(rr *RealmResult) (string, bool) {
 		return fmt.Sprintf("%s: %s", rr.Spec.Name, count(int64(rr.Violations))), rr.Violations == 0 && rr.RowMismatches == 0
 	}))
-	ts = append(ts, allRealms(realms, "upstream bytes, module/ideal", "≤ 1.2", func(rr *RealmResult) (string, bool) {
+	ts = append(ts, allRealms(realms, "upstream bytes on the wire, module/direct", "≤ 1.00", func(rr *RealmResult) (string, bool) {
+		ratio := div(float64(rr.Totals[sideModule].Wire), float64(rr.Totals[sideDirect].Wire))
+		return fmt.Sprintf("%s: %.2f", rr.Spec.Name, ratio), ratio <= 1
+	}))
+	ts = append(ts, allRealms(realms, "upstream bytes, raw JSON, module/ideal", "≤ 1.2", func(rr *RealmResult) (string, bool) {
 		ratio := div(float64(rr.Totals[sideModule].Bytes), float64(rr.Ideal.Bytes))
 		return fmt.Sprintf("%s: %.2f", rr.Spec.Name, ratio), ratio <= 1.2
 	}))
@@ -252,7 +257,8 @@ func (p *printer) realmTable(rr *RealmResult) {
 	p.f("| figure | direct | module | ideal | module/direct | module/ideal |\n|---|---:|---:|---:|---:|---:|\n")
 	p.row("client requests", float64(rr.ClientRequests), float64(rr.ClientRequests), math.NaN(), countF)
 	p.row("upstream requests", float64(d.Requests), float64(m.Requests), id.Requests, countF)
-	p.row("upstream response bytes", float64(d.Bytes), float64(m.Bytes), float64(id.Bytes), bytesText)
+	p.row("upstream response bytes on the wire (gzip level 1)", float64(d.Wire), float64(m.Wire), math.NaN(), bytesText)
+	p.row("upstream response bytes, raw JSON", float64(d.Bytes), float64(m.Bytes), float64(id.Bytes), bytesText)
 	p.row("presence rows read", float64(d.RowsRead), float64(m.RowsRead), float64(id.RowsRead), countF)
 	p.row("rows written", float64(d.RowsWritten), float64(m.RowsWritten), float64(id.RowsWritten), countF)
 	p.f("| fidelity violations (answers) | – | %s | – | | |\n", count(int64(rr.Violations)))
@@ -297,11 +303,13 @@ func (p *printer) lostWrites(rr *RealmResult) {
 
 func (p *printer) byKind(rr *RealmResult) {
 	p.f("By client (every request of a client kind, with the upstream traffic it caused):\n\n")
-	p.f("| client | clients | requests | polls | upstream requests direct / module | upstream bytes direct | module | module/direct | server CPU direct / module |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|\n")
+	p.f("| client | clients | requests | polls | upstream requests direct / module | wire bytes direct | module | module/direct | raw bytes direct | module | module/direct | server CPU direct / module |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
 	for k, kt := range rr.ByKind {
-		p.f("| %s | %s | %s | %s | %s / %s | %s | %s | %.2f | %s / %s |\n", Kind(k), count(int64(kt.Clients)), count(kt.Requests), count(kt.Polls),
-			count(kt.Upstream[sideDirect]), count(kt.Upstream[sideModule]), bytesText(float64(kt.Bytes[sideDirect])), bytesText(float64(kt.Bytes[sideModule])),
-			div(float64(kt.Bytes[sideModule]), float64(kt.Bytes[sideDirect])), kt.CPU[sideDirect].Round(time.Millisecond), kt.CPU[sideModule].Round(time.Millisecond))
+		p.f("| %s | %s | %s | %s | %s / %s | %s | %s | %.2f | %s | %s | %.2f | %s / %s |\n", Kind(k), count(int64(kt.Clients)), count(kt.Requests), count(kt.Polls),
+			count(kt.Upstream[sideDirect]), count(kt.Upstream[sideModule]),
+			bytesText(float64(kt.Wire[sideDirect])), bytesText(float64(kt.Wire[sideModule])), div(float64(kt.Wire[sideModule]), float64(kt.Wire[sideDirect])),
+			bytesText(float64(kt.Bytes[sideDirect])), bytesText(float64(kt.Bytes[sideModule])), div(float64(kt.Bytes[sideModule]), float64(kt.Bytes[sideDirect])),
+			kt.CPU[sideDirect].Round(time.Millisecond), kt.CPU[sideModule].Round(time.Millisecond))
 	}
 	p.f("\n")
 }
@@ -350,7 +358,7 @@ func (p *printer) method(r *Report) {
 	p.f(`* **Realms.** Users are seeded on both servers alike; the realm's "active in 14 days" users get presence rows of whole-second times 5 minutes to 14 days old, half of the others rows older than 14 days (up to 300 days), the rest none; 1 %% of extra users are bots. Online users come from the 14-day pool, stay 5–60 minutes, and are replaced by another within a minute, so the number online stays at the target.
 * **Clients** (spec §5), drawn from the mix 45 %% web, 35 %% zulip-flutter, 10 %% zulip-mobile, 5 %% zulip-terminal, 5 %% scripts, 1 or 2 per online user (1.5 on average): the **web app** logs in (/json, session cookie and CSRF token) and opens 1–3 tabs; each tab starts from the cursor a page load gives it, pings at load, polls every 60 s with its own last_update_id, and pings on focus and on return from idle (5 minutes without input); **zulip-flutter** polls slim_presence=true without last_update_id every 60 s while in the foreground and pings on lifecycle changes (resumed, inactive, detached); **zulip-mobile** sends status=active&new_user_input=false every 60 s while in the foreground; **zulip-terminal** sends status (active iff there was input) and new_user_input every 60 s; **scripts** poll every 60 s as urlencoded slim, multipart/form-data legacy, multipart slim with history_limit_days=30, or with an unknown parameter (which the module passes through by design).
 * **Lock step.** Two identical zuliptest servers share one virtual clock that starts at a half-second fraction, so Zulip's sub-second comparisons and the proxy's whole-second ones agree. Each virtual second, the requests due are sent to both sides at once (each side on its own locked OS thread), then every pair of answers is compared with `+"`zuliptest.Compare`"+` (converted=true for full polls: no last_update_id and not ping_only). For converted answers the comparator is given the proxied body with the direct answer's presence_last_update_id once that value is checked to be an integer: the comparator ignores that value for converted answers anyway, and this lets it take its byte-equality fast path.
-* **Counters.** Upstream requests, response bytes, rows read and rows written are the zuliptest realms' own Stats (requests include the module's GET /users). A lost write is counted when, right after a request, the sender's row differs between the two sides while it did not before.
+* **Counters.** Upstream requests, response bytes, rows read and rows written are the zuliptest realms' own Stats (requests include the module's GET /users). Every client sends `+"`Accept-Encoding: gzip`"+`, as real Zulip clients do, and zuliptest compresses as Zulip's nginx does (`+"`puppet/zulip/templates/nginx.conf.template.erb`"+`: gzip level 1 for JSON answers with status 200, 403 or 404); *on the wire* counts the bytes the server sent (Stats.WireBytes), *raw JSON* the bytes before compression (Stats.ResponseBytes), which the ideal is computed in. The wire ratio is the honest figure, quoted first: small deltas compress less than whole tables. The chart plots raw bytes. A lost write is counted when, right after a request, the sender's row differs between the two sides while it did not before.
 * **Ideal** (design §9): requests = one write per online user per 55 s (online user-seconds ÷ 55); bytes and rows = for every poll, Zulip's modern envelope plus the modern entries of the rows whose last_update_id moved since that poller's previous poll (each web tab is a poller; a non-web client's first poll counts its whole window); rows written = the direct side's, since any fewer would lose a write. The module can read fewer rows than this ideal: the API clients of one user share one session, hence one snapshot and cursor, so the second client's poll only fetches what changed since the first one's.
 * **State per session.** *Heap*: the live heap freed when the handler's store is dropped at the end of the run (after two collections), less the heap of the empty store measured at provisioning, divided by the credentials the module saw (API keys and browser sessions that sent a request it understood). *Store accounting*: the store's own cost accounting (`+"`caddy_zulip_presence_store_bytes`"+`) over the same sessions. Sessions of users who went offline are still held (the store's TTL is 20 minutes of wall time). Rows per snapshot are taken from each session's last converted answer.
 * **CPU** per client request is the CPU time of the side's thread (%s), split on the module side between the handler (proxy) and the zuliptest server it calls (server). The garbage collector's background work is not in either figure.

@@ -121,8 +121,10 @@ func sharedTargets(rs []*RealmResult) []target {
 	bytesOf := func(t Totals) float64 { return float64(t.Bytes) }
 	rowsOf := func(t Totals) float64 { return float64(t.RowsRead) }
 	reqsOf := func(t Totals) float64 { return float64(t.Requests) }
+	wireOf := func(t Totals) float64 { return float64(t.Wire) }
 	ts := []target{
-		one("R2k upstream bytes, module/direct (shared mode)", "≤ 0.01", findRun(rs, "R2k", sharedRun), 0.01, bytesOf, nil),
+		one("R2k upstream bytes on the wire, module/direct (shared mode)", "≤ 0.01", findRun(rs, "R2k", sharedRun), 0.01, wireOf, nil),
+		one("R2k upstream bytes, raw JSON, module/direct (shared mode)", "≤ 0.01", findRun(rs, "R2k", sharedRun), 0.01, bytesOf, nil),
 		one("R2k presence rows read, module/direct (shared mode)", "≤ 0.02", findRun(rs, "R2k", sharedRun), 0.02, rowsOf, nil),
 		one("R2k upstream requests, module/direct (shared mode, `trust_window 5m`)", "≤ 0.55 (ideal 0.48)", findRun(rs, "R2k", sharedTrust), 0.55, reqsOf, func(rr *RealmResult) string {
 			return fmt.Sprintf(" (ideal %.2f of direct)", div(rr.Ideal.Requests, float64(rr.Totals[sideDirect].Requests)))
@@ -135,6 +137,10 @@ func sharedTargets(rs []*RealmResult) []target {
 		})
 	}
 	ts = append(ts,
+		perRun("upstream bytes on the wire, module/direct (shared mode)", "≤ 1.00", func(rr *RealmResult) (string, bool) {
+			x := ratio(rr, wireOf)
+			return ratioText(x), x <= 1
+		}),
 		perRun("rows written, module/direct (shared mode)", "1.00, no lost write", func(rr *RealmResult) (string, bool) {
 			x := ratio(rr, func(t Totals) float64 { return float64(t.RowsWritten) })
 			return fmt.Sprintf("%.2f, %d lost", x, rr.LostWrites), x == 1 && rr.LostWrites == 0 && rr.RowMismatches == 0
@@ -169,7 +175,8 @@ func (p *printer) sideBySide(runs []*RealmResult) {
 		p.f("\n")
 	}
 	total("upstream requests", func(t Totals) float64 { return float64(t.Requests) }, countF)
-	total("upstream response bytes", func(t Totals) float64 { return float64(t.Bytes) }, bytesText)
+	total("upstream response bytes on the wire (gzip level 1)", func(t Totals) float64 { return float64(t.Wire) }, bytesText)
+	total("upstream response bytes, raw JSON", func(t Totals) float64 { return float64(t.Bytes) }, bytesText)
 	total("presence rows read", func(t Totals) float64 { return float64(t.RowsRead) }, countF)
 	total("rows written", func(t Totals) float64 { return float64(t.RowsWritten) }, countF)
 	each := func(name string, f func(*RealmResult) string) {
@@ -228,12 +235,12 @@ func (p *printer) staleness(rr *RealmResult) {
 // byteShares says which clients caused the module's upstream bytes.
 func (p *printer) byteShares(rr *RealmResult) {
 	var parts []string
-	total := float64(rr.Totals[sideModule].Bytes)
+	total := float64(rr.Totals[sideModule].Wire)
 	for k, kt := range rr.ByKind {
-		parts = append(parts, fmt.Sprintf("%s %.2f", Kind(k), div(float64(kt.Bytes[sideModule]), total)))
+		parts = append(parts, fmt.Sprintf("%s %.2f", Kind(k), div(float64(kt.Wire[sideModule]), total)))
 	}
 	web := rr.ByKind[KindWeb]
-	p.f("Share of the module's upstream bytes by client: %s. Web app requests were %.2f of the client requests and caused %.2f of the module's upstream requests; the web app's incremental polls the view answered (outcomes `modern/view`, `modern/view_fed`): %s of %s.\n\n",
+	p.f("Share of the module's upstream bytes on the wire by client: %s. Web app requests were %.2f of the client requests and caused %.2f of the module's upstream requests; the web app's incremental polls the view answered (outcomes `modern/view`, `modern/view_fed`): %s of %s.\n\n",
 		strings.Join(parts, ", "), div(float64(web.Requests), float64(rr.ClientRequests)), div(float64(web.Upstream[sideModule]), float64(rr.Totals[sideModule].Requests)),
 		count(int64(rr.Outcomes["modern/view"]+rr.Outcomes["modern/view_fed"])), count(web.Polls))
 }

@@ -1,7 +1,10 @@
 package main
 
 import (
+	"bytes"
+	"compress/gzip"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"net/http"
 	"os"
@@ -29,7 +32,8 @@ const (
 // Totals are one side's upstream cost, as its zuliptest realm counted it.
 type Totals struct {
 	Requests    int64 // API requests the server answered
-	Bytes       int64 // response body bytes
+	Bytes       int64 // response body bytes, raw JSON
+	Wire        int64 // response body bytes on the wire (gzip, level 1)
 	RowsRead    int64 // presence entries in answers
 	RowsWritten int64 // presence row inserts and changes
 }
@@ -48,7 +52,8 @@ type KindTotals struct {
 	Requests int64                   // client requests (the same on both sides)
 	Polls    int64                   // of them, requests for presence data
 	Upstream [numSides]int64         // requests that reached the server
-	Bytes    [numSides]int64         // upstream response bytes they caused
+	Bytes    [numSides]int64         // upstream response bytes they caused, raw JSON
+	Wire     [numSides]int64         // the same on the wire
 	CPU      [numSides]time.Duration // server thread CPU they caused
 }
 
@@ -95,6 +100,7 @@ type worker struct {
 	free  [][]byte
 	seq   int64         // newest presence row update id on this side
 	rows  int64         // the server's RowsReturned at the last look
+	bytes [2]int64      // the server's ResponseBytes and WireBytes at the last look
 	cpu   time.Duration // in the handler, upstream included (module side)
 	upCPU time.Duration // in the server
 	busy  time.Duration
@@ -138,6 +144,9 @@ func (w *worker) do(j *job) {
 	} else {
 		w.serveModule(w.tw.hs[j.c.inst], rec, req)
 	}
+	raw, wire := w.bytesSent()
+	j.upBytes[w.s], j.upWire[w.s] = raw, wire
+	w.gunzip(rec)
 	j.ans[w.s] = answer{status: rec.status, header: rec.header, body: rec.body}
 	j.learn(w.s)
 	j.row[w.s] = w.tw.realm(w.s).PresenceRow(j.c.user.id)
@@ -156,7 +165,7 @@ func (w *worker) serveDirect(j *job, rec *recorder, req *http.Request) {
 	w.cpu += spent
 	w.upCPU += spent
 	j.cpu[sideDirect] = spent
-	j.up[sideDirect], j.upBytes[sideDirect] = 1, len(rec.body)
+	j.up[sideDirect] = 1
 	j.rows = w.rowsReturned()
 }
 
@@ -181,17 +190,43 @@ func (w *worker) rowsReturned() int {
 	return int(d)
 }
 
+// bytesSent is how many response body bytes, raw and on the wire, the
+// side's server sent since the last call: those of the job just served.
+func (w *worker) bytesSent() (raw, wire int) {
+	st := w.tw.realm(w.s).Stats()
+	raw, wire = int(st.ResponseBytes-w.bytes[0]), int(st.WireBytes-w.bytes[1])
+	w.bytes = [2]int64{st.ResponseBytes, st.WireBytes}
+	return raw, wire
+}
+
+// gunzip decodes an answer the client got compressed, as the client's
+// HTTP library does, so that it is compared and read as JSON.
+func (w *worker) gunzip(rec *recorder) {
+	if rec.header.Get("Content-Encoding") != "gzip" {
+		return
+	}
+	zr, err := gzip.NewReader(bytes.NewReader(rec.body))
+	if err != nil {
+		return // compared as it came: a violation
+	}
+	plain, err := io.ReadAll(zr)
+	if err != nil {
+		return
+	}
+	w.free = append(w.free, rec.body)
+	rec.body = append(w.buf(), plain...)
+	rec.header.Del("Content-Encoding")
+}
+
 // upstream is the module's next handler (twinrig.Next): the proxied
 // zuliptest, with its cost counted.
 func (w *worker) upstream(rw http.ResponseWriter, r *http.Request) {
-	cw := &countingWriter{ResponseWriter: rw}
 	c0 := threadCPU()
-	w.tw.Proxied.ServeHTTP(cw, r)
+	w.tw.Proxied.ServeHTTP(rw, r)
 	spent := threadCPU() - c0
 	w.upCPU += spent
 	w.cur.cpu[sideModule] += spent
 	w.cur.up[sideModule]++
-	w.cur.upBytes[sideModule] += cw.n
 }
 
 // twin is the twin rig (internal/twinrig) run as a benchmark: every
@@ -479,6 +514,7 @@ func (tw *twin) account(j *job) {
 	for s := range numSides {
 		k.Upstream[s] += int64(j.up[s])
 		k.Bytes[s] += int64(j.upBytes[s])
+		k.Wire[s] += int64(j.upWire[s])
 		k.CPU[s] += j.cpu[s]
 	}
 	if !j.unusual {
@@ -563,7 +599,7 @@ func (tw *twin) finish() {
 	}
 	for s := range numSides {
 		st := tw.realm(side(s)).Stats()
-		r.Totals[s] = Totals{Requests: requests(st), Bytes: st.ResponseBytes, RowsRead: st.RowsReturned, RowsWritten: st.RowsWritten}
+		r.Totals[s] = Totals{Requests: requests(st), Bytes: st.ResponseBytes, Wire: st.WireBytes, RowsRead: st.RowsReturned, RowsWritten: st.RowsWritten}
 	}
 	r.CompareBusy = tw.cmp.busy
 	r.Ideal = tw.ideal.totals(r.Totals[sideDirect].RowsWritten, tw.online)

@@ -71,9 +71,14 @@ func (c *call) convertLocked() (accepted bool, err error) {
 	c.settle(o, rec.header, now, received)
 	if o != cache.OutcomeOK {
 		// Errors, and anything else that is not Zulip's success, reach
-		// the client exactly as the server wrote them.
-		c.record(outcomeUpstreamError, rec.body.Len())
-		return false, rec.replay(c.w)
+		// the client exactly as the server wrote them; one that could not
+		// be decoded for a client that takes no gzip has the client's own
+		// request sent instead.
+		if ok, err := c.passOn(rec); ok {
+			c.record(outcomeUpstreamError, rec.received)
+			return false, err
+		}
+		return false, c.fallback(rec)
 	}
 	host := c.hostFor()
 	ans, err := presence.DecodeModern(rec.body.Bytes())
@@ -93,8 +98,8 @@ func (c *call) convertLocked() (accepted bool, err error) {
 	if !ok {
 		return true, c.fallback(rec)
 	}
-	c.debug("converted", zap.Int("upstream_bytes", rec.body.Len()))
-	c.record(outcomeConverted, rec.body.Len())
+	c.debug("converted", zap.Int("upstream_bytes", rec.received))
+	c.record(outcomeConverted, rec.received)
 	return true, err
 }
 
@@ -239,7 +244,7 @@ func (c *call) oldServerOrFallback(host *cache.Host, rec *recorder, now time.Tim
 		return c.fallback(rec)
 	}
 	host.MarkIncrementalUnsupported(now.Add(time.Duration(c.h.ResyncInterval)))
-	c.record(outcomeOldServer, rec.body.Len())
+	c.record(outcomeOldServer, rec.received)
 	return writeAnswer(c.w, rec.header, rec.status, body)
 }
 
@@ -248,7 +253,7 @@ func (c *call) oldServerOrFallback(host *cache.Host, rec *recorder, now time.Tim
 // no-op write; the client sees exactly the server's answer.
 func (c *call) fallback(rec *recorder) error {
 	if rec != nil {
-		c.h.metrics.observeUpstream(c.kind, rec.body.Len())
+		c.h.metrics.observeUpstream(c.kind, rec.received)
 	}
 	c.debug("conversion fell back to pass-through")
 	// The original carries the write again; the gate learns from it like

@@ -15,13 +15,13 @@ import (
 )
 
 // forward sends the request upstream as it came and learns from the
-// answer, which streams to the client unchanged. The request's write must
-// be reserved.
+// answer, which streams to the client unchanged: compressed by Zulip's
+// nginx for a client that accepts gzip, raw for any other (askEncoding).
+// The handler reads what it kept of it decoded (tap.decode). The
+// request's write must be reserved.
 func (c *call) forward(outcome string) error {
 	c.restoreBody()
-	// The handler reads the answer to learn from it; the encode directive,
-	// which runs before this handler, compresses what the client gets.
-	c.r.Header.Del("Accept-Encoding")
+	c.askEncoding()
 	sent := c.h.now()
 	t := newTap(c.w, forwardCaptureLimit)
 	// Counted however the call ends: reverse_proxy panics with
@@ -29,6 +29,7 @@ func (c *call) forward(outcome string) error {
 	defer func() { c.record(outcome, t.size) }()
 	err := c.next.ServeHTTP(t, c.r)
 	received := c.h.now()
+	t.decode()
 	o := zulipOutcome(t.status, t.Header(), t.head, err)
 	c.settle(o, t.Header(), sent, received)
 	if o == cache.OutcomeOK {
@@ -50,7 +51,7 @@ func (c *call) learnForwarded(t *tap, sent, received time.Time) {
 		c.learnPingHeader(t.Header())
 		return
 	}
-	if t.size > len(t.head) {
+	if !t.decode() {
 		return // too large to have been kept whole
 	}
 	if ans, err := presence.DecodeModern(t.head); err == nil {
@@ -115,8 +116,11 @@ func zulipOutcome(status int, hdr http.Header, body []byte, err error) cache.Out
 // zulipSuccessPrefix starts every success body Zulip's json_success writes.
 var zulipSuccessPrefix = []byte(`{"result":"success","msg":""`)
 
+// isZulipSuccess reads the decoded body (tap.decode, recorder.decode): a
+// gzip answer counts when its decoded body is a success; one the handler
+// could not decode comes with no body, and a coding it cannot read fails.
 func isZulipSuccess(hdr http.Header, body []byte) bool {
-	if enc := hdr.Get("Content-Encoding"); enc != "" && enc != "identity" {
+	if plain, gz := contentCoding(hdr); !plain && !gz {
 		return false
 	}
 	mt, _, err := mime.ParseMediaType(hdr.Get("Content-Type"))
@@ -158,6 +162,9 @@ type tap struct {
 	size   int
 	head   []byte
 	limit  int
+	// decoded and whole are set by decode: whole says head is the
+	// whole body, decoded.
+	decoded, whole bool
 }
 
 func newTap(w http.ResponseWriter, limit int) *tap {

@@ -99,10 +99,11 @@ var defaultPingHeader = http.Header{
 }
 
 // pingHeaderSkip are the headers of a ping's answer that belong to that one
-// answer (framing, cookies, the rate-limit count), not to every answer.
+// answer (framing and coding, cookies, the rate-limit count), not to every
+// answer: a local answer's body is never compressed.
 var pingHeaderSkip = map[string]bool{
 	"Content-Length": true, "Transfer-Encoding": true, "Connection": true, "Keep-Alive": true,
-	"Set-Cookie": true, "Retry-After": true, "X-Ratelimit-Limit": true,
+	"Content-Encoding": true, "Set-Cookie": true, "Retry-After": true, "X-Ratelimit-Limit": true,
 	"X-Ratelimit-Remaining": true, "X-Ratelimit-Reset": true,
 }
 

@@ -321,7 +321,7 @@ func (c *call) feed(view *cache.View) error {
 		return err
 	}
 	if c.req.Kind() == presence.KindPing {
-		c.record(outcomeViewFed, rec.body.Len())
+		c.record(outcomeViewFed, rec.received)
 		return writeAnswer(c.w, rec.header, rec.status, presence.PingAnswer)
 	}
 	return c.answerFed(view, rec, c.h.now())
@@ -421,9 +421,14 @@ func (c *call) fetchForView(view *cache.View, withInput bool) (viewFetch, bool, 
 	c.settle(o, rec.header, now, received)
 	if o != cache.OutcomeOK {
 		// The server refused or failed the write: the client gets its
-		// answer, which is the same whatever the request asked to read.
-		c.record(outcomeUpstreamError, rec.body.Len())
-		return viewFetch{}, true, rec.replay(c.w)
+		// answer, which is the same whatever the request asked to read;
+		// its own request, if the answer could not be decoded for it.
+		if ok, err := c.passOn(rec); ok {
+			c.record(outcomeUpstreamError, rec.received)
+			return viewFetch{}, true, err
+		}
+		c.h.metrics.observeUpstream(c.kind, rec.received)
+		return viewFetch{}, true, c.viewFallback()
 	}
 	ans, err := presence.DecodeModern(rec.body.Bytes())
 	if err != nil || !ans.HasLastUpdateID {

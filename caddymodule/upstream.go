@@ -19,7 +19,17 @@ import (
 type recorder struct {
 	header http.Header
 	status int
-	body   bytes.Buffer
+	// body is the answer's body, decoded once fetch has it whole
+	// (recorder.decode): what the handler reads.
+	body bytes.Buffer
+	// received counts the body bytes as they came from upstream.
+	received int
+	// wire and coding are the body as it came and its Content-Encoding,
+	// when it came compressed; undecoded says it could not be decoded
+	// within its bound, and body is then empty.
+	wire      []byte
+	coding    []string
+	undecoded bool
 }
 
 func newRecorder() *recorder { return &recorder{header: make(http.Header)} }
@@ -58,15 +68,16 @@ func copyHeader(dst, src http.Header) {
 
 // subrequest clones r for another upstream call through next: same
 // context, host and credentials, so the operator's proxy settings apply.
-// Accept-Encoding is dropped because the handler must read the answer; the
-// encode directive, which runs before this handler, compresses what the
-// client gets.
+// It asks for gzip, which Zulip's nginx sends: fetch decodes the answer
+// within a bound (encoding.go). What the handler renders from it, the
+// encode directive, which runs before this handler, compresses for the
+// client.
 func subrequest(r *http.Request, method, path string, form []byte) *http.Request {
 	sub := r.Clone(ownVars(r.Context()))
 	sub.Method = method
 	sub.URL.Path, sub.URL.RawPath, sub.URL.RawQuery = path, "", ""
 	sub.RequestURI = path
-	sub.Header.Del("Accept-Encoding")
+	sub.Header.Set("Accept-Encoding", "gzip")
 	if form == nil {
 		sub.Body, sub.GetBody, sub.ContentLength, sub.TransferEncoding = http.NoBody, nil, 0, nil
 		sub.Header.Del("Content-Type")
@@ -111,7 +122,7 @@ func (c *call) getJSON(path, rawQuery, kind string, v any) (status int, err erro
 	if err != nil {
 		return 0, err
 	}
-	c.h.metrics.observeUpstream(kind, rec.body.Len())
+	c.h.metrics.observeUpstream(kind, rec.received)
 	o := zulipOutcome(rec.status, rec.header, rec.body.Bytes(), nil)
 	c.observeRate(rec.header, c.h.now(), o == cache.OutcomeOK)
 	switch o {
@@ -132,9 +143,10 @@ func (c *call) getJSON(path, rawQuery, kind string, v any) (status int, err erro
 // with panic(http.ErrAbortHandler): its answer was cut off mid-body.
 var errAborted = errors.New("the upstream answer was cut off")
 
-// fetch makes an upstream call through next and records its answer. An
-// aborted answer is an error here: the call was the handler's own, and the
-// client's connection is still good.
+// fetch makes an upstream call through next and records its answer,
+// decoded if it came compressed (recorder.decode). An aborted answer is an
+// error here: the call was the handler's own, and the client's connection
+// is still good.
 func fetch(next caddyhttp.Handler, req *http.Request) (rec *recorder, err error) {
 	defer func() {
 		if v := recover(); v != nil {
@@ -151,5 +163,6 @@ func fetch(next caddyhttp.Handler, req *http.Request) (rec *recorder, err error)
 	if rec.status == 0 {
 		rec.status = http.StatusOK
 	}
+	rec.decode()
 	return rec, nil
 }
