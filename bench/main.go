@@ -11,6 +11,7 @@
 //	go run ./bench          # the full run: R200, R2k and R10k, 30 simulated minutes each
 //	go run ./bench -short   # R200 for 5 simulated minutes, a small end-to-end run, 200 ms per package benchmark
 //	go run ./bench -realms R2k -minutes 15 -mode shared -trust 5m   # one shared-mode run
+//	go run ./bench -realms R2k -mode shared -gaps 0.01   # one shared-mode run with more id gaps
 //	go run ./bench -realms none -e2e forwarded   # only forwarded polls, end to end
 package main
 
@@ -51,7 +52,7 @@ func fullConfig(seed uint64) Config {
 		Seed:      seed,
 		Specs:     []Spec{specR200, specR2k, specR10k},
 		Variants:  []Variant{sessionRun, sharedRun},
-		Extras:    map[string][]Variant{"R2k": {sharedTrust, sharedTwo}},
+		Extras:    map[string][]Variant{"R2k": {sharedTrust, sharedTwo, sharedGaps}},
 		E2E:       E2EConfig{Users: 2000, Active: 1500, Clients: 400, Workers: 2, Duration: 20 * time.Second, MaxPairs: 40_000},
 		MicroTime: time.Second,
 	}
@@ -82,12 +83,13 @@ func main() {
 	mode := flag.String("mode", "both", "session, shared or both: the modes each realm is replayed in")
 	trust := flag.String("trust", "", "trust_window of the shared-mode runs, e.g. 5m (default: the handler's, plus a 5m run of R2k)")
 	instances := flag.Int("instances", 0, "handlers in front of the realm in the shared-mode runs, 1 or 2 (default: 1, plus a run of R2k with 2)")
+	gaps := flag.Float64("gaps", -1, "id gap rate (zuliptest IDGapRate) of the shared-mode runs (default: 0.001, plus a run of R2k at 0.01)")
 	flag.Parse()
 	cfg := fullConfig(*seed)
 	if *short {
 		cfg = shortConfig(*seed)
 	}
-	if err := cfg.overrideVariants(*mode, *trust, *instances); err != nil {
+	if err := cfg.overrideVariants(*mode, *trust, *instances, *gaps); err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		os.Exit(2)
 	}

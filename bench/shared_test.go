@@ -183,21 +183,26 @@ func TestOverrideVariants(t *testing.T) {
 	for _, tc := range []struct {
 		mode, trust string
 		instances   int
+		gaps        float64
 		want        []Variant // of R2k in the full run
 		err         bool
 	}{
-		{"both", "", 0, []Variant{sessionRun, sharedRun, sharedTrust, sharedTwo}, false},
-		{"session", "", 0, []Variant{sessionRun}, false},
-		{"shared", "", 0, []Variant{sharedRun, sharedTrust, sharedTwo}, false},
-		{"shared", "5m", 0, []Variant{{Mode: "shared", Trust: 5 * time.Minute}}, false},
-		{"both", "", 2, []Variant{sessionRun, {Mode: "shared", Instances: 2}}, false},
-		{"session", "5m", 0, nil, true},
-		{"shared", "", 3, nil, true},
-		{"shred", "", 0, nil, true},
-		{"shared", "-1s", 0, nil, true},
+		{"both", "", 0, -1, []Variant{sessionRun, sharedRun, sharedTrust, sharedTwo, sharedGaps}, false},
+		{"session", "", 0, -1, []Variant{sessionRun}, false},
+		{"shared", "", 0, -1, []Variant{sharedRun, sharedTrust, sharedTwo, sharedGaps}, false},
+		{"shared", "5m", 0, -1, []Variant{{Mode: "shared", Trust: 5 * time.Minute, GapRate: realisticGaps}}, false},
+		{"both", "", 2, -1, []Variant{sessionRun, {Mode: "shared", Instances: 2, GapRate: realisticGaps}}, false},
+		{"shared", "", 0, 0.01, []Variant{sharedGaps}, false},
+		{"shared", "", 0, 0, []Variant{{Mode: "shared"}}, false},
+		{"session", "5m", 0, -1, nil, true},
+		{"session", "", 0, 0.01, nil, true},
+		{"shared", "", 3, -1, nil, true},
+		{"shared", "", 0, 2, nil, true},
+		{"shred", "", 0, -1, nil, true},
+		{"shared", "-1s", 0, -1, nil, true},
 	} {
 		cfg := fullConfig(1)
-		err := cfg.overrideVariants(tc.mode, tc.trust, tc.instances)
+		err := cfg.overrideVariants(tc.mode, tc.trust, tc.instances, tc.gaps)
 		if (err != nil) != tc.err {
 			t.Errorf("%+v: error %v", tc, err)
 			continue
@@ -215,7 +220,7 @@ func TestOverrideVariants(t *testing.T) {
 			}
 		}
 	}
-	if s := sharedTrust.String() + "; " + sharedTwo.String(); s != "shared, trust_window 5m; shared, 2 instances" {
+	if s := sharedTrust.String() + "; " + sharedTwo.String() + "; " + sharedGaps.String(); s != "shared, trust_window 5m; shared, 2 instances; shared, id gaps 0.01" {
 		t.Errorf("names %q", s)
 	}
 }

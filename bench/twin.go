@@ -297,6 +297,9 @@ func (tw *twin) enqueue(j *job) {
 func (tw *twin) setVariant(v Variant, seed uint64) {
 	tw.variant = v
 	tw.res.Variant = v
+	st := tw.Direct.ServerSettings()
+	st.IDGapRate = v.GapRate
+	tw.SetServerSettings(st)
 	tw.route = rand.New(rand.NewPCG(seed, 0x2157a9ce))
 }
 

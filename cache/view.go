@@ -26,12 +26,16 @@ type View struct {
 	syncedAt time.Time // proxy clock: when it was made
 	// lastSyncID is the id the last full fetch answered.
 	lastSyncID int64
-	// unseen tells that since the last full fetch some id a merged fetch
-	// answered may belong to a row no answer showed (a deactivated user's
-	// write, which answers leave out): that user's row in the view may be
-	// older than the cursor, and a row's values no longer tell whether it
-	// took a new id (see narrow).
-	unseen   bool
+	// unseen are the intervals of ids that, since the last full fetch,
+	// may belong to a row no answer showed: a fetch answered fewer rows
+	// than ids in them. Most such ids are gaps (Zulip's sequence skips an
+	// id when two first writes race, and bots' writes, which realm reads
+	// never show, take ids from it), but one may be a deactivated user's
+	// write: that user's row in the view may be older than the cursor,
+	// and should the user come back, the row's values no longer tell
+	// whether it took a new id past the view's cursor or one in these
+	// intervals (see narrow). At most maxUnseen; more are joined into one.
+	unseen   []idRange
 	mergedAt time.Time // proxy clock: when a fetch was last merged
 	serverTS float64   // server_timestamp of the answer last merged
 
@@ -53,6 +57,37 @@ type View struct {
 
 // idRange is an interval (lo, hi] of presence update ids.
 type idRange struct{ lo, hi int64 }
+
+// maxUnseen bounds View.unseen: past it the intervals are joined into
+// one that covers them all, which can only make narrow place fewer rows.
+const maxUnseen = 16
+
+// addUnseen records that ids in (lo, hi] may belong to rows no answer
+// showed.
+func (v *View) addUnseen(lo, hi int64) {
+	if len(v.unseen) >= maxUnseen {
+		all := idRange{lo: lo, hi: hi}
+		for _, u := range v.unseen {
+			all.lo, all.hi = min(all.lo, u.lo), max(all.hi, u.hi)
+		}
+		v.unseen = append(v.unseen[:0], all)
+		return
+	}
+	v.unseen = append(v.unseen, idRange{lo: lo, hi: hi})
+}
+
+// unseenAbove returns the lowest id above floor that an unseen interval
+// holds ids in (floor, view cursor] from, and whether there is one: a
+// row that changed after floor without the view seeing it may hold one.
+func (v *View) unseenAbove(floor int64) (int64, bool) {
+	lo, ok := int64(math.MaxInt64), false
+	for _, u := range v.unseen {
+		if u.hi > floor && u.lo < v.cursor {
+			lo, ok = min(lo, max(u.lo, floor)), true
+		}
+	}
+	return lo, ok
+}
 
 // viewBaseCost is the memory of a View without its rows, ristretto's
 // entry included.
@@ -114,7 +149,7 @@ func (v *View) apply(cursor, days int64, ans presence.Response, now time.Time, p
 		if !v.synced || !v.resync(m, ans.Rows) {
 			v.spanStart, v.changed = m, map[int64]idRange{}
 		}
-		v.unseen = false // every row shown is held as of m
+		v.unseen = v.unseen[:0] // every row shown is held as of m
 		v.snap.Replace(ans.Rows)
 		v.synced, v.days, v.syncedAt, v.lastSyncID = true, days, now, m
 	case cursor < 0 || m < cursor:
@@ -132,8 +167,12 @@ func (v *View) apply(cursor, days int64, ans presence.Response, now time.Time, p
 		if poll && spread {
 			return false
 		}
-		if (cursor == v.cursor && int64(len(ans.Rows)) < m-cursor) || (cursor < v.cursor && m > v.cursor && !exact) {
-			v.unseen = true // fewer rows than ids: some may be hidden
+		// Fewer rows than ids: some may be hidden.
+		switch {
+		case cursor == v.cursor && int64(len(ans.Rows)) < m-cursor:
+			v.addUnseen(cursor, m)
+		case cursor < v.cursor && m > v.cursor && !exact:
+			v.addUnseen(v.cursor, m)
 		}
 		for i, r := range ans.Rows {
 			v.changed[r.UserID] = ranges[i]
@@ -190,16 +229,25 @@ func (v *View) resync(m int64, rows []presence.Row) bool {
 // view already holds. A row certainly holds a new id, in (view cursor, m],
 // when the view last saw it change at or before cursor, or holds other
 // values for it (a row's values change only by writes, each of which
-// takes the next id). Ids are taken one by one with no gap, so when those
-// rows are as many as the ids past the view's cursor, every other row
-// kept the id the view knew. That holds only while the view holds every
-// row as of its cursor: once an answer had fewer rows than ids (a
-// deactivated user's write is left out, and the user may come back with a
-// row the view never saw), nothing is placed by count until the next full
-// fetch. Otherwise (a row written twice, or rewritten
-// with the same values to the second, such as by invisible mode) the
-// other rows may hold either and spread over both. So does a row the view
-// does not hold (a new row, or a reactivated user's old one).
+// takes the next id). Each of those rows holds an id of its own, so when
+// they are as many as the ids past the view's cursor, every id there is
+// one of theirs (there was no gap), and every other row kept the id the
+// view knew. Otherwise (a gap, a row written twice, or rewritten with the
+// same values to the second, such as by invisible mode) the other rows
+// may hold either and spread over both. So does a row the view does not
+// hold (a new row, or a reactivated user's old one).
+//
+// A row's values tell that it took a new id only while the view holds
+// every row as of its cursor. An answer with fewer rows than ids may have
+// left out a deactivated user's write, and the user may come back with
+// that row, whose id the view's cursor has passed: it lies in an unseen
+// interval, above the last change of the row the view saw and above the
+// fetch's cursor (the fetch returned it). So a row counts as moved past
+// the view's cursor only when no unseen interval holds ids between those
+// and the view's cursor; any other such row spreads from the lowest of
+// them to m, and is not counted. Gaps, most of the unseen ids, then cost
+// only the rows that changed since one, not every row until the next full
+// fetch.
 func (v *View) narrow(cursor, m int64, rows []presence.Row) (ranges []idRange, spread, exact bool) {
 	ranges = v.scratch[:0]
 	moved := int64(0)
@@ -211,6 +259,11 @@ func (v *View) narrow(cursor, m int64, rows []presence.Row) (ranges []idRange, s
 		held, ok := v.snap.Get(r.UserID)
 		switch {
 		case known.hi <= cursor || (ok && held != r.Presence):
+			if lo, hidden := v.unseenAbove(max(cursor, known.hi)); hidden {
+				ranges = append(ranges, idRange{lo: lo, hi: m})
+				spread = true
+				continue
+			}
 			ranges = append(ranges, idRange{lo: v.cursor, hi: m})
 			moved++
 		case !ok:
@@ -220,7 +273,7 @@ func (v *View) narrow(cursor, m int64, rows []presence.Row) (ranges []idRange, s
 			ranges = append(ranges, idRange{lo: max(known.lo, cursor), hi: known.hi})
 		}
 	}
-	exact = !v.unseen && moved == m-v.cursor
+	exact = moved == m-v.cursor
 	for i, r := range ranges {
 		switch {
 		case r.lo >= r.hi:
