@@ -40,4 +40,27 @@
 // realm with simulated background activity; the Caddy handler module
 // http.handlers.zulip_sim that serves it lives in package caddysim, so that
 // importing zuliptest registers nothing with Caddy.
+//
+// # The control API
+//
+// Under /_sim/ the server takes JSON requests that set up and inspect the
+// realm chosen by Host; they are not counted in its Stats. The full list,
+// with each body and answer, is the comment of controlMux in control.go:
+//
+//	POST   /_sim/realms                          {"host"}: a realm answering for that Host
+//	POST   /_sim/users                           {"email","full_name","role"} → {"user_id","email","api_key"}
+//	GET    /_sim/users                           the users, with their API keys
+//	POST   /_sim/users/{id}/deactivate           also reactivate, regenerate_api_key
+//	POST   /_sim/users/{id}/presence_enabled     {"value":false}: invisible mode
+//	GET    /_sim/users/{id}/presence_row         the UserPresence row; POST sets it
+//	POST   /_sim/sessions                        {"user_id"} → {"sessionid","csrftoken"}; DELETE …/{sessionid} logs out
+//	POST   /_sim/access                          {"user_ids":[a,b]}: a and b share a channel
+//	POST   /_sim/settings                        realm settings: guest restriction, presence disabled, rate limit
+//	POST   /_sim/server_settings                 version and settings.py values (ServerSettings)
+//	POST   /_sim/clock                           {"advance_seconds":N}
+//	GET    /_sim/stats                           requests, bytes (raw and on the wire), rows read and written
+//	POST   /_sim/stats/reset
+//
+// The demo realm that `go run ./xcaddy run --config Caddyfile.example`
+// serves on :9991 answers the same API.
 package zuliptest
