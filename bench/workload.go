@@ -102,7 +102,7 @@ type tab struct {
 type scriptStyle struct {
 	multipart bool // zulip-js posts multipart/form-data
 	slim      bool
-	extra     bool  // an unknown parameter: passed through by design
+	extra     bool  // a parameter Zulip does not know (note=cron), which it lists as ignored
 	days      int64 // history_limit_days, 0 for the default
 }
 

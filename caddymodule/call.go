@@ -37,6 +37,7 @@ type call struct {
 	next   caddyhttp.Handler
 	family cache.Family
 	req    presence.Request
+	extras []presence.Extra // parameters the view does not take (extras.go)
 	kind   string
 	host   string      // the host part of keys
 	creds  credentials // as Zulip reads them
@@ -74,9 +75,13 @@ func (c *call) serve() error {
 		// The server produces its own exact answer; we never invent one.
 		return c.passThrough()
 	}
-	c.req = parsed.Request
+	c.req, c.extras = parsed.Request, parsed.Extras
 	kind := c.req.Kind()
 	c.kind = kind.String()
+	if c.extras != nil && (kind == presence.KindPing || kind == presence.KindModern) {
+		// Only full polls are converted with their extras (extras.go).
+		return c.passThrough()
+	}
 	creds, ok := readCredentials(c.r, c.family)
 	if !ok {
 		// None, or not read exactly as Zulip reads them: only the server
@@ -86,6 +91,9 @@ func (c *call) serve() error {
 	c.creds, c.host = creds, hostOf(c.r)
 	c.key = c.h.store.SessionKey(c.host, c.family, creds.parts[:creds.n]...)
 	c.sess = c.h.store.Acquire(c.key)
+	if c.extras != nil && c.extrasRead() {
+		return c.passThrough() // the server reads one of them
+	}
 	switch kind {
 	case presence.KindPing:
 		return c.ping()

@@ -56,7 +56,7 @@ func (c *call) convertLocked() (accepted bool, err error) {
 	up.LastUpdateID = cursor
 
 	c.reserve()
-	rec, err := fetch(c.next, subrequest(c.r, http.MethodPost, c.r.URL.Path, []byte(up.Encode())))
+	rec, err := fetch(c.next, c.fetchRequest(up.Encode()))
 	if err != nil {
 		c.settle(cache.OutcomeFailed, nil, now, now)
 		c.record(outcomeUpstreamError, 0)
@@ -85,6 +85,12 @@ func (c *call) convertLocked() (accepted bool, err error) {
 	if err != nil || !ans.HasLastUpdateID || slices.Contains(ans.Ignored, "last_update_id") {
 		conv.Reset()
 		return true, c.oldServerOrFallback(host, rec, now)
+	}
+	if !c.extrasIgnored(ans.Ignored) {
+		// The server read a parameter it did not list: the answer may
+		// be other than the client's own would be. The snapshot stays
+		// as of its cursor; the original request goes as it came.
+		return true, c.fallback(rec)
 	}
 	c.learnAnswer(host, ans, now, received)
 	if c.req.Sent&presence.ParamHistoryLimitDays != 0 {
@@ -244,6 +250,9 @@ func (c *call) oldServerOrFallback(host *cache.Host, rec *recorder, now time.Tim
 		return c.fallback(rec)
 	}
 	host.MarkIncrementalUnsupported(now.Add(time.Duration(c.h.ResyncInterval)))
+	if c.extras != nil && !c.extrasIgnored(presence.IgnoredIn(body)) {
+		return c.fallback(rec)
+	}
 	c.record(outcomeOldServer, rec.received)
 	return writeAnswer(c.w, rec.header, rec.status, body)
 }

@@ -119,6 +119,7 @@ type Handler struct {
 
 	store   *cache.Store
 	stored  bool // this instance holds a reference in the store pool
+	params  *paramNotes
 	logger  *zap.Logger
 	metrics *metrics
 	now     func() time.Time
@@ -139,6 +140,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		h.now = time.Now
 	}
 	h.fillDefaults()
+	h.params = new(paramNotes)
 	m, err := registerMetrics(ctx.GetMetricsRegistry())
 	if err != nil {
 		return fmt.Errorf("registering metrics: %v", err)

@@ -293,13 +293,12 @@ func (c *call) historyIgnored() (ignored, known bool) {
 }
 
 // ignoredByHost is the ignored_parameters_unsupported the server would
-// give the request: history_limit_days where it ignores that, else none
-// (a request with a parameter Zulip does not know is never converted).
+// give the request: its extras (but client), which the fetch carried and
+// its answer listed (extras.go), and history_limit_days where the host
+// ignores that.
 func (c *call) ignoredByHost() []string {
-	if ignored, _ := c.historyIgnored(); ignored {
-		return []string{"history_limit_days"}
-	}
-	return nil
+	ignored, _ := c.historyIgnored()
+	return c.ignoredFor(ignored)
 }
 
 // windowDays is the history window of the server's answer to the
@@ -407,7 +406,7 @@ func (c *call) fetchForView(view *cache.View, withInput bool) (viewFetch, bool, 
 		up.Sent |= presence.ParamHistoryLimitDays
 		up.HistoryLimitDays = days
 	}
-	rec, err := fetch(c.next, subrequest(c.r, http.MethodPost, c.r.URL.Path, []byte(up.Encode())))
+	rec, err := fetch(c.next, c.fetchRequest(up.Encode()))
 	if err != nil {
 		c.settle(cache.OutcomeFailed, nil, now, now)
 		c.record(outcomeUpstreamError, 0)
@@ -435,6 +434,14 @@ func (c *call) fetchForView(view *cache.View, withInput bool) (viewFetch, bool, 
 		// Not the answer of a Zulip that knows last_update_id: the write
 		// was made; serve this request in session mode from now on.
 		c.hostFor().MarkIncrementalUnsupported(now.Add(time.Duration(c.h.ResyncInterval)))
+		return viewFetch{}, true, c.viewFallback()
+	}
+	if !c.extrasIgnored(ans.Ignored) {
+		// The server read a parameter it did not list, so the answer
+		// may be other than a plain fetch's: it is not merged, the view
+		// answers nothing until a fetch merges again, and the poll goes
+		// upstream as it came.
+		view.Invalidate()
 		return viewFetch{}, true, c.viewFallback()
 	}
 	host := c.hostFor()

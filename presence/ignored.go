@@ -15,24 +15,41 @@ var ignoredKey = []byte(`,"ignored_parameters_unsupported":[`)
 // and leaves every other byte as the server wrote it. ok is false when the
 // answer has no such list naming name.
 func DropIgnored(body []byte, name string) (out []byte, ok bool) {
-	i := bytes.LastIndex(body, ignoredKey)
-	if i < 0 {
-		return nil, false
-	}
-	listStart := i + len(ignoredKey) - 1
-	end := bytes.IndexByte(body[listStart:], ']')
-	if end < 0 {
-		return nil, false
-	}
-	listEnd := listStart + end + 1
-	var names []string
-	if err := json.Unmarshal(body[listStart:listEnd], &names); err != nil || !slices.Contains(names, name) {
+	i, listEnd, names := ignoredList(body)
+	if i < 0 || !slices.Contains(names, name) {
 		return nil, false
 	}
 	names = slices.DeleteFunc(names, func(n string) bool { return n == name })
 	out = append(out, body[:i]...)
 	out = appendIgnored(out, names)
 	return append(out, body[listEnd:]...), true
+}
+
+// IgnoredIn returns the ignored_parameters_unsupported list at the end of a
+// Zulip answer, nil when there is none or it cannot be read.
+func IgnoredIn(body []byte) []string {
+	_, _, names := ignoredList(body)
+	return names
+}
+
+// ignoredList finds the ignored_parameters_unsupported key at the end of
+// body: where the key starts (-1 when there is none readable), where its
+// list ends, and the names it lists.
+func ignoredList(body []byte) (start, end int, names []string) {
+	i := bytes.LastIndex(body, ignoredKey)
+	if i < 0 {
+		return -1, 0, nil
+	}
+	listStart := i + len(ignoredKey) - 1
+	n := bytes.IndexByte(body[listStart:], ']')
+	if n < 0 {
+		return -1, 0, nil
+	}
+	end = listStart + n + 1
+	if err := json.Unmarshal(body[listStart:end], &names); err != nil {
+		return -1, 0, nil
+	}
+	return i, end, names
 }
 
 // appendIgnored writes the ignored_parameters_unsupported key, if names is

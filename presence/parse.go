@@ -8,6 +8,7 @@ import (
 	"mime/multipart"
 	"net/textproto"
 	"net/url"
+	"sort"
 	"strconv"
 	"strings"
 	"unicode/utf8"
@@ -31,12 +32,61 @@ type Parsed struct {
 	// Err is the error Zulip would answer with (the first failing check in
 	// Zulip's order), or nil.
 	Err *Error
-	// Unusual reports anything beyond what Zulip documents: unknown
-	// parameters, a duplicate key, a "method" field, a content type Zulip
-	// does not parse for POST, bad encoding, or values whose reading by
-	// Zulip is uncertain. A proxy must pass an unusual request through
-	// untouched, whatever Err says.
+	// Unusual reports anything beyond what Zulip documents but the plain
+	// extra parameters of Extras: a duplicate key, a "method" field (or
+	// another name Zulip's middleware reads), more extras than a client
+	// sends, a content type Zulip does not parse for POST, bad encoding,
+	// or values whose reading by Zulip is uncertain. A proxy must pass an
+	// unusual request through untouched, whatever Err says.
 	Unusual bool
+	// Extras are the parameters outside the documented six, each sent
+	// once, in the order they came (body first). Zulip's presence view
+	// does not process them: it lists them in
+	// ignored_parameters_unsupported (see IgnoredNames), except client,
+	// which its middleware reads. nil when there are none.
+	Extras []Extra
+}
+
+// Extra is one parameter a request carried that the presence view does not
+// take, kept so that a request made in its stead can carry it too.
+type Extra struct {
+	// Name is the parameter's name as Zulip reads it.
+	Name string
+	// Field is the parameter as an application/x-www-form-urlencoded
+	// field: the bytes as they came for a urlencoded body or query
+	// string, an encoding of the name and value for a multipart field.
+	Field string
+	// Query reports that it came in the query string, not the body.
+	Query bool
+}
+
+// maxExtras bounds the extras a request may carry and still be usual: a
+// script adds one or two, and each is carried on a fetch and looked up in
+// the server's answer.
+const maxExtras = 8
+
+// maxExtraName bounds an extra's name, for the same reason.
+const maxExtraName = 64
+
+// middlewareNames are parameters that code other than the presence view
+// reads, so that their effect cannot be known from the view's answer:
+// rest_dispatch's method override, the API key of webhook-style
+// authentication, Django's CSRF form field.
+var middlewareNames = [...]string{"method", "api_key", "csrfmiddlewaretoken"}
+
+// IgnoredNames returns the names Zulip lists in ignored_parameters_unsupported
+// for extras, as it lists them: sorted (Python's sorted, code point order,
+// which is UTF-8 byte order), without client, which Zulip's middleware
+// (parse_client) reads on every request. nil when there are none.
+func IgnoredNames(extras []Extra) []string {
+	var names []string
+	for _, e := range extras {
+		if e.Name != "client" {
+			names = append(names, e.Name)
+		}
+	}
+	sort.Strings(names)
+	return names
 }
 
 // params lists the documented parameters in the order Zulip checks them:
@@ -74,7 +124,7 @@ const (
 // panics and its work is linear in the input.
 func Parse(contentType string, body []byte, rawQuery string) Parsed {
 	var p Parsed
-	var bodyForm, queryForm form
+	bodyForm, queryForm := form{extras: &p.Extras}, form{extras: &p.Extras, query: true}
 	p.Unusual = bodyForm.parseBody(contentType, body)
 	if queryForm.parseURLEncoded(rawQuery) {
 		p.Unusual = true
@@ -83,24 +133,54 @@ func Parse(contentType string, body []byte, rawQuery string) Parsed {
 	return p
 }
 
-// form holds the documented parameters found in one source (body or query).
+// form holds the documented parameters found in one source (body or query),
+// and adds the others to the request's extras.
 type form struct {
-	sent Param
-	val  [len(params)]string
+	sent   Param
+	val    [len(params)]string
+	extras *[]Extra
+	query  bool
 }
 
 // set records a field and reports whether it makes the request unusual.
-func (f *form) set(key, value string) bool {
+// raw is the field as it came in a urlencoded source, "" for a multipart
+// one.
+func (f *form) set(key, value, raw string) bool {
 	i := paramIndex(key)
 	if i < 0 {
-		// Zulip would list it in ignored_parameters_unsupported (or, for
-		// "method", reroute the request); either way not ours to answer.
-		return true
+		return f.extra(key, value, raw)
 	}
 	dup := f.sent&params[i].bit != 0
 	f.sent |= params[i].bit
 	f.val[i] = value // Django's QueryDict returns the last value
 	return dup
+}
+
+// extra records a parameter the view does not take, and reports whether it
+// makes the request unusual: Zulip lists it in ignored_parameters_unsupported
+// and otherwise ignores it, unless its name is one that other code reads.
+// Parse keeps no substring of its input, so the strings are copied.
+func (f *form) extra(key, value, raw string) bool {
+	if key == "" || len(key) > maxExtraName || len(*f.extras) >= maxExtras {
+		return true
+	}
+	for _, n := range middlewareNames {
+		if key == n {
+			return true
+		}
+	}
+	for _, e := range *f.extras {
+		if e.Name == key {
+			return true // a duplicate, in one source or across both
+		}
+	}
+	if raw == "" {
+		raw = url.QueryEscape(key) + "=" + url.QueryEscape(value)
+	} else {
+		raw = strings.Clone(raw)
+	}
+	*f.extras = append(*f.extras, Extra{Name: strings.Clone(key), Field: raw, Query: f.query})
+	return false
 }
 
 func paramIndex(key string) int {
@@ -212,7 +292,7 @@ func (f *form) parseURLEncoded(s string) (unusual bool) {
 		k, v, _ := strings.Cut(field, "=")
 		key, okKey := unescape(k)
 		value, okValue := unescape(v)
-		if f.set(key, value) || !okKey || !okValue {
+		if f.set(key, value, field) || !okKey || !okValue {
 			unusual = true
 		}
 	}
@@ -255,7 +335,7 @@ func (f *form) parseMultipart(body []byte, boundary string) (unusual bool) {
 		if err != nil {
 			return true
 		}
-		if !ok || f.set(name, string(value)) || !utf8.Valid(value) {
+		if !ok || f.set(name, string(value), "") || !utf8.Valid(value) {
 			unusual = true
 		}
 	}

@@ -2,6 +2,7 @@ package presence
 
 import (
 	"net/url"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -360,11 +361,17 @@ func TestParseUnusual(t *testing.T) {
 		query             string
 		wantStatus        string // Request.Status Parse still reports
 	}{
-		{"unknown parameter", formType, "status=active&foo=1", "", "active"},
-		{"unknown parameter in query", formType, "status=active", "foo=1", "active"},
 		{"method field", formType, "status=active&method=GET", "", "active"},
+		{"method field in query", formType, "status=active", "method=GET", "active"},
+		{"api_key field", formType, "status=active&api_key=x", "", "active"},
+		{"csrfmiddlewaretoken field", formType, "status=active&csrfmiddlewaretoken=x", "", "active"},
+		{"duplicate extra", formType, "status=active&note=a&note=b", "", "active"},
+		{"extra in body and query", formType, "status=active&note=a", "note=b", "active"},
+		{"too many extras", formType, "status=active&a=1&b=2&c=3&d=4&e=5&f=6&g=7&h=8&i=9", "", "active"},
+		{"long extra name", formType, "status=active&" + strings.Repeat("n", 65) + "=1", "", "active"},
+		{"extra with invalid escape", formType, "status=active&note=%zz", "", "active"},
+		{"multipart duplicate extra", zulipJSType, multipartBody(field("status", "active"), field("client", "x"), field("client", "y")), "", "active"},
 		{"empty name", formType, "status=active&=x", "", "active"},
-		{"case matters in names", formType, "Status=active&status=idle", "", "idle"},
 		{"duplicate in body, last wins", formType, "status=active&status=idle", "", "idle"},
 		{"duplicate in query, last wins", "", "", "status=idle&status=active", "active"},
 		{"duplicate with empty value", formType, "status=active&ping_only=true&status", "", ""},
@@ -405,7 +412,6 @@ func TestParseUnusual(t *testing.T) {
 		{"multipart not form-data", zulipJSType, multipartBody("Content-Disposition: attachment; name=\"status\"\r\n\r\nactive"), "", ""},
 		{"multipart duplicate", zulipJSType, multipartBody(field("status", "active"), field("status", "idle")), "", "idle"},
 		{"multipart invalid UTF-8", zulipJSType, multipartBody(field("status", "act\xffive")), "", "act\xffive"},
-		{"multipart unknown field", zulipJSType, multipartBody(field("status", "active"), field("client", "x")), "", "active"},
 		{"multipart truncated", zulipJSType, strings.TrimSuffix(zulipJSBody, "--"+zulipJSBoundary+"--\r\n"), "", "active"},
 		{"multipart garbage", zulipJSType, "status=active", "", ""},
 		{"multipart preamble", zulipJSType, "preamble\r\n" + zulipJSBody, "", "active"},
@@ -428,6 +434,42 @@ func TestParseUnusual(t *testing.T) {
 				t.Errorf("Status = %q, want %q", p.Request.Status, tc.wantStatus)
 			}
 		})
+	}
+}
+
+// TestParseExtras: parameters the view does not take are kept, as they
+// came, for a fetch to carry; the request is usual.
+func TestParseExtras(t *testing.T) {
+	tests := []struct {
+		name              string
+		contentType, body string
+		query             string
+		want              []Extra
+		ignored           []string
+	}{
+		{"in the body", formType, "status=active&note=cron", "", []Extra{{Name: "note", Field: "note=cron"}}, []string{"note"}},
+		{"in the query", formType, "status=active", "note=cron", []Extra{{Name: "note", Field: "note=cron", Query: true}}, []string{"note"}},
+		{"kept as it came", formType, "status=active&n%6Fte=a+b%21&zz", "", []Extra{{Name: "note", Field: "n%6Fte=a+b%21"}, {Name: "zz", Field: "zz"}}, []string{"note", "zz"}},
+		{"case matters in names", formType, "Status=active&status=idle", "", []Extra{{Name: "Status", Field: "Status=active"}}, []string{"Status"}},
+		{"client is never listed", formType, "status=active&client=cron&b=1", "a=2", []Extra{{Name: "client", Field: "client=cron"}, {Name: "b", Field: "b=1"}, {Name: "a", Field: "a=2", Query: true}}, []string{"a", "b"}},
+		{"multipart, encoded", zulipJSType, multipartBody(field("status", "active"), field("note", "a b&c")), "", []Extra{{Name: "note", Field: "note=a+b%26c"}}, []string{"note"}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			p := Parse(tc.contentType, []byte(tc.body), tc.query)
+			if p.Unusual || p.Err != nil {
+				t.Fatalf("Unusual %v, Err %s", p.Unusual, errString(p.Err))
+			}
+			if !slices.Equal(p.Extras, tc.want) {
+				t.Errorf("Extras = %+v, want %+v", p.Extras, tc.want)
+			}
+			if got := IgnoredNames(p.Extras); !slices.Equal(got, tc.ignored) {
+				t.Errorf("IgnoredNames = %q, want %q", got, tc.ignored)
+			}
+		})
+	}
+	if p := Parse(formType, []byte("status=active&ping_only=true"), ""); p.Extras != nil {
+		t.Errorf("a documented request has extras %+v", p.Extras)
 	}
 }
 
