@@ -49,10 +49,13 @@ type Config struct {
 // fullConfig and shortConfig are the two modes.
 func fullConfig(seed uint64) Config {
 	return Config{
-		Seed:      seed,
-		Specs:     []Spec{specR200, specR2k, specR10k},
-		Variants:  []Variant{sessionRun, sharedRun},
-		Extras:    map[string][]Variant{"R2k": {sharedTrust, sharedTwo, sharedGaps}},
+		Seed:     seed,
+		Specs:    []Spec{specR200, specR2k, specR10k},
+		Variants: []Variant{sessionRun, sharedRun},
+		Extras: map[string][]Variant{"R2k": {
+			sharedTrust, sharedTwo, sharedGaps,
+			sessionMain, sharedMain, sessionShadow, sharedShadow, sessionVerify, sharedVerify,
+		}},
 		E2E:       E2EConfig{Users: 2000, Active: 1500, Clients: 400, Workers: 2, Duration: 20 * time.Second, MaxPairs: 40_000},
 		MicroTime: time.Second,
 	}
@@ -66,7 +69,7 @@ func shortConfig(seed uint64) Config {
 		Seed:      seed,
 		Specs:     []Spec{r200},
 		Variants:  []Variant{sessionRun, sharedRun},
-		Extras:    map[string][]Variant{"R200": {sharedTrust, sharedTwo}},
+		Extras:    map[string][]Variant{"R200": {sharedTrust, sharedTwo, sharedShadow, sessionVerify}},
 		E2E:       E2EConfig{Users: 200, Active: 150, Clients: 40, Workers: 2, Duration: 2 * time.Second, MaxPairs: 2_000},
 		MicroTime: 200 * time.Millisecond,
 	}

@@ -324,7 +324,7 @@ func (p *printer) outcomes(rr *RealmResult) {
 	for i, k := range keys {
 		parts[i] = fmt.Sprintf("%s %s", k, count(int64(rr.Outcomes[k])))
 	}
-	p.f("What the module did (its `caddy_zulip_presence_requests_total`, kind/outcome): %s.\n\n", strings.Join(parts, ", "))
+	p.f("What the module did (its `caddy_zulip_presence_requests_total`, kind/outcome, and `caddy_zulip_presence_verify_total` as verify/result): %s.\n\n", strings.Join(parts, ", "))
 }
 
 func (p *printer) timing(rr *RealmResult) {

@@ -29,10 +29,14 @@ func runsOf(rs []*RealmResult, name string) []*RealmResult {
 	return out
 }
 
+// sessionRuns and sharedRuns are the runs the targets hold for: the
+// handler as it runs live against the newest Zulip release, not shadow
+// mode (which sends every request as it came) nor Zulip main, which are
+// reported beside them.
 func sessionRuns(rs []*RealmResult) []*RealmResult {
 	var out []*RealmResult
 	for _, rr := range rs {
-		if !rr.Variant.shared() {
+		if !rr.Variant.shared() && rr.Variant.targeted() {
 			out = append(out, rr)
 		}
 	}
@@ -42,7 +46,7 @@ func sessionRuns(rs []*RealmResult) []*RealmResult {
 func sharedRuns(rs []*RealmResult) []*RealmResult {
 	var out []*RealmResult
 	for _, rr := range rs {
-		if rr.Variant.shared() {
+		if rr.Variant.shared() && rr.Variant.targeted() {
 			out = append(out, rr)
 		}
 	}
@@ -198,7 +202,7 @@ func gapsText(runs []*RealmResult) string {
 // replays the same workload, so its direct side is the same.
 func (p *printer) sideBySide(runs []*RealmResult) {
 	d := runs[0]
-	p.f("Every run replays the same workload; *direct* is the same in each. Ratios are module/direct.\n\n")
+	p.f("Every run replays the same workload; *direct* is the same in each, and is what plain `reverse_proxy` would send upstream. Runs marked *shadow* send every client request upstream as it came plus the handler's own fetches and checks; runs marked *verify_rate 0.01* resend a hundredth of what the handler answered itself; every other run has verification off. Their comparisons are the `verify/…` counts under each run. Ratios are module/direct.\n\n")
 	p.f("%s", gapsText(runs))
 	p.f("| figure | direct |")
 	for _, rr := range runs {

@@ -30,6 +30,15 @@ type Variant struct {
 	// GapRate is the servers' zuliptest.ServerSettings.IDGapRate: the
 	// share of presence update ids no row the realm shows ever holds.
 	GapRate float64
+	// Main runs both servers as Zulip main (zuliptest.FeatureLevelMain)
+	// instead of the newest release, 11.x: the one-user presence read
+	// then answers the slim shape.
+	Main bool
+	// Shadow runs the handlers in shadow mode.
+	Shadow bool
+	// Verify runs the handlers with verify_rate at its default; every
+	// other run has it off.
+	Verify bool
 }
 
 // The id gap rates of the shared-mode runs. Zulip's PresenceSequence
@@ -51,10 +60,20 @@ var (
 	sharedTrust = Variant{Mode: "shared", Trust: 5 * time.Minute, GapRate: realisticGaps}
 	sharedTwo   = Variant{Mode: "shared", Instances: 2, GapRate: realisticGaps}
 	sharedGaps  = Variant{Mode: "shared", GapRate: stressGaps}
+
+	sessionMain   = Variant{Mode: "session", Main: true}
+	sharedMain    = Variant{Mode: "shared", GapRate: realisticGaps, Main: true}
+	sessionShadow = Variant{Mode: "session", Shadow: true}
+	sharedShadow  = Variant{Mode: "shared", GapRate: realisticGaps, Shadow: true}
+	sessionVerify = Variant{Mode: "session", Verify: true}
+	sharedVerify  = Variant{Mode: "shared", GapRate: realisticGaps, Verify: true}
 )
 
 // shared reports whether the run is in shared mode.
 func (v Variant) shared() bool { return v.Mode == "shared" }
+
+// targeted reports whether the design's targets hold for the run.
+func (v Variant) targeted() bool { return !v.Shadow && !v.Main }
 
 // instances is the number of handlers, at least one.
 func (v Variant) instances() int { return max(1, v.Instances) }
@@ -62,10 +81,22 @@ func (v Variant) instances() int { return max(1, v.Instances) }
 // String names the variant in the report: "session", "shared",
 // "shared, trust_window 5m", "shared, 2 instances".
 func (v Variant) String() string {
-	if !v.shared() {
-		return "session"
+	s := "session"
+	if v.shared() {
+		s = "shared"
 	}
-	s := "shared"
+	if v.Main {
+		s += ", Zulip main"
+	}
+	if v.Shadow {
+		s += ", shadow"
+	}
+	if v.Verify {
+		s += ", verify_rate 0.01"
+	}
+	if !v.shared() {
+		return s
+	}
 	if v.Trust > 0 {
 		s += ", trust_window " + shortDuration(v.Trust)
 	}

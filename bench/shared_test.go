@@ -187,9 +187,9 @@ func TestOverrideVariants(t *testing.T) {
 		want        []Variant // of R2k in the full run
 		err         bool
 	}{
-		{"both", "", 0, -1, []Variant{sessionRun, sharedRun, sharedTrust, sharedTwo, sharedGaps}, false},
-		{"session", "", 0, -1, []Variant{sessionRun}, false},
-		{"shared", "", 0, -1, []Variant{sharedRun, sharedTrust, sharedTwo, sharedGaps}, false},
+		{"both", "", 0, -1, []Variant{sessionRun, sharedRun, sharedTrust, sharedTwo, sharedGaps, sessionMain, sharedMain, sessionShadow, sharedShadow, sessionVerify, sharedVerify}, false},
+		{"session", "", 0, -1, []Variant{sessionRun, sessionMain, sessionShadow, sessionVerify}, false},
+		{"shared", "", 0, -1, []Variant{sharedRun, sharedTrust, sharedTwo, sharedGaps, sharedMain, sharedShadow, sharedVerify}, false},
 		{"shared", "5m", 0, -1, []Variant{{Mode: "shared", Trust: 5 * time.Minute, GapRate: realisticGaps}}, false},
 		{"both", "", 2, -1, []Variant{sessionRun, {Mode: "shared", Instances: 2, GapRate: realisticGaps}}, false},
 		{"shared", "", 0, 0.01, []Variant{sharedGaps}, false},

@@ -175,6 +175,7 @@ func (w *worker) serveDirect(j *job, rec *recorder, req *http.Request) {
 func (w *worker) serveModule(h *caddymodule.Handler, rec *recorder, req *http.Request) {
 	c0 := threadCPU()
 	err := h.ServeHTTP(rec, req, w.next)
+	h.WaitVerifications() // before the virtual clock moves on
 	w.cpu += threadCPU() - c0
 	if err != nil {
 		rec.status, rec.body = http.StatusBadGateway, append(rec.body[:0], err.Error()...)
@@ -299,6 +300,9 @@ func (tw *twin) setVariant(v Variant, seed uint64) {
 	tw.res.Variant = v
 	st := tw.Direct.ServerSettings()
 	st.IDGapRate = v.GapRate
+	if v.Main {
+		st.FeatureLevel = zuliptest.FeatureLevelMain
+	}
 	tw.SetServerSettings(st)
 	tw.route = rand.New(rand.NewPCG(seed, 0x2157a9ce))
 }
@@ -318,7 +322,11 @@ func (tw *twin) instance() int {
 func (tw *twin) provision() error {
 	stamp := time.Now().UnixNano()
 	for i := range tw.variant.instances() {
-		h := &caddymodule.Handler{CacheName: fmt.Sprintf("bench-%s-%d-%d", tw.spec.Name, stamp, i)}
+		rate := 0.0 // off but where the run measures it at its default
+		h := &caddymodule.Handler{CacheName: fmt.Sprintf("bench-%s-%d-%d", tw.spec.Name, stamp, i), Shadow: tw.variant.Shadow, VerifyRate: &rate}
+		if tw.variant.Verify {
+			h.VerifyRate = nil
+		}
 		if tw.variant.shared() {
 			h.Mode = "shared"
 			h.TrustWindow = caddy.Duration(tw.variant.Trust)
@@ -666,7 +674,9 @@ func heapAlloc() int64 {
 	return int64(ms.HeapAlloc)
 }
 
-// gatherCounters reads the handler's request counters by kind and outcome.
+// gatherCounters reads the handler's request counters by kind and
+// outcome, and its comparisons with the server (shadow mode, verify_rate)
+// by result, all kinds together, under "verify/<result>".
 func gatherCounters(g prometheus.Gatherer) map[string]float64 {
 	out := map[string]float64{}
 	mfs, err := g.Gather()
@@ -674,7 +684,8 @@ func gatherCounters(g prometheus.Gatherer) map[string]float64 {
 		return out
 	}
 	for _, mf := range mfs {
-		if mf.GetName() != "caddy_zulip_presence_requests_total" {
+		verify := mf.GetName() == "caddy_zulip_presence_verify_total"
+		if mf.GetName() != "caddy_zulip_presence_requests_total" && !verify {
 			continue
 		}
 		for _, m := range mf.GetMetric() {
@@ -683,11 +694,14 @@ func gatherCounters(g prometheus.Gatherer) map[string]float64 {
 				switch l.GetName() {
 				case "kind":
 					kind = l.GetValue()
-				case "outcome":
+				case "outcome", "result":
 					outcome = l.GetValue()
 				}
 			}
-			out[kind+"/"+outcome] = m.GetCounter().GetValue()
+			if verify {
+				kind = "verify"
+			}
+			out[kind+"/"+outcome] += m.GetCounter().GetValue()
 		}
 	}
 	return out

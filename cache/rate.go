@@ -80,9 +80,13 @@ func (b *Budget) known(now time.Time) bool {
 // spend reports whether the policy lets the proxy spend one of the
 // user's requests at now, and records the spending if so.
 func (b *Budget) spend(now time.Time, p RatePolicy) bool {
-	if !b.known(now) {
-		return false // nothing Zulip said still holds
+	if b.remainingAt == 0 {
+		return false // Zulip never said
 	}
+	// A report older than the window still bounds what is left from
+	// below, for the user's requests the proxy saw: the window slid
+	// since, and each of them that reached the server reported anew.
+	// A client that polls once a minute has no fresher one.
 	if b.remaining >= Unlimited {
 		return true // the server enforces no limit
 	}

@@ -15,8 +15,10 @@ func init() {
 	caddy.RegisterModule(adminAPI{})
 }
 
-// adminAPI serves GET /zulip_presence/stores on Caddy's admin endpoint: the
-// live state stores, their memory use and how many handlers hold each.
+// adminAPI serves, on Caddy's admin endpoint, GET /zulip_presence/stores:
+// the live state stores, their memory use and how many handlers hold
+// each; and GET /zulip_presence/mismatches: the latest answers shadow mode
+// or verification found to differ from the server's.
 // Caddy provisions admin modules anew on every config load, so it reads the
 // package-level pool rather than any one config's handlers.
 type adminAPI struct{}
@@ -31,7 +33,10 @@ func (adminAPI) CaddyModule() caddy.ModuleInfo {
 
 // Routes returns the admin routes.
 func (adminAPI) Routes() []caddy.AdminRoute {
-	return []caddy.AdminRoute{{Pattern: "/zulip_presence/stores", Handler: caddy.AdminHandlerFunc(serveStores)}}
+	return []caddy.AdminRoute{
+		{Pattern: "/zulip_presence/stores", Handler: caddy.AdminHandlerFunc(serveStores)},
+		{Pattern: "/zulip_presence/mismatches", Handler: caddy.AdminHandlerFunc(serveMismatches)},
+	}
 }
 
 // storeInfo describes one store in the admin answer.

@@ -1,6 +1,8 @@
 package caddymodule
 
 import (
+	"strconv"
+
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
@@ -37,6 +39,8 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //		max_body        <size>
 //		cache_name      <name>
 //		cache_size      <size>
+//		shadow
+//		verify_rate     <fraction>
 //	}
 //
 // Every subdirective is optional and may be given once; sizes take units
@@ -62,6 +66,21 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 
 func (h *Handler) unmarshalSubdirective(d *caddyfile.Dispenser) error {
 	name := d.Val()
+	if name == "shadow" {
+		// A flag, or "shadow true|false".
+		h.Shadow = true
+		if d.NextArg() {
+			v, err := strconv.ParseBool(d.Val())
+			if err != nil {
+				return d.Errf("bad value %q for shadow: %v", d.Val(), err)
+			}
+			h.Shadow = v
+		}
+		if d.NextArg() {
+			return d.ArgErr()
+		}
+		return nil
+	}
 	if !d.NextArg() {
 		return d.ArgErr()
 	}
@@ -93,6 +112,13 @@ func (h *Handler) unmarshalSubdirective(d *caddyfile.Dispenser) error {
 		h.CacheSize, err = parseSize(d, name, val)
 	case "cache_name":
 		h.CacheName = val
+	case "verify_rate":
+		var rate float64
+		rate, err = strconv.ParseFloat(val, 64)
+		if err != nil {
+			return d.Errf("bad fraction %q for verify_rate: %v", val, err)
+		}
+		h.VerifyRate = &rate
 	default:
 		return d.Errf("unrecognized subdirective '%s'", name)
 	}

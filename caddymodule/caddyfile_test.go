@@ -42,6 +42,13 @@ func TestUnmarshalCaddyfile(t *testing.T) {
 			presence_update_min_freq     0
 			presence_legacy_event_offset 30s
 		}`, want: Handler{PresenceUpdateMinFreq: durationPtr(0), PresenceLegacyEventOffset: durationPtr(30 * time.Second)}},
+		{name: "shadow and verification", input: `zulip_presence {
+			shadow
+			verify_rate 0.05
+		}`, want: Handler{Shadow: true, VerifyRate: ratePtr(0.05)}},
+		{name: "shadow off", input: "zulip_presence {\n shadow false\n}", want: Handler{}},
+		{name: "bad shadow", input: "zulip_presence {\n shadow maybe\n}", wantErr: `bad value "maybe" for shadow`},
+		{name: "bad verify_rate", input: "zulip_presence {\n verify_rate often\n}", wantErr: `bad fraction "often" for verify_rate`},
 		{name: "unknown subdirective", input: "zulip_presence {\n coalesce 5s\n}", wantErr: "unrecognized subdirective 'coalesce'"},
 		{name: "missing value", input: "zulip_presence {\n max_body\n}", wantErr: "wrong argument count"},
 		{name: "extra value", input: "zulip_presence {\n max_body 1KiB 2KiB\n}", wantErr: "wrong argument count"},
@@ -64,6 +71,9 @@ func TestUnmarshalCaddyfile(t *testing.T) {
 				t.Fatal(err)
 			}
 			if h.Mode != tc.want.Mode || h.MaxStaleness != tc.want.MaxStaleness || h.TrustWindow != tc.want.TrustWindow {
+				t.Fatalf("got %+v, want %+v", h, tc.want)
+			}
+			if h.Shadow != tc.want.Shadow || (h.VerifyRate == nil) != (tc.want.VerifyRate == nil) || (h.VerifyRate != nil && *h.VerifyRate != *tc.want.VerifyRate) {
 				t.Fatalf("got %+v, want %+v", h, tc.want)
 			}
 			if !sameDurationPtr(h.PresenceUpdateMinFreq, tc.want.PresenceUpdateMinFreq) ||
@@ -95,6 +105,8 @@ func TestValidate(t *testing.T) {
 		{name: "window above a lowered threshold", change: func(h *Handler) {
 			h.PresenceUpdateMinFreq = durationPtr(10 * time.Second)
 		}, wantErr: "coalesce_window 55s exceeds presence_update_min_freq 10s"},
+		{name: "verify_rate above 1", change: func(h *Handler) { h.VerifyRate = ratePtr(1.5) }, wantErr: "verify_rate must be between 0 and 1"},
+		{name: "verify_rate off", change: func(h *Handler) { h.VerifyRate = ratePtr(0) }},
 		{name: "negative min freq", change: func(h *Handler) { h.PresenceUpdateMinFreq = durationPtr(-1) }, wantErr: "presence_update_min_freq must not be negative"},
 		{name: "offset in fractions of a second", change: func(h *Handler) {
 			h.PresenceLegacyEventOffset = durationPtr(1500 * time.Millisecond)
@@ -129,6 +141,8 @@ func TestValidate(t *testing.T) {
 		})
 	}
 }
+
+func ratePtr(r float64) *float64 { return &r }
 
 func durationPtr(d time.Duration) *caddy.Duration {
 	c := caddy.Duration(d)

@@ -48,6 +48,11 @@ type call struct {
 	facts  *cache.Host      // what the store knows of the host, once found
 	fed    bool             // shared mode: the request's write fed the view
 	body   *[]byte          // the body as read; installed again before anything goes upstream
+
+	outcome   string       // as recorded, once the request was counted
+	original  *original    // shadow mode: the server's answer to the request as it came
+	fetched   *fetchedRows // shadow mode, verification: what the handler's own fetch returned
+	verifying *verifying   // a request sampled for verification (shadow.go)
 }
 
 func (c *call) serve() error {
@@ -94,6 +99,11 @@ func (c *call) serve() error {
 	if c.extras != nil && c.extrasRead() {
 		return c.passThrough() // the server reads one of them
 	}
+	if c.h.Shadow {
+		return c.serveShadow(kind)
+	}
+	c.startVerifying()
+	defer c.finishVerifying()
 	switch kind {
 	case presence.KindPing:
 		return c.ping()
@@ -174,6 +184,8 @@ func (c *call) settle(o cache.Outcome, hdr http.Header, sent, received time.Time
 		if row := c.userRow(); row != nil {
 			row.Wrote()
 		}
+		// Once Basic credentials are bound to their user, and before
+		// the requests below spend of that user's limit.
 		c.observeRate(hdr, received, true)
 		if c.h.Mode == modeShared && !c.fed {
 			c.sharedWriteElsewhere()
@@ -181,7 +193,7 @@ func (c *call) settle(o cache.Outcome, hdr http.Header, sent, received time.Time
 	case cache.OutcomeDenied:
 		c.h.store.Forget(c.key, c.sess)
 	default:
-		c.observeRate(hdr, received, false)
+		c.observeRate(hdr, received, false) // a 429 reports 0 left
 	}
 }
 
@@ -205,6 +217,7 @@ func (c *call) userRow() *cache.RowMirror {
 
 // record counts the request and adds its outcome to the access log.
 func (c *call) record(outcome string, upstreamBytes int) {
+	c.outcome = outcome
 	c.h.metrics.observe(c.kind, outcome, upstreamBytes)
 	if extra, ok := c.r.Context().Value(caddyhttp.ExtraLogFieldsCtxKey).(*caddyhttp.ExtraLogFields); ok {
 		extra.Set(zap.String("zulip_presence", outcome))

@@ -82,6 +82,7 @@ func (c *call) convertLocked() (accepted bool, err error) {
 	}
 	host := c.hostFor()
 	ans, err := presence.DecodeModern(rec.body.Bytes())
+	c.noteFetch(cursor, ans)
 	if err != nil || !ans.HasLastUpdateID || slices.Contains(ans.Ignored, "last_update_id") {
 		conv.Reset()
 		return true, c.oldServerOrFallback(host, rec, now)
@@ -174,6 +175,9 @@ func (c *call) writeFull(all []presence.Row, cursor int64, ts float64, ignored [
 		if presence.InWindow(row.Presence, ts, days) {
 			rows = append(rows, row)
 		}
+	}
+	if testFaults.dropRow.Load() && len(rows) > 0 {
+		rows = rows[1:]
 	}
 	*rowsp = rows
 

@@ -20,6 +20,10 @@ import (
 // The handler reads what it kept of it decoded (tap.decode). The
 // request's write must be reserved.
 func (c *call) forward(outcome string) error {
+	if c.original != nil {
+		c.record(outcome, 0)
+		return c.replayOriginal()
+	}
 	c.restoreBody()
 	c.askEncoding()
 	sent := c.h.now()
@@ -134,6 +138,10 @@ func isZulipSuccess(hdr http.Header, body []byte) bool {
 // not understand the request, so the server may have read its credentials
 // otherwise than the handler would.
 func (c *call) passThrough() error {
+	if c.original != nil {
+		c.record(outcomePassthrough, 0)
+		return c.replayOriginal()
+	}
 	c.restoreBody()
 	rec := caddyhttp.NewResponseRecorder(c.w, nil, nil)
 	err := c.next.ServeHTTP(rec, c.r)

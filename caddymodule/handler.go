@@ -9,6 +9,8 @@ package caddymodule
 import (
 	"fmt"
 	"net/http"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
@@ -106,6 +108,24 @@ type Handler struct {
 	// larger requests pass through with their original bytes. Default: 64KiB.
 	MaxBody int64 `json:"max_body,omitempty"`
 
+	// Shadow makes every client get the server's answer to its own
+	// request, sent upstream as it came, while the handler keeps its
+	// state, decides as it would, and compares what it would have
+	// answered with the server's answer (verify_total, a warn log line
+	// per mismatch, GET /zulip_presence/mismatches on the admin
+	// endpoint). It costs what plain reverse_proxy sends plus the
+	// handler's own fetches and, for each ping it would have answered
+	// locally, one read of the user's row. Default: off.
+	Shadow bool `json:"shadow,omitempty"`
+
+	// VerifyRate is the share, from 0 to 1, of the requests the handler
+	// answers itself (local pings, converted polls, answers from the
+	// view) whose original is sent upstream after the client has its
+	// answer, without the client waiting, to compare the server's
+	// answer with the client's. Each costs one upstream request (a ping
+	// two: the original and a read of the user's row). Default: 0.01.
+	VerifyRate *float64 `json:"verify_rate,omitempty"`
+
 	// CacheName names the state store. Handlers with the same name, in one
 	// configuration or across reloads, share one store. Within one
 	// configuration they must give it the same cache_size; a reload may
@@ -116,6 +136,11 @@ type Handler struct {
 	// least useful sessions are evicted, which costs them one more forwarded
 	// request. Default: 256MiB.
 	CacheSize int64 `json:"cache_size,omitempty"`
+
+	// verifications are the sampled requests being verified after their
+	// answer; Cleanup waits for them.
+	verifications *sync.WaitGroup
+	sampled       *atomic.Int64 // requests drawn for verification so far
 
 	store   *cache.Store
 	stored  bool // this instance holds a reference in the store pool
@@ -141,6 +166,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	}
 	h.fillDefaults()
 	h.params = new(paramNotes)
+	h.verifications, h.sampled = new(sync.WaitGroup), new(atomic.Int64)
 	m, err := registerMetrics(ctx.GetMetricsRegistry())
 	if err != nil {
 		return fmt.Errorf("registering metrics: %v", err)
@@ -228,6 +254,8 @@ func (h *Handler) Validate() error {
 		return fmt.Errorf("trust_window %v exceeds %v: a revoked key could be answered that long", time.Duration(h.TrustWindow), maxTrustWindow)
 	case time.Duration(h.ResyncInterval) < time.Duration(h.CoalesceWindow):
 		return fmt.Errorf("resync_interval must be at least coalesce_window")
+	case h.VerifyRate != nil && !(*h.VerifyRate >= 0 && *h.VerifyRate <= 1):
+		return fmt.Errorf("verify_rate must be between 0 and 1")
 	case h.UsersRefresh <= 0:
 		return fmt.Errorf("users_refresh must be positive")
 	case h.MaxBody <= 0:
@@ -241,12 +269,25 @@ func (h *Handler) Validate() error {
 // Cleanup releases this instance's reference to its store. Caddy calls it
 // even after a failed Provision, so it releases only what was taken.
 func (h *Handler) Cleanup() error {
+	if h.verifications != nil {
+		h.verifications.Wait()
+	}
 	if !h.stored {
 		return nil
 	}
 	h.stored = false
 	_, err := storePool.Delete(h.CacheName)
 	return err
+}
+
+// WaitVerifications waits for the verifications of answers already given
+// (verify_rate) to finish. Tests and the benchmark, which drive a virtual
+// clock, call it before moving the clock on, as the verification would
+// take milliseconds of a real one.
+func (h *Handler) WaitVerifications() {
+	if h.verifications != nil {
+		h.verifications.Wait()
+	}
 }
 
 // SetClock replaces the handler's clock; tests and the benchmark use it to

@@ -19,6 +19,7 @@ type metrics struct {
 	storeBytes    prometheus.GaugeFunc
 	viewAge       prometheus.Histogram
 	viewFetches   *prometheus.CounterVec
+	verify        *prometheus.CounterVec
 	children      sync.Map // counterKey → prometheus.Counter
 }
 
@@ -51,7 +52,16 @@ func newMetrics() *metrics {
 			Namespace: ns, Subsystem: sub, Name: "view_fetches_total",
 			Help: "Shared mode: fetches merged into a view, by fetch (delta, full), over all hosts.",
 		}, []string{"fetch"}),
+		verify: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: ns, Subsystem: sub, Name: "verify_total",
+			Help: "Answers of the handler compared with the server's answer to the original request (shadow mode, verify_rate), by kind and result (match, mismatch, skipped: the comparison could not be made).",
+		}, []string{"kind", "result"}),
 	}
+}
+
+// observeVerify counts one comparison.
+func (m *metrics) observeVerify(kind, result string) {
+	m.verify.WithLabelValues(kind, result).Inc()
 }
 
 // observeViewAge records the age of the view an answer was made from.
@@ -86,7 +96,7 @@ func registerMetrics(reg prometheus.Registerer) (*metrics, error) {
 	if reg == nil {
 		return globalMetrics, nil
 	}
-	for _, c := range []prometheus.Collector{globalMetrics.requests, globalMetrics.upstreamBytes, globalMetrics.storeBytes, globalMetrics.viewAge, globalMetrics.viewFetches} {
+	for _, c := range []prometheus.Collector{globalMetrics.requests, globalMetrics.upstreamBytes, globalMetrics.storeBytes, globalMetrics.viewAge, globalMetrics.viewFetches, globalMetrics.verify} {
 		var already prometheus.AlreadyRegisteredError
 		if err := reg.Register(c); err != nil && !errors.As(err, &already) {
 			return nil, err

@@ -26,6 +26,9 @@ func (c *call) ping() error {
 			if c.sess.PingHeader() != nil {
 				return c.answerPing(now)
 			}
+			// Only the server can say what headers this session's
+			// answer carries (Content-Language, for one): forward
+			// rather than guess.
 			c.reserve()
 			return c.forward(outcomeForwarded)
 		case cache.Forward:
@@ -77,11 +80,18 @@ func (c *call) prepareRow(now time.Time) bool {
 
 // answerPing sends Zulip's answer to a ping without the server.
 func (c *call) answerPing(now time.Time) error {
+	if c.h.Shadow {
+		return c.checkLocalPing(c.w, c.claim(), outcomeForwarded)
+	}
+	if c.verifying != nil {
+		claim := c.claim()
+		c.verifying.claim = &claim
+	}
 	releaseBody(c.body)
 	c.body = nil
 	c.setLocalHeader(c.w.Header(), now)
 	if c.row != nil {
-		c.row.SavedRequest(now)
+		c.row.SavedRequest(now) // not counted against the user's rate limit
 	}
 	// net/http adds the Content-Length of so short an answer itself.
 	c.w.WriteHeader(http.StatusOK)
@@ -91,7 +101,8 @@ func (c *call) answerPing(now time.Time) error {
 }
 
 // defaultPingHeader is what Zulip sends with a ping's answer
-// (default_never_cache_responses), for a host whose template was evicted.
+// (default_never_cache_responses); local answers use it only where no
+// session template can be had.
 var defaultPingHeader = http.Header{
 	"Content-Type":  {"application/json"},
 	"Cache-Control": {"max-age=0, no-cache, no-store, must-revalidate, private"},
@@ -108,7 +119,9 @@ var pingHeaderSkip = map[string]bool{
 }
 
 // pingHeaderOf keeps what a local answer should repeat of the server's
-// answer to a ping.
+// answer to a ping. Date and Expires are kept without their values, which
+// a local answer takes from the server's clock, so that the answers of
+// sessions alike give equal templates.
 func pingHeaderOf(upstream http.Header) http.Header {
 	out := make(http.Header, len(upstream))
 	for k, v := range upstream {
@@ -125,6 +138,16 @@ func pingHeaderOf(upstream http.Header) http.Header {
 	return out
 }
 
+// learnPingHeader keeps the headers of the server's success to one of the
+// session's requests for its pings answered locally: they depend on the
+// request (Vary: Accept-Language, Cookie; Content-Language), so each
+// session repeats its own, interned per host so that sessions alike share
+// one copy.
 func (c *call) learnPingHeader(upstream http.Header) {
 	c.sess.SetPingHeader(c.h.store.InternPingHeader(c.host, c.hostFor(), pingHeaderOf(upstream)))
+}
+
+// claim is what a local answer to the ping rests on.
+func (c *call) claim() pingClaim {
+	return pingClaim{bounds: c.row.Bounds(), write: c.write(), window: c.window(), legacyOffset: c.legacyOffset()}
 }

@@ -72,10 +72,16 @@ func (c *call) shared() (bool, error) {
 			if c.sess.PingHeader() != nil {
 				return true, c.answerPing(now)
 			}
+			// Only the server can say what headers this session's
+			// answer carries (Content-Language, for one).
 			c.reserve()
 			return true, c.feed(view)
 		case cache.Forward:
 			c.ticket = tk
+			if c.h.Shadow {
+				// The client gets the server's answer to its own request.
+				return true, c.forward(outcomeForwarded)
+			}
 			return true, c.feed(view)
 		}
 		select {
@@ -430,6 +436,7 @@ func (c *call) fetchForView(view *cache.View, withInput bool) (viewFetch, bool, 
 		return viewFetch{}, true, c.viewFallback()
 	}
 	ans, err := presence.DecodeModern(rec.body.Bytes())
+	c.noteFetch(up.LastUpdateID, ans)
 	if err != nil || !ans.HasLastUpdateID {
 		// Not the answer of a Zulip that knows last_update_id: the write
 		// was made; serve this request in session mode from now on.
@@ -459,6 +466,9 @@ func (c *call) fetchForView(view *cache.View, withInput bool) (viewFetch, bool, 
 
 // merge merges the answer to a fetch made at cursor into the view.
 func (c *call) merge(view *cache.View, cursor, days int64, ans presence.Response, now time.Time) {
+	if testFaults.staleView.Load() && view.Synced() && cursor >= 0 {
+		ans.Rows = nil // the cursor moves on, the rows stay as they were
+	}
 	if view.Apply(cursor, days, ans, now) {
 		c.kept(view, cursor)
 	}
@@ -516,8 +526,10 @@ func (c *call) viewFallback() error {
 }
 
 // setLocalHeader sets the header of an answer made without the server:
-// what the server sent on its latest answer to a ping (Cache-Control above
-// all, so that no cache in front stores it), dated by its clock.
+// what the server sent on its latest answer to the session's own request
+// (Cache-Control above all, so that no cache in front stores it, and the
+// Vary and Content-Language of this session's language), dated by its
+// clock. The caller made sure the session has a template.
 func (c *call) setLocalHeader(hdr http.Header, now time.Time) {
 	tmpl := defaultPingHeader
 	if p := c.sess.PingHeader(); p != nil {

@@ -107,7 +107,8 @@ var errDenied = errors.New("the server refused the session's credentials")
 
 // getJSON makes a GET through next with the client's credentials, counts
 // the answer's bytes under kind, and decodes its body into v. It returns
-// the status; err is a transport error, errDenied (and the session is
+// the status; err is errRateReserve (nothing was sent: design §7.6), a
+// transport error, errDenied (and the session is
 // forgotten), or a success body that did not decode.
 func (c *call) getJSON(path, rawQuery, kind string, v any) (status int, err error) {
 	// Zulip counts the request against the user's rate limit, as one of

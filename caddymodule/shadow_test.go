@@ -1,0 +1,258 @@
+package caddymodule
+
+import (
+	"bytes"
+	"net/url"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/zulip-presence/caddy-zulip-presence/zuliptest"
+)
+
+// verifyCounts reads verify_total for the kinds a workload sends.
+func verifyCounts() map[string]float64 {
+	out := map[string]float64{}
+	m, _ := registerMetrics(nil)
+	for _, kind := range []string{"ping", "modern", "slim", "legacy"} {
+		for _, result := range []string{verifyMatch, verifyMismatch, verifySkipped} {
+			out[result] += testutil.ToFloat64(m.verify.WithLabelValues(kind, result))
+		}
+	}
+	return out
+}
+
+func countsSince(before map[string]float64) map[string]float64 {
+	after := verifyCounts()
+	for k := range after {
+		after[k] -= before[k]
+	}
+	return after
+}
+
+// shadowWorkload drives tabs of a browser session, a mobile app's slim
+// polls and a script's legacy polls, and checks every answer against the
+// direct server's as it goes: in shadow mode each must be the server's
+// own, byte for byte.
+func shadowWorkload(t *testing.T, tw *twin, minutes int) {
+	t.Helper()
+	hamlet := tw.addUser("hamlet@zulip.example", zuliptest.RoleMember)
+	iago := tw.addUser("iago@zulip.example", zuliptest.RoleMember)
+	othello := tw.addUser("othello@zulip.example", zuliptest.RoleMember)
+	tw.Clock.Advance(time.Hour)
+	web := tw.browser("web", hamlet)
+	app := tw.apiClient("app", iago)
+	script := tw.apiClient("script", othello)
+	step := func(c *client, f url.Values) {
+		t.Helper()
+		d := tw.serveDirect(c.request(false, f))
+		p, _ := tw.serveProxied(c.request(true, f))
+		if d.status != p.status || !bytes.Equal(d.body, p.body) {
+			t.Fatalf("%s %s: shadow mode answered\n%d %s\nwhere the server answered\n%d %s", c.name, f.Encode(), p.status, p.body, d.status, d.body)
+		}
+	}
+	for minute := range minutes {
+		status := "active"
+		if minute%5 == 3 {
+			status = "idle"
+		}
+		for tab := range 3 {
+			step(web, form("status", status, "ping_only", "true"))
+			if tab == 0 {
+				step(app, form("status", status, "slim_presence", "true"))
+			}
+			tw.Clock.Advance(20 * time.Second)
+		}
+		step(script, form("status", "active"))
+		tw.sameRows(hamlet, iago, othello)
+	}
+}
+
+// TestShadowModeAnswersAsTheServer: in shadow mode every client gets the
+// server's own answer, and the healthy handler finds no mismatch while
+// comparing what it would have answered.
+func TestShadowModeAnswersAsTheServer(t *testing.T) {
+	for _, mode := range []string{modeSession, modeShared} {
+		t.Run(mode, func(t *testing.T) {
+			tw := newTwin(t, Handler{Mode: mode, Shadow: true})
+			before := verifyCounts()
+			shadowWorkload(t, tw, 15)
+			got := countsSince(before)
+			t.Logf("verify_total: %v", got)
+			if got[verifyMismatch] != 0 {
+				t.Errorf("%v mismatches in shadow mode: %v", got[verifyMismatch], recentMismatches())
+			}
+			if got[verifyMatch] < 20 {
+				t.Errorf("only %v comparisons matched", got[verifyMatch])
+			}
+		})
+	}
+}
+
+// TestShadowModeFindsAWrongMinFreq: a handler told Zulip's default
+// PRESENCE_UPDATE_MIN_FREQ_SECONDS in front of a server that stores writes
+// every 10 s would answer locally pings the server stores: shadow mode
+// counts and lists them, while every client still gets the server's
+// answer and no write is lost.
+func TestShadowModeFindsAWrongMinFreq(t *testing.T) {
+	tw := newTwin(t, Handler{Shadow: true})
+	st := zuliptest.DefaultServerSettings()
+	st.PresenceUpdateMinFreq = 10 * time.Second
+	tw.SetServerSettings(st)
+	before := verifyCounts()
+	shadowWorkload(t, tw, 10)
+	got := countsSince(before)
+	t.Logf("verify_total: %v", got)
+	if got[verifyMismatch] == 0 {
+		t.Fatal("shadow mode found no mismatch with a wrong min freq")
+	}
+	last := recentMismatches()
+	if len(last) == 0 || last[len(last)-1].Kind != "ping" || len(last[len(last)-1].Differences) == 0 {
+		t.Fatalf("mismatch log %+v", last)
+	}
+}
+
+// verifyWorkload is shadowWorkload for a live handler with verify_rate 1:
+// clients get the handler's answers (under the contract), and each
+// verification is let finish before the clock moves, as it would within
+// milliseconds.
+func verifyWorkload(t *testing.T, tw *twin, minutes int) {
+	t.Helper()
+	hamlet := tw.addUser("hamlet@zulip.example", zuliptest.RoleMember)
+	iago := tw.addUser("iago@zulip.example", zuliptest.RoleMember)
+	othello := tw.addUser("othello@zulip.example", zuliptest.RoleMember)
+	tw.Clock.Advance(time.Hour)
+	web := tw.browser("web", hamlet)
+	app := tw.apiClient("app", iago)
+	script := tw.apiClient("script", othello)
+	post := func(c *client, f url.Values) {
+		t.Helper()
+		tw.post(c, f)
+		tw.h.verifications.Wait()
+	}
+	for minute := range minutes {
+		status := "active"
+		if minute%5 == 3 {
+			status = "idle"
+		}
+		for tab := range 3 {
+			post(web, form("status", status, "ping_only", "true"))
+			if tab == 0 {
+				post(app, form("status", status, "slim_presence", "true"))
+			}
+			tw.Clock.Advance(20 * time.Second)
+		}
+		post(script, form("status", "active"))
+	}
+}
+
+// TestVerifyRateOne: with verify_rate 1 every answer the handler gave
+// itself is checked against the server's after the fact; a healthy
+// handler has no mismatch, and the rows stay those of a direct run.
+func TestVerifyRateOne(t *testing.T) {
+	one := 1.0
+	for _, mode := range []string{modeSession, modeShared} {
+		t.Run(mode, func(t *testing.T) {
+			tw := newTwin(t, Handler{Mode: mode, VerifyRate: &one})
+			before := verifyCounts()
+			verifyWorkload(t, tw, 15)
+			got := countsSince(before)
+			t.Logf("verify_total: %v", got)
+			if got[verifyMismatch] != 0 {
+				t.Errorf("%v mismatches: %v", got[verifyMismatch], recentMismatches())
+			}
+			if got[verifyMatch] < 20 {
+				t.Errorf("only %v comparisons matched", got[verifyMatch])
+			}
+		})
+	}
+}
+
+// TestVerifyFindsAWrongMinFreq: verification finds the pings a handler
+// told the wrong PRESENCE_UPDATE_MIN_FREQ_SECONDS answers locally while
+// the server stores them, and its resend stores what the handler lost.
+func TestVerifyFindsAWrongMinFreq(t *testing.T) {
+	one := 1.0
+	tw := newTwin(t, Handler{VerifyRate: &one})
+	st := zuliptest.DefaultServerSettings()
+	st.PresenceUpdateMinFreq = 10 * time.Second
+	tw.SetServerSettings(st)
+	before := verifyCounts()
+	verifyWorkload(t, tw, 10)
+	got := countsSince(before)
+	t.Logf("verify_total: %v", got)
+	if got[verifyMismatch] == 0 {
+		t.Fatal("verification found no mismatch with a wrong min freq")
+	}
+}
+
+// TestComparisonsFindABrokenHandler: with the handler broken on purpose
+// (a row left out of full tables, a view that stops merging), shadow mode
+// and verify_rate 1 count and log mismatches, and in shadow mode every
+// client still gets the server's answer.
+func TestComparisonsFindABrokenHandler(t *testing.T) {
+	one := 1.0
+	for _, tc := range []struct {
+		name  string
+		fault *atomic.Bool
+		mode  string
+	}{
+		{"dropped row", &testFaults.dropRow, modeSession},
+		{"dropped row", &testFaults.dropRow, modeShared},
+		{"stale view", &testFaults.staleView, modeShared},
+	} {
+		for _, shadow := range []bool{true, false} {
+			name := tc.name + "/" + tc.mode + "/verify"
+			cfg := Handler{Mode: tc.mode, VerifyRate: &one}
+			if shadow {
+				name, cfg = tc.name+"/"+tc.mode+"/shadow", Handler{Mode: tc.mode, Shadow: true}
+			}
+			t.Run(name, func(t *testing.T) {
+				tw := newTwin(t, cfg)
+				tc.fault.Store(true)
+				defer tc.fault.Store(false)
+				before := verifyCounts()
+				if shadow {
+					shadowWorkload(t, tw, 6)
+				} else {
+					brokenVerifyWorkload(t, tw, 6)
+				}
+				got := countsSince(before)
+				t.Logf("verify_total: %v", got)
+				if got[verifyMismatch] == 0 {
+					t.Fatalf("no mismatch found with the fault on")
+				}
+			})
+		}
+	}
+}
+
+// brokenVerifyWorkload is verifyWorkload for a broken handler, whose
+// answers the twin rig must not check: they are wrong on purpose.
+func brokenVerifyWorkload(t *testing.T, tw *twin, minutes int) {
+	t.Helper()
+	users := []twinUser{
+		tw.addUser("hamlet@zulip.example", zuliptest.RoleMember),
+		tw.addUser("iago@zulip.example", zuliptest.RoleMember),
+		tw.addUser("othello@zulip.example", zuliptest.RoleMember),
+	}
+	tw.Clock.Advance(time.Hour)
+	var clients []*client
+	for _, u := range users {
+		clients = append(clients, tw.apiClient(u.email, u))
+	}
+	for minute := range minutes {
+		for i, c := range clients {
+			f := form("status", "active", "slim_presence", "true")
+			if (minute+i)%2 == 0 {
+				f = form("status", "active")
+			}
+			tw.serveDirect(c.request(false, f))
+			tw.serveProxied(c.request(true, f))
+			tw.h.verifications.Wait()
+			tw.Clock.Advance(20 * time.Second)
+		}
+	}
+}
