@@ -80,7 +80,7 @@ func TestModernEntrySize(t *testing.T) {
 		{UserID: 7, Presence: presence.Presence{Active: 1793610000, Idle: 1793610030}},
 		{UserID: 12345, Presence: presence.Presence{Active: 999999999, Idle: 1793610030}},
 	}
-	a := presence.Answer{ServerTimestamp: 1793610030.5, LastUpdateID: 42}
+	a := presence.Envelope{ServerTimestamp: 1793610030.5, LastUpdateID: 42}
 	want := len(presence.AppendModern(nil, rows, a))
 	id := &ideal{seq: 42}
 	got := id.envelope(clockStart.Add(30*time.Second)) + len(rows) - 1

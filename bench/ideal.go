@@ -140,7 +140,7 @@ func (id *ideal) inWindow(now time.Time, days int) (n, size int) {
 // envelope is the size of an empty modern answer at now.
 func (id *ideal) envelope(now time.Time) int {
 	ts := float64(now.UnixNano()) / 1e9
-	id.buf = presence.AppendModern(id.buf[:0], nil, presence.Answer{ServerTimestamp: ts, LastUpdateID: id.seq})
+	id.buf = presence.AppendModern(id.buf[:0], nil, presence.Envelope{ServerTimestamp: ts, LastUpdateID: id.seq})
 	return len(id.buf)
 }
 

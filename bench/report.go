@@ -296,7 +296,7 @@ func (p *printer) lostWrites(rr *RealmResult) {
 		p.f("* `%s`\n", truncate(s, 400))
 	}
 	if rr.LostWrites > 0 {
-		p.f("\nA lost write means the module answered locally a write Zulip would have made, or forwarded one Zulip would not have made. `caddymodule/findings_test.go` holds the cases this benchmark found, as twin tests: `TestGateAcrossSessions` (two sessions of one user while the gate was kept per session) and `TestPassThroughWrites` (writes of requests the handler passes through untouched, which the per-user row mirror did not see); both are fixed.\n")
+		p.f("\nA lost write means the module answered locally a write Zulip would have made, or forwarded one Zulip would not have made. `caddymodule/gate_test.go` holds the cases this benchmark found, as twin tests: `TestGateAcrossSessions` (two sessions of one user while the gate was kept per session) and `TestPassThroughWrites` (writes of requests the handler passes through untouched, which the per-user row mirror did not see); both are fixed.\n")
 	}
 	p.f("\n")
 }

@@ -58,7 +58,7 @@ var costCases = []struct {
 		s.Keep(k, sess)
 	}},
 	{"row", 20_000, func(s *Store, i int) {
-		s.Row(s.UserKey("h", fmt.Sprint(i, "@x"))).SetUser(int64(i), t0, time.Microsecond)
+		s.RowFor(s.UserKey("h", fmt.Sprint(i, "@x"))).SetUser(int64(i), t0, time.Microsecond)
 	}},
 	{"host", 5_000, func(s *Store, i int) { hostWith(s, i, 1) }},
 	{"host with 4 languages", 5_000, func(s *Store, i int) { hostWith(s, i, 4) }},
@@ -69,10 +69,10 @@ var costCases = []struct {
 		for j := range rows {
 			rows[j] = presence.Row{UserID: int64(j), Presence: presence.Presence{Active: 1000, Idle: 1000}}
 		}
-		v.Apply(-1, 14, presence.Response{Rows: rows, LastUpdateID: 500, HasLastUpdateID: true}, t0)
+		v.Apply(-1, 14, presence.Decoded{Rows: rows, LastUpdateID: 500, HasLastUpdateID: true}, t0)
 		for j := range 300 {
 			rows := []presence.Row{{UserID: int64(j), Presence: presence.Presence{Active: 2000, Idle: 2000}}}
-			v.Apply(int64(500+j), 14, presence.Response{Rows: rows, LastUpdateID: int64(501 + j), HasLastUpdateID: true}, t0)
+			v.Apply(int64(500+j), 14, presence.Decoded{Rows: rows, LastUpdateID: int64(501 + j), HasLastUpdateID: true}, t0)
 		}
 		s.KeepView(host, v)
 	}},

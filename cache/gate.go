@@ -20,17 +20,19 @@ type Policy struct {
 	Trust time.Duration
 }
 
-// Outcome is what the server answered to a forwarded write.
-type Outcome uint8
+// Verdict is what the server answered to a forwarded write. (The
+// outcome label of the handler's metrics is another thing: what the
+// handler did with a request.)
+type Verdict uint8
 
 const (
-	// OutcomeOK is Zulip's JSON success: the credentials work.
-	OutcomeOK Outcome = iota
-	// OutcomeDenied is a 401 or 403: the credentials no longer work.
-	OutcomeDenied
-	// OutcomeFailed is any other answer, a transport error, or an
+	// VerdictOK is Zulip's JSON success: the credentials work.
+	VerdictOK Verdict = iota
+	// VerdictDenied is a 401 or 403: the credentials no longer work.
+	VerdictDenied
+	// VerdictFailed is any other answer, a transport error, or an
 	// aborted request.
-	OutcomeFailed
+	VerdictFailed
 )
 
 // Decision is the gate's answer to a ping.
@@ -56,11 +58,34 @@ type Ticket struct {
 	valid     bool
 }
 
-// Admit decides a ping at now (the proxy's clock). serverNow is the latest
-// the server's clock can read at that moment, and known is false when the
-// proxy cannot tell; row is the mirror of the user's row, nil when the
-// session is not bound to a user yet; prepared tells that the caller
-// already tried to find it.
+// Ping is a ping the gate decides on.
+type Ping struct {
+	// Now is the proxy's clock.
+	Now time.Time
+	// ServerNow is the latest the server's clock can read at Now;
+	// ServerKnown is false when the proxy cannot tell.
+	ServerNow   time.Time
+	ServerKnown bool
+	// Write is the write the ping carries.
+	Write Write
+	// Row is the mirror of the user's row, nil while the session is not
+	// bound to a user.
+	Row *RowMirror
+	// Prepared tells that the caller already tried to find Row.
+	Prepared bool
+}
+
+// Admission is the gate's decision on a ping.
+type Admission struct {
+	Decision Decision
+	// Ticket is the write reserved, when Decision is Forward.
+	Ticket Ticket
+	// Wait is closed when the session's forward in flight settles, when
+	// Decision is Wait.
+	Wait <-chan struct{}
+}
+
+// Admit decides a ping under the policy p.
 //
 // A ping is answered locally only when the session is trusted, its input
 // report is not due, and the write would surely be a no-op on the user's
@@ -68,21 +93,22 @@ type Ticket struct {
 // Otherwise, while another forward of the session is in flight, the ping
 // waits for it: its outcome decides whether this ping still needs the
 // server, and two tabs must not forward the same write.
-func (s *Session) Admit(now, serverNow time.Time, known bool, w Write, p Policy, row *RowMirror, prepared bool) (Ticket, Decision, <-chan struct{}) {
+func (s *Session) Admit(ping Ping, p Policy) Admission {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	trusted := s.trustedLocked(now, p.Trust)
-	if trusted && !prepared {
-		return Ticket{}, Prepare, nil
+	trusted := s.trustedLocked(ping.Now, p.Trust)
+	if trusted && !ping.Prepared {
+		return Admission{Decision: Prepare}
 	}
-	inputDue := w.Input && (s.inflight != nil || now.Sub(s.inputAt) >= p.Window)
-	if trusted && !inputDue && known && row != nil && row.Quiet(serverNow, w, p.Window) {
-		return Ticket{}, Local, nil
+	w := ping.Write
+	inputDue := w.Input && (s.inflight != nil || ping.Now.Sub(s.inputAt) >= p.Window)
+	if trusted && !inputDue && ping.ServerKnown && ping.Row != nil && ping.Row.WriteIsNoOp(ping.ServerNow, w, p.Window) {
+		return Admission{Decision: Local}
 	}
 	if s.inflight != nil {
-		return Ticket{}, Wait, s.inflight
+		return Admission{Decision: Wait, Wait: s.inflight}
 	}
-	return s.reserveLocked(now, w, p.Window), Forward, nil
+	return Admission{Decision: Forward, Ticket: s.reserveLocked(ping.Now, w, p.Window)}
 }
 
 // Reserve records a write that is forwarded whatever the gate says (polls
@@ -110,7 +136,7 @@ func (s *Session) reserveLocked(now time.Time, w Write, window time.Duration) Ti
 // forgets the trust; anything else may or may not have been processed, so
 // the session's input report is rolled back for the next request to retry.
 // Settling a ticket twice, or the zero Ticket, does nothing.
-func (s *Session) Settle(t *Ticket, o Outcome) {
+func (s *Session) Settle(t *Ticket, o Verdict) {
 	if !t.valid {
 		return
 	}
@@ -118,9 +144,9 @@ func (s *Session) Settle(t *Ticket, o Outcome) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	switch o {
-	case OutcomeOK:
+	case VerdictOK:
 		s.trustedAt = later(s.trustedAt, t.at)
-	case OutcomeDenied:
+	case VerdictDenied:
 		s.trustedAt, s.inputAt = time.Time{}, time.Time{}
 	default:
 		if s.inputAt.Equal(t.at) {

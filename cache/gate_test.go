@@ -18,15 +18,15 @@ func at(sec float64) time.Time { return t0.Add(time.Duration(sec * float64(time.
 func trusted(skew time.Duration) (*Session, *RowMirror) {
 	s, row := &Session{}, &RowMirror{}
 	tk := s.Reserve(at(0), Write{}, window)
-	s.Settle(&tk, OutcomeOK)
+	s.Settle(&tk, VerdictOK)
 	row.SetUser(1, at(-1e6), time.Microsecond)
-	row.Observe(true, at(0).Add(skew).Unix(), at(0).Add(skew).Unix(), true)
+	row.ReadRow(at(0).Add(skew).Unix(), at(0).Add(skew).Unix())
 	return s, row
 }
 
 func admit(s *Session, row *RowMirror, sec float64, skew time.Duration, w Write) (Ticket, Decision) {
-	tk, d, _ := s.Admit(at(sec), at(sec).Add(skew), true, w, policy, row, true)
-	return tk, d
+	a := s.Admit(Ping{Now: at(sec), ServerNow: at(sec).Add(skew), ServerKnown: true, Write: w, Row: row, Prepared: true}, policy)
+	return a.Ticket, a.Decision
 }
 
 func TestGateDecisions(t *testing.T) {
@@ -44,15 +44,15 @@ func TestGateDecisions(t *testing.T) {
 		{"first input", nil, 10, Write{Input: true}, Forward},
 		{"input repeated within the window", func(s *Session, row *RowMirror) {
 			tk := s.Reserve(at(5), Write{Input: true}, window)
-			s.Settle(&tk, OutcomeOK)
+			s.Settle(&tk, VerdictOK)
 		}, 10, Write{Input: true}, Local},
 		{"input retried after a failure", func(s *Session, row *RowMirror) {
 			tk := s.Reserve(at(5), Write{Input: true}, window)
-			s.Settle(&tk, OutcomeFailed)
+			s.Settle(&tk, VerdictFailed)
 		}, 10, Write{Input: true}, Forward},
 		{"denied forgets the trust", func(s *Session, row *RowMirror) {
 			tk := s.Reserve(at(10), Write{}, window)
-			s.Settle(&tk, OutcomeDenied)
+			s.Settle(&tk, VerdictDenied)
 		}, 11, Write{}, Forward},
 		{"trust lapses after its window", nil, 55.5, Write{}, Forward},
 	}
@@ -67,15 +67,15 @@ func TestGateDecisions(t *testing.T) {
 				if d != tc.want {
 					t.Fatalf("skew %v: decision %d, want %d", skew, d, tc.want)
 				}
-				s.Settle(&tk, OutcomeOK)
+				s.Settle(&tk, VerdictOK)
 			})
 		}
 	}
-	if _, d, _ := (&Session{}).Admit(at(0), at(0), true, Write{}, policy, &RowMirror{}, true); d != Forward {
+	if d := (&Session{}).Admit(Ping{Now: at(0), ServerNow: at(0), ServerKnown: true, Row: &RowMirror{}, Prepared: true}, policy).Decision; d != Forward {
 		t.Fatal("a session without state was answered locally")
 	}
 	s, row := trusted(0)
-	if _, d, _ := s.Admit(at(1), time.Time{}, false, Write{}, policy, row, true); d != Forward {
+	if d := s.Admit(Ping{Now: at(1), Row: row, Prepared: true}, policy).Decision; d != Forward {
 		t.Fatal("a ping was answered locally with the server's clock unknown")
 	}
 }
@@ -90,11 +90,12 @@ func TestAdmitDoesNotWaitWhenQuiet(t *testing.T) {
 	if _, d := admit(s, row, 11, 0, Write{}); d != Local {
 		t.Fatalf("a quiet ping waited for the in-flight poll: decision %d", d)
 	}
-	_, d, wait := s.Admit(at(11), at(11), true, Write{Input: true}, policy, row, true)
+	a := s.Admit(Ping{Now: at(11), ServerNow: at(11), ServerKnown: true, Write: Write{Input: true}, Row: row, Prepared: true}, policy)
+	d, wait := a.Decision, a.Wait
 	if d != Wait || wait == nil {
 		t.Fatalf("an input report did not wait for the in-flight write: decision %d", d)
 	}
-	s.Settle(&inflight, OutcomeFailed)
+	s.Settle(&inflight, VerdictFailed)
 	select {
 	case <-wait:
 	default:
@@ -107,7 +108,7 @@ func TestAdmitDoesNotWaitWhenQuiet(t *testing.T) {
 	if _, d := admit(s, row, 11, 0, Write{Input: true}); d != Wait {
 		t.Fatalf("a second tab forwarded the same input report: decision %d", d)
 	}
-	s.Settle(&first, OutcomeOK)
+	s.Settle(&first, VerdictOK)
 	if _, d := admit(s, row, 12, 0, Write{Input: true}); d != Local {
 		t.Fatalf("the reported input was forwarded again: decision %d", d)
 	}
@@ -119,15 +120,15 @@ func TestSettleIsIdempotent(t *testing.T) {
 	s := &Session{}
 	a := s.Reserve(at(0), Write{}, window)
 	b := s.Reserve(at(0), Write{}, window)
-	s.Settle(&a, OutcomeOK)
-	s.Settle(&a, OutcomeFailed)
-	if _, d, _ := s.Admit(at(1), at(1), true, Write{}, policy, &RowMirror{}, true); d != Wait {
+	s.Settle(&a, VerdictOK)
+	s.Settle(&a, VerdictFailed)
+	if d := s.Admit(Ping{Now: at(1), ServerNow: at(1), ServerKnown: true, Row: &RowMirror{}, Prepared: true}, policy).Decision; d != Wait {
 		t.Fatal("settling one ticket twice released another's reservation")
 	}
-	s.Settle(&b, OutcomeFailed)
+	s.Settle(&b, VerdictFailed)
 	var zero Ticket
-	s.Settle(&zero, OutcomeFailed)
-	if _, d, _ := s.Admit(at(1), at(1), true, Write{}, policy, &RowMirror{}, true); d != Forward {
+	s.Settle(&zero, VerdictFailed)
+	if d := s.Admit(Ping{Now: at(1), ServerNow: at(1), ServerKnown: true, Row: &RowMirror{}, Prepared: true}, policy).Decision; d != Forward {
 		t.Fatal("the session still waits after every ticket settled")
 	}
 }

@@ -44,11 +44,11 @@ type RowMirror struct {
 // TestCostsMatchHeap).
 const rowCost = 420
 
-// Quiet reports whether the server would surely change nothing for w when
+// WriteIsNoOp reports whether the server would surely change nothing for w when
 // its clock reads at most serverNow: each stored time it would compare is
 // at least its lower bound, so within the window (Zulip writes only when a
 // stored time is more than 55 s old, comparing with >).
-func (r *RowMirror) Quiet(serverNow time.Time, w Write, window time.Duration) bool {
+func (r *RowMirror) WriteIsNoOp(serverNow time.Time, w Write, window time.Duration) bool {
 	if window <= 0 {
 		// PRESENCE_UPDATE_MIN_FREQ_SECONDS 0: Zulip stores every write.
 		return false
@@ -118,12 +118,21 @@ func (r *RowMirror) SetUser(id int64, joined time.Time, precision time.Duration)
 	r.userID, r.joined, r.joinedTo = id, joined, max(precision, time.Nanosecond)
 }
 
-// Observe applies what the server said of the row: its active_timestamp
-// and idle_timestamp (whole seconds, so the stored times lie at or after
-// them), or that it has no row (exists false), which leaves the bounds as
-// they are. read is true when the answer tells the row as of after every
-// write that reached the server before StartRead.
-func (r *RowMirror) Observe(exists bool, active, idle int64, read bool) {
+// ReadRow applies the answer to a read of the row, one that tells it as of
+// after every write that reached the server before StartRead: its
+// active_timestamp and idle_timestamp (whole seconds, so the stored times
+// lie at or after them).
+func (r *RowMirror) ReadRow(active, idle int64) { r.observe(true, active, idle, true) }
+
+// ReadNoRow applies the answer to a read that found no row: the next write
+// creates it, and the bounds stay as they are.
+func (r *RowMirror) ReadNoRow() { r.observe(false, 0, 0, true) }
+
+// SawRow applies the row's timestamps as some other answer showed them,
+// which may be older than the latest write: they only raise the bounds.
+func (r *RowMirror) SawRow(active, idle int64) { r.observe(true, active, idle, false) }
+
+func (r *RowMirror) observe(exists bool, active, idle int64, read bool) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if read {

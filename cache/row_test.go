@@ -86,7 +86,11 @@ func TestRowNeverHidesAWrite(t *testing.T) {
 			w := Write{Active: rng.IntN(3) > 0}
 			if row.NeedsRead(at(now), window) {
 				row.StartRead()
-				row.Observe(!z.connected.IsZero(), timestampOrJoined(z.active, joined), z.connected.Unix(), true)
+				if z.connected.IsZero() {
+					row.ReadNoRow()
+				} else {
+					row.ReadRow(timestampOrJoined(z.active, joined), z.connected.Unix())
+				}
 			}
 			before := z
 			changed := z.write(server, w.Active, window)
@@ -96,7 +100,7 @@ func TestRowNeverHidesAWrite(t *testing.T) {
 			if visibleNoop {
 				noops++
 			}
-			if row.Quiet(server, w, window) {
+			if row.WriteIsNoOp(server, w, window) {
 				if visibleNoop {
 					quiet++
 				}
@@ -127,22 +131,22 @@ func timestampOrJoined(t, joined time.Time) int64 {
 // any value while date_joined is unknown.
 func TestRowLowerBounds(t *testing.T) {
 	row := &RowMirror{}
-	row.Observe(true, 1000, 1000, true)
-	if row.Quiet(time.Unix(1010, 0), Write{}, window) {
+	row.ReadRow(1000, 1000)
+	if row.WriteIsNoOp(time.Unix(1010, 0), Write{}, window) {
 		t.Fatal("a value was trusted before date_joined was known")
 	}
 	row.SetUser(7, time.Unix(500, 0), time.Microsecond)
-	row.Observe(true, 500, 1000, true)
+	row.ReadRow(500, 1000)
 	switch {
-	case !row.Quiet(time.Unix(1055, 0), Write{}, window):
+	case !row.WriteIsNoOp(time.Unix(1055, 0), Write{}, window):
 		t.Fatal("a row stored at 1000 is not quiet at 1055")
-	case row.Quiet(time.Unix(1055, 1), Write{}, window):
+	case row.WriteIsNoOp(time.Unix(1055, 1), Write{}, window):
 		t.Fatal("a row stored at 1000.0 was called quiet after 1055")
-	case row.Quiet(time.Unix(1010, 0), Write{Active: true}, window):
+	case row.WriteIsNoOp(time.Unix(1010, 0), Write{Active: true}, window):
 		t.Fatal("date_joined shown for a NULL last_active_time was taken for a write")
 	}
-	row.Observe(true, 900, 900, false) // an older answer never lowers a bound
-	if !row.Quiet(time.Unix(1050, 0), Write{}, window) {
+	row.SawRow(900, 900) // an older answer never lowers a bound
+	if !row.WriteIsNoOp(time.Unix(1050, 0), Write{}, window) {
 		t.Fatal("an older answer lowered the bound")
 	}
 }
@@ -158,7 +162,7 @@ func TestRowNeedsRead(t *testing.T) {
 		t.Fatal("a failed read must be retried after a window, not before")
 	}
 	row.StartRead()
-	row.Observe(false, 0, 0, true)
+	row.ReadNoRow()
 	if row.NeedsRead(at(57), window) {
 		t.Fatal("a row just read needs another read")
 	}
@@ -174,15 +178,15 @@ func TestRowNeedsRead(t *testing.T) {
 func TestRowJoinedToTheMinute(t *testing.T) {
 	row := &RowMirror{}
 	row.SetUser(7, time.Unix(600, 0), time.Minute) // joined in [600, 660)
-	row.Observe(true, 659, 700, true)
+	row.ReadRow(659, 700)
 	switch {
-	case row.Quiet(time.Unix(700, 0), Write{Active: true}, window):
+	case row.WriteIsNoOp(time.Unix(700, 0), Write{Active: true}, window):
 		t.Fatal("a second of date_joined's minute was taken for a stored last_active_time")
-	case !row.Quiet(time.Unix(700, 0), Write{}, window):
+	case !row.WriteIsNoOp(time.Unix(700, 0), Write{}, window):
 		t.Fatal("idle_timestamp 700 is no date_joined, yet bounds nothing")
 	}
-	row.Observe(true, 660, 700, true)
-	if !row.Quiet(time.Unix(700, 0), Write{Active: true}, window) {
+	row.ReadRow(660, 700)
+	if !row.WriteIsNoOp(time.Unix(700, 0), Write{Active: true}, window) {
 		t.Fatal("active_timestamp 660, past date_joined's minute, bounds nothing")
 	}
 }
@@ -197,28 +201,28 @@ func TestRowLegacyRead(t *testing.T) {
 	switch {
 	case row.NeedsRead(time.Unix(1001, 0), window):
 		t.Fatal("a legacy read was not recorded as a read")
-	case row.Quiet(time.Unix(1010, 0), Write{}, window):
+	case row.WriteIsNoOp(time.Unix(1010, 0), Write{}, window):
 		t.Fatal("an active legacy read bounded a last_connected_time that may be NULL")
 	}
 	row.Wrote()
 	row.ObserveLegacy(true, 1000)
-	if !row.Quiet(time.Unix(1010, 0), Write{Active: true}, window) {
+	if !row.WriteIsNoOp(time.Unix(1010, 0), Write{Active: true}, window) {
 		t.Fatal("an active legacy read after an accepted write bounds nothing")
 	}
 	idle := &RowMirror{}
 	idle.SetUser(7, time.Unix(100, 0), time.Minute)
 	idle.ObserveLegacy(false, 1000)
 	switch {
-	case !idle.Quiet(time.Unix(1010, 0), Write{}, window):
+	case !idle.WriteIsNoOp(time.Unix(1010, 0), Write{}, window):
 		t.Fatal("an idle legacy read does not bound last_connected_time")
-	case idle.Quiet(time.Unix(1010, 0), Write{Active: true}, window):
+	case idle.WriteIsNoOp(time.Unix(1010, 0), Write{Active: true}, window):
 		t.Fatal("an idle legacy read bounded last_active_time")
 	}
 	joined := &RowMirror{}
 	joined.SetUser(7, time.Unix(960, 0), time.Minute)
 	joined.Wrote()
 	joined.ObserveLegacy(true, 1000) // date_joined, standing in for NULL
-	if joined.Quiet(time.Unix(1010, 0), Write{}, window) {
+	if joined.WriteIsNoOp(time.Unix(1010, 0), Write{}, window) {
 		t.Fatal("a legacy timestamp in date_joined's minute bounded the row")
 	}
 }

@@ -42,8 +42,9 @@ type pendingSession struct {
 	refs int
 }
 
-// Key prefixes keep the three kinds of entries apart in one cache; session
-// keys carry theirs from the keyer.
+// Key prefixes keep the five kinds of entries apart in one cache: sessions
+// (whose keys carry their prefix from the keyer), users' row mirrors, user
+// lists, hosts and shared-mode views.
 const (
 	prefixSession   = "s"
 	prefixUser      = "u"
@@ -113,16 +114,17 @@ func (s *Store) UserKey(host, email string) UserKey {
 	return UserKey(s.keys.key(prefixUser, host, FamilyAPI, strings.ToLower(strings.TrimSpace(email))))
 }
 
-// Row returns the mirror of a user's presence row, creating it if needed.
+// RowFor returns the mirror of a user's presence row, creating it if needed.
 // Call it only for a user whose credentials the server accepted. A row
 // evicted and made anew knows nothing, which makes the gate forward until
 // it has read the row again.
-func (s *Store) Row(k UserKey) *RowMirror {
+func (s *Store) RowFor(k UserKey) *RowMirror {
 	return entryFor(s, "", string(k), rowCost, func() *RowMirror { return &RowMirror{} })
 }
 
-// ExistingRow returns the mirror of a user's row if there is one.
-func (s *Store) ExistingRow(k UserKey) *RowMirror { return entry[RowMirror](s, "", string(k)) }
+// Row returns the mirror of a user's row if there is one; it creates
+// nothing (RowFor does, as HostFor does for Host).
+func (s *Store) Row(k UserKey) *RowMirror { return entry[RowMirror](s, "", string(k)) }
 
 // Acquire returns the session of k for one request, which must Release it
 // when done, on every path. A session the store does not keep yet is

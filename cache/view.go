@@ -119,7 +119,7 @@ func (v *View) Cursor(now time.Time, days int64, resync time.Duration) (int64, b
 // fetch of days) and returns whether the view holds it. An answer whose id went
 // back below the cursor it was asked from (realm presence disabled, a
 // restored database) resets the view: the next fetch is a full one.
-func (v *View) Apply(cursor, days int64, ans presence.Response, now time.Time) bool {
+func (v *View) Apply(cursor, days int64, ans presence.Decoded, now time.Time) bool {
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	return v.apply(cursor, days, ans, now, false)
@@ -133,13 +133,13 @@ func (v *View) Apply(cursor, days int64, ans presence.Response, now time.Time) b
 // refusing, since its next fetch brings what changed past its cursor. A
 // fetch carrying a write cannot be refused: its answer must show the
 // writer's own row.
-func (v *View) ApplyPoll(cursor, days int64, ans presence.Response, now time.Time) bool {
+func (v *View) ApplyPoll(cursor, days int64, ans presence.Decoded, now time.Time) bool {
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	return v.apply(cursor, days, ans, now, true)
 }
 
-func (v *View) apply(cursor, days int64, ans presence.Response, now time.Time, poll bool) bool {
+func (v *View) apply(cursor, days int64, ans presence.Decoded, now time.Time, poll bool) bool {
 	m := ans.LastUpdateID
 	switch {
 	case cursor < 0 && (!v.synced || m >= v.cursor):

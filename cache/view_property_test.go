@@ -75,7 +75,7 @@ func (rig *viewRig) post(user zuliptest.User, form url.Values) []byte {
 	return w.Body.Bytes()
 }
 
-func (rig *viewRig) fetch(user zuliptest.User, status string, cursor int64) presence.Response {
+func (rig *viewRig) fetch(user zuliptest.User, status string, cursor int64) presence.Decoded {
 	form := url.Values{"status": {status}, "slim_presence": {"true"}, "last_update_id": {strconv.FormatInt(cursor, 10)}}
 	if cursor < 0 {
 		form.Set("history_limit_days", "14")
@@ -90,7 +90,7 @@ func (rig *viewRig) fetch(user zuliptest.User, status string, cursor int64) pres
 
 // asOf is the server's answer, as of update id id, to a poll from cursor
 // (a full fetch when negative).
-func (rig *viewRig) asOf(id, cursor int64) presence.Response {
+func (rig *viewRig) asOf(id, cursor int64) presence.Decoded {
 	rig.t.Helper()
 	req := zuliptest.AsOfRequest{Slim: true}
 	if cursor >= 0 {
@@ -114,7 +114,7 @@ var viewGapRates = []float64{0, 0.01, 0.05, 0.2, 0.5}
 type pendingFetch struct {
 	cursor   int64
 	answered bool
-	ans      presence.Response
+	ans      presence.Decoded
 }
 
 func runViewProperty(t *testing.T, seed uint64) (served int) {

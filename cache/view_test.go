@@ -7,8 +7,8 @@ import (
 	"github.com/zulip-presence/caddy-zulip-presence/presence"
 )
 
-func answer(id int64, ts float64, rows ...presence.Row) presence.Response {
-	return presence.Response{Rows: rows, ServerTimestamp: ts, HasLastUpdateID: true, LastUpdateID: id}
+func answer(id int64, ts float64, rows ...presence.Row) presence.Decoded {
+	return presence.Decoded{Rows: rows, ServerTimestamp: ts, HasLastUpdateID: true, LastUpdateID: id}
 }
 
 func row(id, sec int64) presence.Row {

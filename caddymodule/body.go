@@ -21,7 +21,7 @@ const maxPooledBody = 16 << 10
 
 // readBody reads the whole request body if it is at most limit bytes.
 // complete is false when it is larger or could not be read to its end; the
-// request then still carries its original bytes (see restoreBody). A
+// request then still carries its original bytes (see unreadBody). A
 // request_body max_size overflow is returned as the error, for Caddy to
 // answer as it would without us. The buffer comes from bodyPool.
 func readBody(r *http.Request, limit int64) (body *[]byte, complete bool, err error) {
@@ -42,7 +42,7 @@ func readBody(r *http.Request, limit int64) (body *[]byte, complete bool, err er
 		b = b[:len(b)+n]
 		switch {
 		case int64(len(b)) > limit:
-			restoreBody(r, bytes.Clone(b), nil)
+			unreadBody(r, bytes.Clone(b), nil)
 			return nil, false, nil
 		case rerr == io.EOF:
 			*bp = b
@@ -52,7 +52,7 @@ func readBody(r *http.Request, limit int64) (body *[]byte, complete bool, err er
 			if errors.As(rerr, &he) {
 				return nil, false, rerr
 			}
-			restoreBody(r, bytes.Clone(b), rerr)
+			unreadBody(r, bytes.Clone(b), rerr)
 			return nil, false, nil
 		}
 	}
@@ -65,10 +65,10 @@ func releaseBody(bp *[]byte) {
 	}
 }
 
-// restoreBody puts back what readBody consumed, followed by whatever the
+// unreadBody puts back what readBody consumed, followed by whatever the
 // original body still holds (or the read error), so the request goes
 // upstream exactly as it came, framing included.
-func restoreBody(r *http.Request, consumed []byte, readErr error) {
+func unreadBody(r *http.Request, consumed []byte, readErr error) {
 	rest := r.Body
 	var tail io.Reader = rest
 	if readErr != nil {

@@ -127,7 +127,7 @@ func (c *call) release() {
 	if c.sess == nil {
 		return
 	}
-	c.sess.Settle(&c.ticket, cache.OutcomeFailed)
+	c.sess.Settle(&c.ticket, cache.VerdictFailed)
 	c.h.store.Release(c.key, c.sess)
 }
 
@@ -173,13 +173,13 @@ func (c *call) hostFor() *cache.Host {
 // or drops the session accordingly. The answer's header, and when the
 // request was sent and answered, date the server's clock; it is learned
 // before the session is trusted, so that a ping trusting it can use it.
-func (c *call) settle(o cache.Outcome, hdr http.Header, sent, received time.Time) {
-	if o == cache.OutcomeOK {
+func (c *call) settle(o cache.Verdict, hdr http.Header, sent, received time.Time) {
+	if o == cache.VerdictOK {
 		observeDate(c.hostFor(), hdr, sent, received)
 	}
 	c.sess.Settle(&c.ticket, o)
 	switch o {
-	case cache.OutcomeOK:
+	case cache.VerdictOK:
 		c.h.store.Keep(c.key, c.sess)
 		if row := c.userRow(); row != nil {
 			row.Wrote()
@@ -190,7 +190,7 @@ func (c *call) settle(o cache.Outcome, hdr http.Header, sent, received time.Time
 		if c.h.Mode == modeShared && !c.fed {
 			c.sharedWriteElsewhere()
 		}
-	case cache.OutcomeDenied:
+	case cache.VerdictDenied:
 		c.h.store.Forget(c.key, c.sess)
 	default:
 		c.observeRate(hdr, received, false) // a 429 reports 0 left
@@ -211,7 +211,7 @@ func (c *call) userRow() *cache.RowMirror {
 	if u == "" {
 		return nil
 	}
-	c.row = c.h.store.Row(u)
+	c.row = c.h.store.RowFor(u)
 	return c.row
 }
 

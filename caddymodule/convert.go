@@ -58,7 +58,7 @@ func (c *call) convertLocked() (accepted bool, err error) {
 	c.reserve()
 	rec, err := fetch(c.next, c.fetchRequest(up.Encode()))
 	if err != nil {
-		c.settle(cache.OutcomeFailed, nil, now, now)
+		c.settle(cache.VerdictFailed, nil, now, now)
 		c.record(outcomeUpstreamError, 0)
 		if errors.Is(err, errAborted) {
 			// As plain reverse_proxy would: the client's answer is cut off.
@@ -67,9 +67,9 @@ func (c *call) convertLocked() (accepted bool, err error) {
 		return false, err // the same failure plain reverse_proxy would have had
 	}
 	received := c.h.now()
-	o := zulipOutcome(rec.status, rec.header, rec.body.Bytes(), nil)
+	o := zulipVerdict(rec.status, rec.header, rec.body.Bytes(), nil)
 	c.settle(o, rec.header, now, received)
-	if o != cache.OutcomeOK {
+	if o != cache.VerdictOK {
 		// Errors, and anything else that is not Zulip's success, reach
 		// the client exactly as the server wrote them; one that could not
 		// be decoded for a client that takes no gzip has the client's own
@@ -111,7 +111,7 @@ func (c *call) convertLocked() (accepted bool, err error) {
 }
 
 // applyAnswer merges an upstream answer into the session's snapshot.
-func applyAnswer(conv *cache.Conversion, ans presence.Response, full bool, cursor, days int64, now time.Time) {
+func applyAnswer(conv *cache.Conversion, ans presence.Decoded, full bool, cursor, days int64, now time.Time) {
 	switch {
 	case full:
 		conv.Snapshot.Replace(ans.Rows)
@@ -183,7 +183,7 @@ func (c *call) writeFull(all []presence.Row, cursor int64, ts float64, ignored [
 
 	bufp := bufPool.Get().(*[]byte)
 	defer putBuf(bufp)
-	a := presence.Answer{ServerTimestamp: ts, LastUpdateID: answerID(rows, cursor), Ignored: ignored, LegacyOffset: c.legacyOffset()}
+	a := presence.Envelope{ServerTimestamp: ts, LastUpdateID: answerID(rows, cursor), Ignored: ignored, LegacyOffset: c.legacyOffset()}
 	if c.req.Kind() != presence.KindLegacy {
 		*bufp = presence.AppendModern((*bufp)[:0], rows, a)
 	} else {

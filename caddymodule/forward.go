@@ -24,7 +24,7 @@ func (c *call) forward(outcome string) error {
 		c.record(outcome, 0)
 		return c.replayOriginal()
 	}
-	c.restoreBody()
+	c.reinstallBody()
 	c.askEncoding()
 	sent := c.h.now()
 	t := newTap(c.w, forwardCaptureLimit)
@@ -34,9 +34,9 @@ func (c *call) forward(outcome string) error {
 	err := c.next.ServeHTTP(t, c.r)
 	received := c.h.now()
 	t.decode()
-	o := zulipOutcome(t.status, t.Header(), t.head, err)
+	o := zulipVerdict(t.status, t.Header(), t.head, err)
 	c.settle(o, t.Header(), sent, received)
-	if o == cache.OutcomeOK {
+	if o == cache.VerdictOK {
 		c.learnForwarded(t, sent, received)
 	}
 	return err
@@ -70,7 +70,7 @@ func (c *call) learnForwarded(t *tap, sent, received time.Time) {
 // from server_timestamp, and the user's own row if the answer holds it.
 // Zulip writes the requester's row before it builds the answer, so the row
 // is as fresh as the write the request carried.
-func (c *call) learnAnswer(host *cache.Host, ans presence.Response, sent, received time.Time) {
+func (c *call) learnAnswer(host *cache.Host, ans presence.Decoded, sent, received time.Time) {
 	host.ObserveClock(sent, received, floatTime(ans.ServerTimestamp), 0)
 	row := c.userRow()
 	if row == nil {
@@ -83,7 +83,7 @@ func (c *call) learnAnswer(host *cache.Host, ans presence.Response, sent, receiv
 	for _, r := range ans.Rows {
 		if r.UserID == id {
 			row.StartRead()
-			row.Observe(true, r.Active, r.Idle, true)
+			row.ReadRow(r.Active, r.Idle)
 			return
 		}
 	}
@@ -102,19 +102,19 @@ func observeDate(host *cache.Host, hdr http.Header, sent, received time.Time) {
 	}
 }
 
-// zulipOutcome classifies an upstream answer. Only Zulip's JSON success
+// zulipVerdict classifies an upstream answer. Only Zulip's JSON success
 // counts as one: a proxy or load balancer in between can answer 200 with
 // an HTML page, which says nothing of the credentials.
-func zulipOutcome(status int, hdr http.Header, body []byte, err error) cache.Outcome {
+func zulipVerdict(status int, hdr http.Header, body []byte, err error) cache.Verdict {
 	switch {
 	case err != nil:
-		return cache.OutcomeFailed
+		return cache.VerdictFailed
 	case status == http.StatusUnauthorized || status == http.StatusForbidden:
-		return cache.OutcomeDenied
+		return cache.VerdictDenied
 	case status >= 200 && status < 300 && isZulipSuccess(hdr, body):
-		return cache.OutcomeOK
+		return cache.VerdictOK
 	}
-	return cache.OutcomeFailed
+	return cache.VerdictFailed
 }
 
 // zulipSuccessPrefix starts every success body Zulip's json_success writes.
@@ -142,19 +142,19 @@ func (c *call) passThrough() error {
 		c.record(outcomePassthrough, 0)
 		return c.replayOriginal()
 	}
-	c.restoreBody()
+	c.reinstallBody()
 	rec := caddyhttp.NewResponseRecorder(c.w, nil, nil)
 	err := c.next.ServeHTTP(rec, c.r)
 	c.record(outcomePassthrough, rec.Size())
-	if c.sess != nil && zulipOutcome(rec.Status(), nil, nil, err) == cache.OutcomeDenied {
+	if c.sess != nil && zulipVerdict(rec.Status(), nil, nil, err) == cache.VerdictDenied {
 		c.h.store.Forget(c.key, c.sess)
 	}
 	return err
 }
 
-// restoreBody installs the body as read, so the request goes upstream as
+// reinstallBody installs the body as read, so the request goes upstream as
 // it came; its buffer now belongs to the transport.
-func (c *call) restoreBody() {
+func (c *call) reinstallBody() {
 	if c.body != nil {
 		setBody(c.r, *c.body)
 		c.body = nil

@@ -23,16 +23,16 @@ func TestZulipOutcomeNeedsACompleteBody(t *testing.T) {
 	hdr := http.Header{"Content-Type": {"application/json"}}
 	for _, tc := range []struct {
 		body string
-		want cache.Outcome
+		want cache.Verdict
 	}{
-		{`{"result":"success","msg":""}` + "\n", cache.OutcomeOK},
-		{`{"result":"success","msg":"","presences":{},"server_timestamp":1.5,"presence_last_update_id":-1}`, cache.OutcomeOK},
-		{cutShort, cache.OutcomeFailed},
-		{`{"result":"success","msg":""`, cache.OutcomeFailed},
-		{`{"result":"success","msg":""}}`, cache.OutcomeFailed},
+		{`{"result":"success","msg":""}` + "\n", cache.VerdictOK},
+		{`{"result":"success","msg":"","presences":{},"server_timestamp":1.5,"presence_last_update_id":-1}`, cache.VerdictOK},
+		{cutShort, cache.VerdictFailed},
+		{`{"result":"success","msg":""`, cache.VerdictFailed},
+		{`{"result":"success","msg":""}}`, cache.VerdictFailed},
 	} {
-		if got := zulipOutcome(http.StatusOK, hdr, []byte(tc.body), nil); got != tc.want {
-			t.Errorf("zulipOutcome(200, %q) = %v, want %v", tc.body, got, tc.want)
+		if got := zulipVerdict(http.StatusOK, hdr, []byte(tc.body), nil); got != tc.want {
+			t.Errorf("zulipVerdict(200, %q) = %v, want %v", tc.body, got, tc.want)
 		}
 	}
 }

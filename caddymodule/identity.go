@@ -47,7 +47,7 @@ func (c *call) bindUser() bool {
 	// The row learns the user's id before the session names it, so that
 	// no request reading the row asks for the profile again. The session
 	// was accepted, so its writes may have moved the row unseen.
-	row := c.h.store.Row(u)
+	row := c.h.store.RowFor(u)
 	row.SetUser(p.UserID, p.DateJoined.at, p.DateJoined.precision)
 	row.Wrote()
 	c.sess.Bind(u)
@@ -204,7 +204,7 @@ func (c *call) fetchRow(row *cache.RowMirror) error {
 	case status == http.StatusOK && ans.Result == "success" && ans.Presence != nil:
 		return c.observeRead(host, row, &ans)
 	case status == http.StatusBadRequest && strings.HasPrefix(ans.Msg, "No presence data for "):
-		row.Observe(false, 0, 0, true) // no row yet: the next write creates it
+		row.ReadNoRow()
 		return nil
 	}
 	return fmt.Errorf("status %d", status)
@@ -216,7 +216,7 @@ func (c *call) fetchRow(row *cache.RowMirror) error {
 func (c *call) observeRead(host *cache.Host, row *cache.RowMirror, ans *userPresence) error {
 	if p := ans.Presence; p.Active != nil && p.Idle != nil {
 		host.MarkLegacyRowReads(time.Time{})
-		row.Observe(true, *p.Active, *p.Idle, true)
+		row.ReadRow(*p.Active, *p.Idle)
 		return nil
 	}
 	w := ans.Presence.Website

@@ -20,8 +20,8 @@ func (c *call) ping() error {
 	for {
 		now := c.h.now()
 		serverNow, known := c.serverLatest(now)
-		tk, decision, wait := c.sess.Admit(now, serverNow, known, c.write(), c.policy(), c.row, prepared)
-		switch decision {
+		a := c.sess.Admit(cache.Ping{Now: now, ServerNow: serverNow, ServerKnown: known, Write: c.write(), Row: c.row, Prepared: prepared}, c.policy())
+		switch a.Decision {
 		case cache.Local:
 			if c.sess.PingHeader() != nil {
 				return c.answerPing(now)
@@ -32,7 +32,7 @@ func (c *call) ping() error {
 			c.reserve()
 			return c.forward(outcomeForwarded)
 		case cache.Forward:
-			c.ticket = tk
+			c.ticket = a.Ticket
 			return c.forward(outcomeForwarded)
 		case cache.Prepare:
 			// Knowing the user's row is worth requests only for a
@@ -45,7 +45,7 @@ func (c *call) ping() error {
 			continue
 		}
 		select {
-		case <-wait:
+		case <-a.Wait:
 		case <-c.r.Context().Done():
 			return c.passThrough() // client gone; behave as plain reverse_proxy
 		}
@@ -72,7 +72,7 @@ func (c *call) prepareRow(now time.Time) bool {
 	if row == nil {
 		return true // the user is unknown: the ping is forwarded
 	}
-	if serverNow, known := c.serverLatest(now); known && row.Quiet(serverNow, c.write(), c.window()) {
+	if serverNow, known := c.serverLatest(now); known && row.WriteIsNoOp(serverNow, c.write(), c.window()) {
 		return true
 	}
 	return c.readRow(row)

@@ -50,7 +50,7 @@ type fetchedRows struct {
 
 // noteFetch records the answer to the handler's own fetch for the poll,
 // for a comparison to come.
-func (c *call) noteFetch(cursor int64, ans presence.Response) {
+func (c *call) noteFetch(cursor int64, ans presence.Decoded) {
 	if !c.h.Shadow && c.verifying == nil {
 		return
 	}
@@ -83,7 +83,7 @@ func (c *call) serveShadow(kind presence.Kind) error {
 // the handler's own answer into a recorder and compares the two.
 func (c *call) shadowPoll() error {
 	orig, err := c.sendOriginal(c.w, outcomeForwarded)
-	if err != nil || zulipOutcome(orig.status, orig.header, orig.body, nil) != cache.OutcomeOK {
+	if err != nil || zulipVerdict(orig.status, orig.header, orig.body, nil) != cache.VerdictOK {
 		return err // nothing the handler would answer differently
 	}
 	client := c.w
@@ -107,21 +107,21 @@ func (c *call) shadowPoll() error {
 // outcome is "" (a verification's resend, which no client sent).
 func (c *call) sendOriginal(w http.ResponseWriter, outcome string) (*original, error) {
 	c.reserve()
-	c.restoreBody()
+	c.reinstallBody()
 	c.askEncoding()
 	t := newTap(w, compareLimit)
 	sent := c.h.now()
 	err := c.next.ServeHTTP(t, c.r)
 	received := c.h.now()
 	whole := t.decode()
-	o := zulipOutcome(t.status, t.Header(), t.head, err)
+	o := zulipVerdict(t.status, t.Header(), t.head, err)
 	c.settle(o, t.Header(), sent, received)
 	if outcome != "" {
 		c.record(outcome, t.size)
 	} else {
 		c.h.metrics.observeUpstream(c.kind, t.size)
 	}
-	if o == cache.OutcomeOK {
+	if o == cache.VerdictOK {
 		c.learnForwarded(t, sent, received)
 	}
 	// What is kept is decoded (tap.decode); its header says so.
@@ -228,7 +228,7 @@ type pingClaim struct {
 // right: its write is then a no-op.
 func (c *call) checkLocalPing(w http.ResponseWriter, claim pingClaim, outcome string) error {
 	orig, err := c.sendOriginal(w, outcome)
-	if err != nil || zulipOutcome(orig.status, orig.header, orig.body, nil) != cache.OutcomeOK {
+	if err != nil || zulipVerdict(orig.status, orig.header, orig.body, nil) != cache.VerdictOK {
 		c.reportVerify(verifySkipped, nil)
 		return err
 	}
@@ -470,7 +470,7 @@ func (c *call) verifyAfter(v *verifying) {
 	}
 	ours, outcome := v.answer.Bytes(), c.outcome
 	orig, err := c.sendOriginal(discard, "")
-	if err != nil || zulipOutcome(orig.status, orig.header, orig.body, nil) != cache.OutcomeOK {
+	if err != nil || zulipVerdict(orig.status, orig.header, orig.body, nil) != cache.VerdictOK {
 		c.reportVerify(verifySkipped, nil)
 		return
 	}

@@ -66,8 +66,8 @@ func (c *call) shared() (bool, error) {
 			prepared = true
 		}
 		serverNow, known := c.serverLatest(now)
-		tk, decision, wait := c.sess.Admit(now, serverNow, known, c.write(), c.policy(), c.row, true)
-		switch decision {
+		a := c.sess.Admit(cache.Ping{Now: now, ServerNow: serverNow, ServerKnown: known, Write: c.write(), Row: c.row, Prepared: true}, c.policy())
+		switch a.Decision {
 		case cache.Local:
 			if c.sess.PingHeader() != nil {
 				return true, c.answerPing(now)
@@ -77,7 +77,7 @@ func (c *call) shared() (bool, error) {
 			c.reserve()
 			return true, c.feed(view)
 		case cache.Forward:
-			c.ticket = tk
+			c.ticket = a.Ticket
 			if c.h.Shadow {
 				// The client gets the server's answer to its own request.
 				return true, c.forward(outcomeForwarded)
@@ -85,7 +85,7 @@ func (c *call) shared() (bool, error) {
 			return true, c.feed(view)
 		}
 		select {
-		case <-wait:
+		case <-a.Wait:
 		case <-c.r.Context().Done():
 			return true, c.passThrough() // client gone; behave as plain reverse_proxy
 		}
@@ -213,7 +213,7 @@ func (c *call) knownUser() *cache.RowMirror {
 	if u == "" {
 		return nil
 	}
-	c.row = c.h.store.ExistingRow(u)
+	c.row = c.h.store.Row(u)
 	return c.row
 }
 
@@ -221,7 +221,7 @@ func (c *call) knownUser() *cache.RowMirror {
 // holds what the server said of it at the last merge.
 func (c *call) rowFromView(view *cache.View) {
 	if p, ok := view.Row(c.row.UserID()); ok {
-		c.row.Observe(true, p.Active, p.Idle, false)
+		c.row.SawRow(p.Active, p.Idle)
 	}
 }
 
@@ -275,7 +275,7 @@ func (c *call) writeServed(served cache.Served, hdr http.Header, status int) (bo
 		// An incremental answer: every row that changed, whatever its age.
 		bufp := bufPool.Get().(*[]byte)
 		defer putBuf(bufp)
-		a := presence.Answer{ServerTimestamp: served.ServerTimestamp, LastUpdateID: served.Cursor, Ignored: c.ignoredByHost()}
+		a := presence.Envelope{ServerTimestamp: served.ServerTimestamp, LastUpdateID: served.Cursor, Ignored: c.ignoredByHost()}
 		*bufp = presence.AppendModern((*bufp)[:0], served.Rows, a)
 		return true, writeAnswer(c.w, hdr, status, *bufp)
 	}
@@ -374,7 +374,7 @@ func (c *call) feedView(view *cache.View, withInput bool) (*recorder, bool, erro
 // viewFetch is the answer to a fetch made for a view.
 type viewFetch struct {
 	rec      *recorder
-	ans      presence.Response
+	ans      presence.Decoded
 	cursor   int64 // what the fetch started from, -1 for a full fetch
 	days     int64
 	received time.Time
@@ -414,7 +414,7 @@ func (c *call) fetchForView(view *cache.View, withInput bool) (viewFetch, bool, 
 	}
 	rec, err := fetch(c.next, c.fetchRequest(up.Encode()))
 	if err != nil {
-		c.settle(cache.OutcomeFailed, nil, now, now)
+		c.settle(cache.VerdictFailed, nil, now, now)
 		c.record(outcomeUpstreamError, 0)
 		if err == errAborted {
 			panic(http.ErrAbortHandler) // as plain reverse_proxy would
@@ -422,9 +422,9 @@ func (c *call) fetchForView(view *cache.View, withInput bool) (viewFetch, bool, 
 		return viewFetch{}, true, err
 	}
 	received := c.h.now()
-	o := zulipOutcome(rec.status, rec.header, rec.body.Bytes(), nil)
+	o := zulipVerdict(rec.status, rec.header, rec.body.Bytes(), nil)
 	c.settle(o, rec.header, now, received)
-	if o != cache.OutcomeOK {
+	if o != cache.VerdictOK {
 		// The server refused or failed the write: the client gets its
 		// answer, which is the same whatever the request asked to read;
 		// its own request, if the answer could not be decoded for it.
@@ -465,7 +465,7 @@ func (c *call) fetchForView(view *cache.View, withInput bool) (viewFetch, bool, 
 }
 
 // merge merges the answer to a fetch made at cursor into the view.
-func (c *call) merge(view *cache.View, cursor, days int64, ans presence.Response, now time.Time) {
+func (c *call) merge(view *cache.View, cursor, days int64, ans presence.Decoded, now time.Time) {
 	if testFaults.staleView.Load() && view.Synced() && cursor >= 0 {
 		ans.Rows = nil // the cursor moves on, the rows stay as they were
 	}
@@ -483,7 +483,7 @@ func (c *call) kept(view *cache.View, cursor int64) {
 // mergeForwarded merges the answer to a web app poll forwarded as it came
 // into the host's view, when the session is eligible and the answer
 // overlaps the view (or is a full fetch at least as wide).
-func (c *call) mergeForwarded(ans presence.Response, now time.Time) {
+func (c *call) mergeForwarded(ans presence.Decoded, now time.Time) {
 	cursor, days := c.req.LastUpdateID, c.req.WindowDays()
 	if c.req.Sent&presence.ParamHistoryLimitDays != 0 {
 		c.hostFor().MarkHistoryLimit(ignoresHistoryLimit(ans.Ignored))

@@ -124,13 +124,13 @@ func (c *call) getJSON(path, rawQuery, kind string, v any) (status int, err erro
 		return 0, err
 	}
 	c.h.metrics.observeUpstream(kind, rec.received)
-	o := zulipOutcome(rec.status, rec.header, rec.body.Bytes(), nil)
-	c.observeRate(rec.header, c.h.now(), o == cache.OutcomeOK)
+	o := zulipVerdict(rec.status, rec.header, rec.body.Bytes(), nil)
+	c.observeRate(rec.header, c.h.now(), o == cache.VerdictOK)
 	switch o {
-	case cache.OutcomeDenied:
+	case cache.VerdictDenied:
 		c.h.store.Forget(c.key, c.sess)
 		return rec.status, errDenied
-	case cache.OutcomeOK:
+	case cache.VerdictOK:
 		if host := c.hostInfo(); host != nil {
 			observeDate(host, rec.header, sent, c.h.now())
 		}

@@ -8,8 +8,9 @@ import (
 	"unicode/utf8"
 )
 
-// Response is a 2xx modern answer from upstream.
-type Response struct {
+// Decoded is a 2xx modern answer from upstream, decoded; Envelope is the
+// other direction: the fields of an answer the handler renders.
+type Decoded struct {
 	// Rows are the presences in the order upstream sent them.
 	Rows []Row
 	// ServerTimestamp is server_timestamp.
@@ -30,11 +31,11 @@ type Response struct {
 // answer from an old server fails), and there is no key this package could
 // not reproduce. presence_last_update_id and ignored_parameters_unsupported
 // are optional.
-func DecodeModern(body []byte) (Response, error) {
+func DecodeModern(body []byte) (Decoded, error) {
 	d := decoder{b: body}
-	var r Response
+	var r Decoded
 	if err := d.response(&r); err != nil {
-		return Response{}, err
+		return Decoded{}, err
 	}
 	return r, nil
 }
@@ -92,7 +93,7 @@ func (d *decoder) fail(reason string) error {
 	return &decodeError{offset: d.i, reason: reason}
 }
 
-func (d *decoder) response(r *Response) error {
+func (d *decoder) response(r *Decoded) error {
 	var seen uint8
 	err := d.object(func(key []byte) error {
 		k := topKey(key)
@@ -118,7 +119,7 @@ func (d *decoder) response(r *Response) error {
 	return nil
 }
 
-func (d *decoder) topValue(k uint8, r *Response) error {
+func (d *decoder) topValue(k uint8, r *Decoded) error {
 	var err error
 	switch k {
 	case keyResult:
@@ -144,7 +145,7 @@ func (d *decoder) topValue(k uint8, r *Response) error {
 	return err
 }
 
-func (d *decoder) presences(r *Response) error {
+func (d *decoder) presences(r *Decoded) error {
 	// Every row opens one object after the one of presences itself: this
 	// sizes Rows exactly unless strings hold braces, in which case the
 	// shortest possible row bounds it.

@@ -14,34 +14,34 @@ func TestDecodeModern(t *testing.T) {
 	tests := []struct {
 		name string
 		body string
-		want Response
+		want Decoded
 	}{
-		{"modern", modernAnswer, Response{Rows: twoRows, ServerTimestamp: 1656958539.6287155, HasLastUpdateID: true, LastUpdateID: 42}},
+		{"modern", modernAnswer, Decoded{Rows: twoRows, ServerTimestamp: 1656958539.6287155, HasLastUpdateID: true, LastUpdateID: 42}},
 		{
 			"ignored parameters",
 			`{"result":"success","msg":"","presences":{},"server_timestamp":1.5,"presence_last_update_id":-1,"ignored_parameters_unsupported":["foo","a\"\u00e9"]}`,
-			Response{Rows: []Row{}, ServerTimestamp: 1.5, HasLastUpdateID: true, LastUpdateID: -1, Ignored: []string{"foo", `a"é`}},
+			Decoded{Rows: []Row{}, ServerTimestamp: 1.5, HasLastUpdateID: true, LastUpdateID: -1, Ignored: []string{"foo", `a"é`}},
 		},
 		{
 			"old server without cursor",
 			`{"result":"success","msg":"","presences":{"3":{"idle_timestamp":2,"active_timestamp":1}},"server_timestamp":1656958539.0,"ignored_parameters_unsupported":["last_update_id"]}`,
-			Response{Rows: []Row{row(3, 1, 2)}, ServerTimestamp: 1656958539, Ignored: []string{"last_update_id"}},
+			Decoded{Rows: []Row{row(3, 1, 2)}, ServerTimestamp: 1656958539, Ignored: []string{"last_update_id"}},
 		},
 		{
 			"whitespace, other key order, escaped key, integral timestamp",
 			"{\n  \"presence_last_update_id\" : 9,\n\t\"presences\": { \"\\u0031\\u0030\" : { \"active_timestamp\" : 1 , \"idle_timestamp\" : 2 } },\r\n" +
 				"  \"server_timestamp\": 1656958539, \"msg\": \"\", \"result\": \"success\" }\n",
-			Response{Rows: []Row{row(10, 1, 2)}, ServerTimestamp: 1656958539, HasLastUpdateID: true, LastUpdateID: 9},
+			Decoded{Rows: []Row{row(10, 1, 2)}, ServerTimestamp: 1656958539, HasLastUpdateID: true, LastUpdateID: 9},
 		},
 		{
 			"extremes",
 			`{"result":"success","msg":"","presences":{"9223372036854775807":{"active_timestamp":-9223372036854775808,"idle_timestamp":9223372036854775807},"0":{"active_timestamp":0,"idle_timestamp":-0}},"server_timestamp":-1e300,"presence_last_update_id":0}`,
-			Response{Rows: []Row{row(9223372036854775807, -9223372036854775808, 9223372036854775807), row(0, 0, 0)}, ServerTimestamp: -1e300, HasLastUpdateID: true},
+			Decoded{Rows: []Row{row(9223372036854775807, -9223372036854775808, 9223372036854775807), row(0, 0, 0)}, ServerTimestamp: -1e300, HasLastUpdateID: true},
 		},
 		{
 			"empty ignored list",
 			`{"result":"success","msg":"","presences":{},"server_timestamp":1.0,"ignored_parameters_unsupported":[]}`,
-			Response{Rows: []Row{}, ServerTimestamp: 1, Ignored: []string{}},
+			Decoded{Rows: []Row{}, ServerTimestamp: 1, Ignored: []string{}},
 		},
 	}
 	for _, tc := range tests {
@@ -126,7 +126,7 @@ func TestDecodeModernErrors(t *testing.T) {
 			if !strings.HasPrefix(err.Error(), "presence: upstream answer at byte ") {
 				t.Errorf("error %q", err)
 			}
-			if !reflect.DeepEqual(r, Response{}) {
+			if !reflect.DeepEqual(r, Decoded{}) {
 				t.Errorf("partial result %+v", r)
 			}
 		})
@@ -135,7 +135,7 @@ func TestDecodeModernErrors(t *testing.T) {
 
 func TestDecodeModernRoundTrip(t *testing.T) {
 	rows := benchRows(400)
-	a := Answer{ServerTimestamp: 1764153739.6287155, LastUpdateID: 77, Ignored: []string{"x\n", "y"}}
+	a := Envelope{ServerTimestamp: 1764153739.6287155, LastUpdateID: 77, Ignored: []string{"x\n", "y"}}
 	r, err := DecodeModern(AppendModern(nil, rows, a))
 	if err != nil {
 		t.Fatal(err)
@@ -150,7 +150,7 @@ func TestDecodeModernRoundTrip(t *testing.T) {
 }
 
 func BenchmarkDecodeModern400(b *testing.B) {
-	body := AppendModern(nil, benchRows(400), Answer{ServerTimestamp: 1764153739.6287155, LastUpdateID: 123456})
+	body := AppendModern(nil, benchRows(400), Envelope{ServerTimestamp: 1764153739.6287155, LastUpdateID: 123456})
 	b.SetBytes(int64(len(body)))
 	b.ReportAllocs()
 	for b.Loop() {
@@ -170,7 +170,7 @@ func FuzzDecodeModern(f *testing.F) {
 			return
 		}
 		// What decodes renders back to an answer that decodes the same.
-		a := Answer{ServerTimestamp: r.ServerTimestamp, LastUpdateID: r.LastUpdateID, Ignored: r.Ignored}
+		a := Envelope{ServerTimestamp: r.ServerTimestamp, LastUpdateID: r.LastUpdateID, Ignored: r.Ignored}
 		again, err := DecodeModern(AppendModern(nil, r.Rows, a))
 		if err != nil {
 			t.Fatalf("rendered answer does not decode: %v", err)

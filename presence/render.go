@@ -12,8 +12,9 @@ import (
 // PingAnswer is Zulip's answer to a ping_only request, byte for byte.
 var PingAnswer = []byte("{\"result\":\"success\",\"msg\":\"\"}\n")
 
-// Answer holds the envelope fields of a presence answer.
-type Answer struct {
+// Envelope holds the envelope fields of a presence answer the handler
+// renders (Decoded is the other direction: an answer from upstream).
+type Envelope struct {
 	// ServerTimestamp is server_timestamp, always written as a float the
 	// way orjson writes it (null if not finite).
 	ServerTimestamp float64
@@ -39,7 +40,7 @@ const (
 // AppendModern appends the modern (slim) answer for rows to dst, exactly as
 // Zulip's orjson writes it: compact, in the given row order, newline at the
 // end. The caller selects the rows (see InWindow).
-func AppendModern(dst []byte, rows []Row, a Answer) []byte {
+func AppendModern(dst []byte, rows []Row, a Envelope) []byte {
 	dst = slices.Grow(dst, envelopeBytes+len(rows)*modernRowBytes)
 	dst = append(dst, `{"result":"success","msg":"","presences":{`...)
 	for i, r := range rows {
@@ -75,7 +76,7 @@ var (
 // AppendLegacy appends the legacy answer for rows to dst, keyed by
 // email(userID), with the status derived by LegacyStatus, exactly as
 // Zulip's orjson writes it.
-func AppendLegacy(dst []byte, rows []Row, email func(userID int64) string, a Answer) []byte {
+func AppendLegacy(dst []byte, rows []Row, email func(userID int64) string, a Envelope) []byte {
 	dst = slices.Grow(dst, envelopeBytes+len(rows)*legacyRowBytes)
 	dst = append(dst, `{"result":"success","msg":"","presences":{`...)
 	for i, r := range rows {
@@ -99,7 +100,7 @@ func AppendLegacy(dst []byte, rows []Row, email func(userID int64) string, a Ans
 
 // appendEnvelopeEnd closes presences and appends the keys that follow it,
 // in Zulip's insertion order.
-func appendEnvelopeEnd(dst []byte, a Answer) []byte {
+func appendEnvelopeEnd(dst []byte, a Envelope) []byte {
 	dst = append(dst, `},"server_timestamp":`...)
 	dst = appendJSONFloat(dst, a.ServerTimestamp)
 	dst = append(dst, `,"presence_last_update_id":`...)

@@ -105,26 +105,26 @@ func TestAppendModern(t *testing.T) {
 	tests := []struct {
 		name string
 		rows []Row
-		a    Answer
+		a    Envelope
 		want string
 	}{
 		{
 			name: "rows in given order",
 			rows: rows,
-			a:    Answer{ServerTimestamp: 1656958539.6287155, LastUpdateID: 42},
+			a:    Envelope{ServerTimestamp: 1656958539.6287155, LastUpdateID: 42},
 			want: `{"result":"success","msg":"","presences":{"10":{"active_timestamp":1656958520,"idle_timestamp":1656958530},` +
 				`"7":{"active_timestamp":1656958000,"idle_timestamp":1656958539}},` +
 				`"server_timestamp":1656958539.6287155,"presence_last_update_id":42}` + "\n",
 		},
 		{
 			name: "empty, integral timestamp",
-			a:    Answer{ServerTimestamp: 1656958539, LastUpdateID: -1},
+			a:    Envelope{ServerTimestamp: 1656958539, LastUpdateID: -1},
 			want: `{"result":"success","msg":"","presences":{},"server_timestamp":1656958539.0,"presence_last_update_id":-1}` + "\n",
 		},
 		{
 			name: "ignored parameters last",
 			rows: rows[:1],
-			a:    Answer{ServerTimestamp: 1.5, LastUpdateID: 3, Ignored: []string{"a", "b\"c"}},
+			a:    Envelope{ServerTimestamp: 1.5, LastUpdateID: 3, Ignored: []string{"a", "b\"c"}},
 			want: `{"result":"success","msg":"","presences":{"10":{"active_timestamp":1656958520,"idle_timestamp":1656958530}},` +
 				`"server_timestamp":1.5,"presence_last_update_id":3,"ignored_parameters_unsupported":["a","b\"c"]}` + "\n",
 		},
@@ -151,7 +151,7 @@ func TestAppendLegacy(t *testing.T) {
 		// active: exactly 70 s
 		{UserID: 11, Presence: Presence{Active: 1594825375, Idle: 1594825445}},
 	}
-	got := string(AppendLegacy(nil, rows, email, Answer{ServerTimestamp: 1594825446.25, LastUpdateID: 9, Ignored: []string{"foo"}, LegacyOffset: DefaultLegacyOffset}))
+	got := string(AppendLegacy(nil, rows, email, Envelope{ServerTimestamp: 1594825446.25, LastUpdateID: 9, Ignored: []string{"foo"}, LegacyOffset: DefaultLegacyOffset}))
 	want := `{"result":"success","msg":"","presences":{` +
 		`"hamlet@zulip.com":{"aggregated":{"client":"website","status":"idle","timestamp":1594825445},` +
 		`"website":{"client":"website","status":"idle","timestamp":1594825445,"pushable":false}},` +
@@ -167,7 +167,7 @@ func TestAppendLegacy(t *testing.T) {
 }
 
 func TestAppendLegacyEmpty(t *testing.T) {
-	got := string(AppendLegacy(nil, nil, nil, Answer{ServerTimestamp: 2, LastUpdateID: -1}))
+	got := string(AppendLegacy(nil, nil, nil, Envelope{ServerTimestamp: 2, LastUpdateID: -1}))
 	want := `{"result":"success","msg":"","presences":{},"server_timestamp":2.0,"presence_last_update_id":-1}` + "\n"
 	if got != want {
 		t.Errorf("got  %s\nwant %s", got, want)
@@ -189,7 +189,7 @@ func benchRows(n int) []Row {
 // benchmark report checks them against design §9's render targets.
 func BenchmarkRenderSlim1500(b *testing.B) {
 	rows := benchRows(1500)
-	a := Answer{ServerTimestamp: 1764153739.6287155, LastUpdateID: 123456, LegacyOffset: DefaultLegacyOffset}
+	a := Envelope{ServerTimestamp: 1764153739.6287155, LastUpdateID: 123456, LegacyOffset: DefaultLegacyOffset}
 	buf := AppendModern(nil, rows, a)
 	b.SetBytes(int64(len(buf)))
 	b.ReportAllocs()
@@ -205,7 +205,7 @@ func BenchmarkRenderLegacy1500(b *testing.B) {
 		emails[r.UserID] = "user" + strconv.FormatInt(r.UserID, 10) + "@chat.example.com"
 	}
 	email := func(id int64) string { return emails[id] }
-	a := Answer{ServerTimestamp: 1764153739.6287155, LastUpdateID: 123456, LegacyOffset: DefaultLegacyOffset}
+	a := Envelope{ServerTimestamp: 1764153739.6287155, LastUpdateID: 123456, LegacyOffset: DefaultLegacyOffset}
 	buf := AppendLegacy(nil, rows, email, a)
 	b.SetBytes(int64(len(buf)))
 	b.ReportAllocs()
@@ -216,7 +216,7 @@ func BenchmarkRenderLegacy1500(b *testing.B) {
 
 func BenchmarkRenderSlim1500Fresh(b *testing.B) {
 	rows := benchRows(1500)
-	a := Answer{ServerTimestamp: 1764153739.6287155, LastUpdateID: 123456, LegacyOffset: DefaultLegacyOffset}
+	a := Envelope{ServerTimestamp: 1764153739.6287155, LastUpdateID: 123456, LegacyOffset: DefaultLegacyOffset}
 	b.ReportAllocs()
 	for b.Loop() {
 		_ = AppendModern(nil, rows, a)

@@ -56,7 +56,7 @@ func presenceEntry(t *testing.T, a answer, key string) string {
 	return string(v.Presences[key])
 }
 
-// TestSharedRegressionRevokedPollAnsweredFromView: a member's client loads
+// TestSharedRevokedPollAnsweredFromView: a member's client loads
 // the web app (the server's 2xx makes the session trusted, and the
 // answer is merged into the view); the member is deactivated; in the same second the client
 // polls again. Zulip answers 401, but the handler answers the poll from
@@ -70,7 +70,7 @@ func presenceEntry(t *testing.T, a answer, key string) string {
 //	t=0  othello: web app page load   forwarded, merged into the view
 //	     Deactivate(othello)          (or RegenerateAPIKey, or Logout)
 //	t=0  othello: legacy poll         Zulip 401; module 200 from the view
-func TestSharedRegressionRevokedPollAnsweredFromView(t *testing.T) {
+func TestSharedRevokedPollAnsweredFromView(t *testing.T) {
 	for _, tc := range []struct {
 		name    string
 		browser bool
@@ -112,7 +112,7 @@ func TestSharedRegressionRevokedPollAnsweredFromView(t *testing.T) {
 	}
 }
 
-// TestSharedRegressionOwnRowAfterInvisibleMode: a member loads the web app
+// TestSharedOwnRowAfterInvisibleMode: a member loads the web app
 // (the view gets their row, written now), then turns invisible mode on, which makes
 // Zulip move the row 265 s back at once (a change with an id of its own,
 // which no presence request carried). The member's next poll in that same
@@ -125,7 +125,7 @@ func TestSharedRegressionRevokedPollAnsweredFromView(t *testing.T) {
 //	t=0  othello: web app page load         row (t, t), merged into the view
 //	     SetPresenceEnabled(othello, false) Zulip: row (t−265 s, t−265 s)
 //	t=0  othello: slim poll                 Zulip shows t−265 s; module t
-func TestSharedRegressionOwnRowAfterInvisibleMode(t *testing.T) {
+func TestSharedOwnRowAfterInvisibleMode(t *testing.T) {
 	tw := sharedTwin(t)
 	tw.addUser("hamlet@zulip.example", zuliptest.RoleMember)
 	u := tw.addUser("othello@zulip.example", zuliptest.RoleMember)
@@ -148,7 +148,7 @@ func TestSharedRegressionOwnRowAfterInvisibleMode(t *testing.T) {
 	tw.sameRows(u)
 }
 
-// TestSharedRegressionOwnRowWrittenThroughAnotherInstance: two Caddy
+// TestSharedOwnRowWrittenThroughAnotherInstance: two Caddy
 // instances without shared state. A user's phone pings idle through the
 // first, which creates the row without an active time; the user's browser
 // becomes active through the second (new_user_input=true), which Zulip
@@ -164,7 +164,7 @@ func TestSharedRegressionOwnRowAfterInvisibleMode(t *testing.T) {
 //	t=0  iago browser  [B] ping active, input         row (t, t)
 //	t=0  iago phone    [A] legacy poll status=idle    Zulip: iago active;
 //	                                                  module: idle (A's view)
-func TestSharedRegressionOwnRowWrittenThroughAnotherInstance(t *testing.T) {
+func TestSharedOwnRowWrittenThroughAnotherInstance(t *testing.T) {
 	tw := sharedTwin(t)
 	a, b := tw.h, tw.secondInstance()
 	tw.addUser("hamlet@zulip.example", zuliptest.RoleMember)
@@ -183,7 +183,7 @@ func TestSharedRegressionOwnRowWrittenThroughAnotherInstance(t *testing.T) {
 	tw.sameRows(othello, iago)
 }
 
-// TestSharedRegressionForwardedPollRefreshesUnsyncedView: a web app tab's
+// TestSharedForwardedPollRefreshesUnsyncedView: a web app tab's
 // poll that the view cannot answer is forwarded as it came and its answer
 // merged into the view; that merge makes the view fresh again even when
 // its last full fetch is older than resync_interval, and the view then
@@ -201,7 +201,7 @@ func TestSharedRegressionOwnRowWrittenThroughAnotherInstance(t *testing.T) {
 //	t=11m  iago tab: poll at its cursor        forwarded (trust lapsed),
 //	                                           merged: view fresh
 //	t=11m  iago: slim poll                     from the view: no othello
-func TestSharedRegressionForwardedPollRefreshesUnsyncedView(t *testing.T) {
+func TestSharedForwardedPollRefreshesUnsyncedView(t *testing.T) {
 	tw := sharedTwin(t)
 	tw.addUser("hamlet@zulip.example", zuliptest.RoleMember)
 	othello := tw.addUser("othello@zulip.example", zuliptest.RoleMember)
@@ -228,7 +228,7 @@ func TestSharedRegressionForwardedPollRefreshesUnsyncedView(t *testing.T) {
 	}
 }
 
-// TestSharedRegressionDaysZeroPollMakesViewFresh: the web app's poll with
+// TestSharedDaysZeroPollMakesViewFresh: the web app's poll with
 // history_limit_days=0 (which Zulip answers with no rows and the cursor
 // echoed, whatever changed) is forwarded and merged into the view as a
 // delta saying nothing changed since the cursor. The view then counts as
@@ -241,7 +241,7 @@ func TestSharedRegressionForwardedPollRefreshesUnsyncedView(t *testing.T) {
 //	t=17s  othello: poll at 1, days=0         Zulip: {} at 1; merged
 //	t=17s  othello: poll at 1                 Zulip: hamlet at 2;
 //	                                          module: {} at 1 (view)
-func TestSharedRegressionDaysZeroPollMakesViewFresh(t *testing.T) {
+func TestSharedDaysZeroPollMakesViewFresh(t *testing.T) {
 	tw := sharedTwin(t)
 	hamlet := tw.addUser("hamlet@zulip.example", zuliptest.RoleMember)
 	othello := tw.addUser("othello@zulip.example", zuliptest.RoleMember)
@@ -266,7 +266,7 @@ func TestSharedRegressionDaysZeroPollMakesViewFresh(t *testing.T) {
 	}
 }
 
-// TestSharedRegressionGuestOwnRowAfterReactivation: with the guest
+// TestSharedGuestOwnRowAfterReactivation: with the guest
 // restriction on, a guest is deactivated, a member's poll fetches the user
 // list (the guest inactive), the guest is reactivated, and an hour later
 // another guest's legacy poll fetches the list again: a guest's list
@@ -283,7 +283,7 @@ func TestSharedRegressionDaysZeroPollMakesViewFresh(t *testing.T) {
 //	     Reactivate(polonius)
 //	t=1h prospero (guest): legacy     guest's list, without polonius
 //	t=1h polonius (guest): legacy     Zulip: polonius; module: {} at -1
-func TestSharedRegressionGuestOwnRowAfterReactivation(t *testing.T) {
+func TestSharedGuestOwnRowAfterReactivation(t *testing.T) {
 	tw := sharedTwin(t)
 	hamlet := tw.addUser("hamlet@zulip.example", zuliptest.RoleMember)
 	polonius := tw.addUser("polonius@zulip.example", zuliptest.RoleGuest)
@@ -308,14 +308,14 @@ func TestSharedRegressionGuestOwnRowAfterReactivation(t *testing.T) {
 	}
 }
 
-// TestSharedRegressionAnotherGuestsListLeavesAUserOut replays
+// TestSharedAnotherGuestsListLeavesAUserOut replays
 // TestSharedProperty's seed 1517 up to its failure. Under the guest
 // restriction a guest's user list names only the users that guest can
 // see, yet it made the directory fresh for every guest: prospero, who can
 // see iago, reactivated since the last complete list, got legacy answers
 // without iago for as long as users_refresh, after polonius's list (which
 // leaves iago out) was merged.
-func TestSharedRegressionAnotherGuestsListLeavesAUserOut(t *testing.T) {
+func TestSharedAnotherGuestsListLeavesAUserOut(t *testing.T) {
 	ss := generateShared(1517, 282)
 	findings, _ := ss.run(t, ss.steps, false)
 	for _, f := range findings {

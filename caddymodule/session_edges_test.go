@@ -13,14 +13,14 @@ import (
 	"github.com/zulip-presence/caddy-zulip-presence/zuliptest"
 )
 
-// TestRegressionLocalPingAnswerHeaders: a trusted session pings twice in
+// TestSessionLocalPingAnswerHeaders: a trusted session pings twice in
 // the same second; the second ping is a no-op on the server, so the module
 // answers it itself. Zulip answers every presence request with
 // default_never_cache_responses: "Cache-Control: max-age=0, no-cache,
 // no-store, must-revalidate, private" and "Expires: <now>". The local answer
 // must carry the same headers, or a cache between client and Caddy may keep
 // it.
-func TestRegressionLocalPingAnswerHeaders(t *testing.T) {
+func TestSessionLocalPingAnswerHeaders(t *testing.T) {
 	tw := newTwin(t, Handler{})
 	u := tw.addUser("hamlet@zulip.example", zuliptest.RoleMember)
 	tw.Clock.Advance(time.Hour)
@@ -46,7 +46,7 @@ func TestRegressionLocalPingAnswerHeaders(t *testing.T) {
 	}
 }
 
-// TestRegressionInvisibleToggleLosesWrite: the user turns invisible mode on
+// TestSessionInvisibleToggleLosesWrite: the user turns invisible mode on
 // and off again. Turning it off makes Zulip write the row at once (a forced
 // "active" update), which no presence request carried, so the module's
 // mirror of the row does not know it. The next forwarded ping is a no-op on
@@ -60,7 +60,7 @@ func TestRegressionLocalPingAnswerHeaders(t *testing.T) {
 //	                            Zulip backdates, then writes the row at 51
 //	t=67   ping active          forwarded; no-op on Zulip (16 s after 51)
 //	t=108  ping active          Zulip writes (57 s after 51); module: local
-func TestRegressionInvisibleToggleLosesWrite(t *testing.T) {
+func TestSessionInvisibleToggleLosesWrite(t *testing.T) {
 	tw := newTwin(t, Handler{})
 	u := tw.addUser("hamlet@zulip.example", zuliptest.RoleMember)
 	tw.Clock.Advance(time.Hour)
@@ -83,7 +83,7 @@ func TestRegressionInvisibleToggleLosesWrite(t *testing.T) {
 	tw.sameRows(u)
 }
 
-// TestRegressionReactivatedUserMissingFromLegacy: a user is deactivated
+// TestSessionReactivatedUserMissingFromLegacy: a user is deactivated
 // and reactivated; a member's legacy poll in between put the user in the
 // host's user list as inactive. More than resync_interval after the
 // reactivation a restricted guest's legacy poll refreshes that list, but a
@@ -93,7 +93,7 @@ func TestRegressionInvisibleToggleLosesWrite(t *testing.T) {
 // leaves the user out, while Zulip lists the user: past the bound of
 // resync_interval the contract allows for reactivations. As long as guests
 // do the refreshing, the user stays missing.
-func TestRegressionReactivatedUserMissingFromLegacy(t *testing.T) {
+func TestSessionReactivatedUserMissingFromLegacy(t *testing.T) {
 	tw := newTwin(t, Handler{})
 	tw.Both(func(r *zuliptest.Realm) {
 		s := r.Settings()
@@ -116,7 +116,7 @@ func TestRegressionReactivatedUserMissingFromLegacy(t *testing.T) {
 	tw.post(vc, legacy) // Zulip lists othello again
 }
 
-// TestRegressionLocalPingAfterOwnDenial: a session polls (a 2xx, so it is
+// TestSessionLocalPingAfterOwnDenial: a session polls (a 2xx, so it is
 // trusted), then its credentials are revoked. Its next ping, in the same
 // second, makes the module read the user's row (GET /users/{id}/presence)
 // with those credentials; Zulip answers that read with 401, and the module
@@ -124,7 +124,7 @@ func TestRegressionReactivatedUserMissingFromLegacy(t *testing.T) {
 // README says a 401 or 403 drops the session's state; the trust window
 // allowance covers revocations the module cannot see, not a 401 it has just
 // been given for the same credentials.
-func TestRegressionLocalPingAfterOwnDenial(t *testing.T) {
+func TestSessionLocalPingAfterOwnDenial(t *testing.T) {
 	tests := []struct {
 		name    string
 		browser bool
@@ -160,7 +160,7 @@ func TestRegressionLocalPingAfterOwnDenial(t *testing.T) {
 	}
 }
 
-// TestRegressionSkewBehindLosesWrite: the handler's clock is 32 s behind
+// TestSessionSkewBehindLosesWrite: the handler's clock is 32 s behind
 // the server's. The module reads the user's row and compares the server's
 // timestamps with its own clock, so the row looks 32 s younger than it is:
 // a ping 57 s after the stored active time, which Zulip writes, is answered
@@ -171,7 +171,7 @@ func TestRegressionLocalPingAfterOwnDenial(t *testing.T) {
 //	t=57  ping active           Zulip writes active (57 s > 55 s);
 //	                            the module reads active_timestamp=0 at its
 //	                            25 s and answers locally
-func TestRegressionSkewBehindLosesWrite(t *testing.T) {
+func TestSessionSkewBehindLosesWrite(t *testing.T) {
 	tw := newTwin(t, Handler{})
 	tw.h.SetClock(func() time.Time { return tw.Clock.Now().Add(-32 * time.Second) })
 	u := tw.addUser("polonius@zulip.example", zuliptest.RoleMember)
@@ -186,7 +186,7 @@ func TestRegressionSkewBehindLosesWrite(t *testing.T) {
 	tw.sameRows(u)
 }
 
-// TestRegressionSkewAheadLosesWrite: the handler's clock is 14 s ahead of
+// TestSessionSkewAheadLosesWrite: the handler's clock is 14 s ahead of
 // the server's. The module reads the row, sees it 60 s old by its own
 // clock while Zulip finds it 46 s old, forwards the ping, and takes the
 // server's no-op for a write at its own now. The next ping, 60 s after the
@@ -196,7 +196,7 @@ func TestRegressionSkewBehindLosesWrite(t *testing.T) {
 //	t=46  ping active   the module reads active 0, at its 60 s: forwards;
 //	                    no-op on Zulip, the module takes it for a write
 //	t=60  ping active   Zulip writes (60 s > 55 s); the module: local
-func TestRegressionSkewAheadLosesWrite(t *testing.T) {
+func TestSessionSkewAheadLosesWrite(t *testing.T) {
 	tw := newTwin(t, Handler{})
 	tw.h.SetClock(func() time.Time { return tw.Clock.Now().Add(14 * time.Second) })
 	u := tw.addUser("polonius@zulip.example", zuliptest.RoleMember)
