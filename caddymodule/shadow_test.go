@@ -91,26 +91,38 @@ func TestShadowModeAnswersAsTheServer(t *testing.T) {
 	}
 }
 
-// TestShadowModeFindsAWrongMinFreq: a handler told Zulip's default
-// PRESENCE_UPDATE_MIN_FREQ_SECONDS in front of a server that stores writes
-// every 10 s would answer locally pings the server stores: shadow mode
-// counts and lists them, while every client still gets the server's
-// answer and no write is lost.
-func TestShadowModeFindsAWrongMinFreq(t *testing.T) {
-	tw := newTwin(t, Handler{Shadow: true})
-	st := zuliptest.DefaultServerSettings()
-	st.PresenceUpdateMinFreq = 10 * time.Second
-	tw.SetServerSettings(st)
-	before := verifyCounts()
-	shadowWorkload(t, tw, 10)
-	got := countsSince(before)
-	t.Logf("verify_total: %v", got)
-	if got[verifyMismatch] == 0 {
-		t.Fatal("shadow mode found no mismatch with a wrong min freq")
-	}
-	last := recentMismatches()
-	if len(last) == 0 || last[len(last)-1].Kind != "ping" || len(last[len(last)-1].Differences) == 0 {
-		t.Fatalf("mismatch log %+v", last)
+// TestShadowModeFindsWrongSettings: a handler told Zulip's defaults in
+// front of a server whose settings.py changed them would lose writes (a
+// lower PRESENCE_UPDATE_MIN_FREQ_SECONDS) or render wrong legacy statuses
+// (another PRESENCE_LEGACY_EVENT_OFFSET_FOR_ACTIVITY_SECONDS): shadow mode
+// counts and lists the mismatches, while every client still gets the
+// server's answer (shadowWorkload checks each) and no write is lost.
+func TestShadowModeFindsWrongSettings(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		change func(*zuliptest.ServerSettings)
+		kind   string
+	}{
+		{"min freq 10s", func(st *zuliptest.ServerSettings) { st.PresenceUpdateMinFreq = 10 * time.Second }, "ping"},
+		{"legacy offset 30s", func(st *zuliptest.ServerSettings) { st.PresenceLegacyEventOffset = 30 * time.Second }, "legacy"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			tw := newTwin(t, Handler{Shadow: true})
+			st := zuliptest.DefaultServerSettings()
+			tc.change(&st)
+			tw.SetServerSettings(st)
+			before := verifyCounts()
+			shadowWorkload(t, tw, 10)
+			got := countsSince(before)
+			t.Logf("verify_total: %v", got)
+			if got[verifyMismatch] == 0 {
+				t.Fatal("shadow mode found no mismatch")
+			}
+			last := recentMismatches()
+			if len(last) == 0 || last[len(last)-1].Kind != tc.kind || len(last[len(last)-1].Differences) == 0 {
+				t.Fatalf("mismatch log %+v", last)
+			}
+		})
 	}
 }
 
