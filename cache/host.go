@@ -72,12 +72,20 @@ func (h *Host) ObserveClock(sent, received, server time.Time, res time.Duration)
 // ServerLatest returns the latest time the server's clock can read while
 // the proxy's reads now, and false when no exchange has told it yet.
 func (h *Host) ServerLatest(now time.Time) (time.Time, bool) {
+	_, hi, ok := h.serverClock(now)
+	return hi, ok
+}
+
+// serverClock returns the earliest and latest times the server's clock
+// can read while the proxy's reads now, and false when no exchange has
+// told them yet.
+func (h *Host) serverClock(now time.Time) (lo, hi time.Time, ok bool) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if !h.offset.known {
-		return time.Time{}, false
+		return time.Time{}, time.Time{}, false
 	}
-	return now.Add(h.offset.hi), true
+	return now.Add(h.offset.lo), now.Add(h.offset.hi), true
 }
 
 // ServerEstimate returns the server's clock as best known while the
@@ -95,35 +103,42 @@ func (h *Host) ServerEstimate(now time.Time) time.Time {
 // understand last_update_id (Zulip before 9.0) and that finding still holds
 // at now.
 func (h *Host) IncrementalUnsupported(now time.Time) bool {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	return now.Before(h.noIncrementalUntil)
+	return h.before(now, &h.noIncrementalUntil)
 }
 
 // MarkIncrementalUnsupported stops conversion for the host until the given
 // time.
 func (h *Host) MarkIncrementalUnsupported(until time.Time) {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	h.noIncrementalUntil = until
+	h.setTime(&h.noIncrementalUntil, until)
 }
 
 // LegacyRowReads reports whether the host's last one-user presence read
 // (GET /users/{id}/presence) answered the legacy shape, as every released
 // Zulip through 11.x does, within the time MarkLegacyRowReads gave.
 func (h *Host) LegacyRowReads(now time.Time) bool {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	return now.Before(h.legacyReadsUntil)
+	return h.before(now, &h.legacyReadsUntil)
 }
 
 // MarkLegacyRowReads records until when the host is taken to answer
 // one-user presence reads in the legacy shape only; the zero time records
 // that it answered the slim shape.
 func (h *Host) MarkLegacyRowReads(until time.Time) {
+	h.setTime(&h.legacyReadsUntil, until)
+}
+
+// before reports, under the host's lock, whether now is before *until:
+// whether a finding about the host that holds until then still does.
+func (h *Host) before(now time.Time, until *time.Time) bool {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	h.legacyReadsUntil = until
+	return now.Before(*until)
+}
+
+// setTime sets one of the host's times under its lock.
+func (h *Host) setTime(field *time.Time, t time.Time) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	*field = t
 }
 
 // HistoryLimitIgnored reports whether the host ignores history_limit_days
@@ -218,10 +233,6 @@ func (h *Host) HTTPDate(now time.Time) []string {
 // ServerEarliest returns the earliest time the server's clock can read
 // while the proxy's reads now, and false when no exchange has told it yet.
 func (h *Host) ServerEarliest(now time.Time) (time.Time, bool) {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	if !h.offset.known {
-		return time.Time{}, false
-	}
-	return now.Add(h.offset.lo), true
+	lo, _, ok := h.serverClock(now)
+	return lo, ok
 }

@@ -250,9 +250,7 @@ func TestExtrasOnZulip9(t *testing.T) {
 		for _, extra := range []string{"note", "a"} {
 			t.Run(mode+"/"+extra, func(t *testing.T) {
 				rig, users, phones, script := extrasRealm(t, mode, nil)
-				st := zuliptest.DefaultServerSettings()
-				st.FeatureLevel = zuliptest.FeatureLevelZulip9
-				rig.SetServerSettings(st)
+				rig.RunZulip(zuliptest.FeatureLevelZulip9)
 				// users[3] was last connected three days ago: inside the
 				// default window, outside a one-day one.
 				phones = phones[:3]

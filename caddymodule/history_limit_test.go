@@ -23,9 +23,7 @@ func TestHistoryLimitIgnoredBefore10(t *testing.T) {
 		for _, mode := range []string{modeSession, modeShared} {
 			t.Run(v.name+"/"+mode, func(t *testing.T) {
 				tw := newTwin(t, Handler{Mode: mode})
-				st := zuliptest.DefaultServerSettings()
-				st.FeatureLevel = v.level
-				tw.SetServerSettings(st)
+				tw.RunZulip(v.level)
 				hamlet := tw.addUser("hamlet@zulip.example", zuliptest.RoleMember)
 				othello := tw.addUser("othello@zulip.example", zuliptest.RoleMember)
 				iago := tw.addUser("iago@zulip.example", zuliptest.RoleMember)

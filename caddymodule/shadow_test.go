@@ -32,11 +32,10 @@ func countsSince(before map[string]float64) map[string]float64 {
 	return after
 }
 
-// shadowWorkload drives tabs of a browser session, a mobile app's slim
-// polls and a script's legacy polls, and checks every answer against the
-// direct server's as it goes: in shadow mode each must be the server's
-// own, byte for byte.
-func shadowWorkload(t *testing.T, tw *twin, minutes int) {
+// comparisonWorkload drives tabs of a browser session, a mobile app's
+// slim polls and a script's legacy polls, each request through step, and
+// checks that the servers' rows stay alike.
+func comparisonWorkload(t *testing.T, tw *twin, minutes int, step func(c *client, f url.Values)) {
 	t.Helper()
 	hamlet := tw.addUser("hamlet@zulip.example", zuliptest.RoleMember)
 	iago := tw.addUser("iago@zulip.example", zuliptest.RoleMember)
@@ -45,14 +44,6 @@ func shadowWorkload(t *testing.T, tw *twin, minutes int) {
 	web := tw.browser("web", hamlet)
 	app := tw.apiClient("app", iago)
 	script := tw.apiClient("script", othello)
-	step := func(c *client, f url.Values) {
-		t.Helper()
-		d := tw.serveDirect(c.request(false, f))
-		p, _ := tw.serveProxied(c.request(true, f))
-		if d.status != p.status || !bytes.Equal(d.body, p.body) {
-			t.Fatalf("%s %s: shadow mode answered\n%d %s\nwhere the server answered\n%d %s", c.name, f.Encode(), p.status, p.body, d.status, d.body)
-		}
-	}
 	for minute := range minutes {
 		status := "active"
 		if minute%5 == 3 {
@@ -70,24 +61,68 @@ func shadowWorkload(t *testing.T, tw *twin, minutes int) {
 	}
 }
 
-// TestShadowModeAnswersAsTheServer: in shadow mode every client gets the
-// server's own answer, and the healthy handler finds no mismatch while
-// comparing what it would have answered.
-func TestShadowModeAnswersAsTheServer(t *testing.T) {
+// shadowWorkload is comparisonWorkload in shadow mode: every answer must
+// be the server's own, byte for byte.
+func shadowWorkload(t *testing.T, tw *twin, minutes int) {
+	t.Helper()
+	comparisonWorkload(t, tw, minutes, func(c *client, f url.Values) {
+		t.Helper()
+		d := tw.serveDirect(c.request(false, f))
+		p, _ := tw.serveProxied(c.request(true, f))
+		if d.status != p.status || !bytes.Equal(d.body, p.body) {
+			t.Fatalf("%s %s: shadow mode answered\n%d %s\nwhere the server answered\n%d %s", c.name, f.Encode(), p.status, p.body, d.status, d.body)
+		}
+	})
+}
+
+// verifyWorkload is comparisonWorkload with verify_rate on: answers are
+// checked under the contract when checked is true (a handler broken on
+// purpose answers wrongly), and each verification is let finish before
+// the clock moves, as it would within milliseconds.
+func verifyWorkload(t *testing.T, tw *twin, minutes int, checked bool) {
+	t.Helper()
+	comparisonWorkload(t, tw, minutes, func(c *client, f url.Values) {
+		t.Helper()
+		if checked {
+			tw.post(c, f)
+		} else {
+			tw.serveDirect(c.request(false, f))
+			tw.serveProxied(c.request(true, f))
+		}
+		tw.h.WaitVerifications()
+	})
+}
+
+// TestComparisonsOfAHealthyHandler: in shadow mode every client gets the
+// server's own answer, and with verify_rate 1 every answer the handler
+// gave itself is checked after the fact; either way a healthy handler
+// finds no mismatch, and the rows stay those of a direct run.
+func TestComparisonsOfAHealthyHandler(t *testing.T) {
+	one := 1.0
 	for _, mode := range []string{modeSession, modeShared} {
-		t.Run(mode, func(t *testing.T) {
-			tw := newTwin(t, Handler{Mode: mode, Shadow: true})
-			before := verifyCounts()
-			shadowWorkload(t, tw, 15)
-			got := countsSince(before)
-			t.Logf("verify_total: %v", got)
-			if got[verifyMismatch] != 0 {
-				t.Errorf("%v mismatches in shadow mode: %v", got[verifyMismatch], recentMismatches())
+		for _, shadow := range []bool{true, false} {
+			cfg, name := Handler{Mode: mode, VerifyRate: &one}, mode+"/verify"
+			if shadow {
+				cfg, name = Handler{Mode: mode, Shadow: true}, mode+"/shadow"
 			}
-			if got[verifyMatch] < 20 {
-				t.Errorf("only %v comparisons matched", got[verifyMatch])
-			}
-		})
+			t.Run(name, func(t *testing.T) {
+				tw := newTwin(t, cfg)
+				before := verifyCounts()
+				if shadow {
+					shadowWorkload(t, tw, 15)
+				} else {
+					verifyWorkload(t, tw, 15, true)
+				}
+				got := countsSince(before)
+				t.Logf("verify_total: %v", got)
+				if got[verifyMismatch] != 0 {
+					t.Errorf("%v mismatches: %v", got[verifyMismatch], recentMismatches())
+				}
+				if got[verifyMatch] < 20 {
+					t.Errorf("only %v comparisons matched", got[verifyMatch])
+				}
+			})
+		}
 	}
 }
 
@@ -126,62 +161,6 @@ func TestShadowModeFindsWrongSettings(t *testing.T) {
 	}
 }
 
-// verifyWorkload is shadowWorkload for a live handler with verify_rate 1:
-// clients get the handler's answers (under the contract), and each
-// verification is let finish before the clock moves, as it would within
-// milliseconds.
-func verifyWorkload(t *testing.T, tw *twin, minutes int) {
-	t.Helper()
-	hamlet := tw.addUser("hamlet@zulip.example", zuliptest.RoleMember)
-	iago := tw.addUser("iago@zulip.example", zuliptest.RoleMember)
-	othello := tw.addUser("othello@zulip.example", zuliptest.RoleMember)
-	tw.Clock.Advance(time.Hour)
-	web := tw.browser("web", hamlet)
-	app := tw.apiClient("app", iago)
-	script := tw.apiClient("script", othello)
-	post := func(c *client, f url.Values) {
-		t.Helper()
-		tw.post(c, f)
-		tw.h.verifications.Wait()
-	}
-	for minute := range minutes {
-		status := "active"
-		if minute%5 == 3 {
-			status = "idle"
-		}
-		for tab := range 3 {
-			post(web, form("status", status, "ping_only", "true"))
-			if tab == 0 {
-				post(app, form("status", status, "slim_presence", "true"))
-			}
-			tw.Clock.Advance(20 * time.Second)
-		}
-		post(script, form("status", "active"))
-	}
-}
-
-// TestVerifyRateOne: with verify_rate 1 every answer the handler gave
-// itself is checked against the server's after the fact; a healthy
-// handler has no mismatch, and the rows stay those of a direct run.
-func TestVerifyRateOne(t *testing.T) {
-	one := 1.0
-	for _, mode := range []string{modeSession, modeShared} {
-		t.Run(mode, func(t *testing.T) {
-			tw := newTwin(t, Handler{Mode: mode, VerifyRate: &one})
-			before := verifyCounts()
-			verifyWorkload(t, tw, 15)
-			got := countsSince(before)
-			t.Logf("verify_total: %v", got)
-			if got[verifyMismatch] != 0 {
-				t.Errorf("%v mismatches: %v", got[verifyMismatch], recentMismatches())
-			}
-			if got[verifyMatch] < 20 {
-				t.Errorf("only %v comparisons matched", got[verifyMatch])
-			}
-		})
-	}
-}
-
 // TestVerifyFindsAWrongMinFreq: verification finds the pings a handler
 // told the wrong PRESENCE_UPDATE_MIN_FREQ_SECONDS answers locally while
 // the server stores them, and its resend stores what the handler lost.
@@ -192,7 +171,7 @@ func TestVerifyFindsAWrongMinFreq(t *testing.T) {
 	st.PresenceUpdateMinFreq = 10 * time.Second
 	tw.SetServerSettings(st)
 	before := verifyCounts()
-	verifyWorkload(t, tw, 10)
+	verifyWorkload(t, tw, 10, true)
 	got := countsSince(before)
 	t.Logf("verify_total: %v", got)
 	if got[verifyMismatch] == 0 {
@@ -229,7 +208,7 @@ func TestComparisonsFindABrokenHandler(t *testing.T) {
 				if shadow {
 					shadowWorkload(t, tw, 6)
 				} else {
-					brokenVerifyWorkload(t, tw, 6)
+					verifyWorkload(t, tw, 6, false)
 				}
 				got := countsSince(before)
 				t.Logf("verify_total: %v", got)
@@ -237,34 +216,6 @@ func TestComparisonsFindABrokenHandler(t *testing.T) {
 					t.Fatalf("no mismatch found with the fault on")
 				}
 			})
-		}
-	}
-}
-
-// brokenVerifyWorkload is verifyWorkload for a broken handler, whose
-// answers the twin rig must not check: they are wrong on purpose.
-func brokenVerifyWorkload(t *testing.T, tw *twin, minutes int) {
-	t.Helper()
-	users := []twinUser{
-		tw.addUser("hamlet@zulip.example", zuliptest.RoleMember),
-		tw.addUser("iago@zulip.example", zuliptest.RoleMember),
-		tw.addUser("othello@zulip.example", zuliptest.RoleMember),
-	}
-	tw.Clock.Advance(time.Hour)
-	var clients []*client
-	for _, u := range users {
-		clients = append(clients, tw.apiClient(u.email, u))
-	}
-	for minute := range minutes {
-		for i, c := range clients {
-			f := form("status", "active", "slim_presence", "true")
-			if (minute+i)%2 == 0 {
-				f = form("status", "active")
-			}
-			tw.serveDirect(c.request(false, f))
-			tw.serveProxied(c.request(true, f))
-			tw.h.verifications.Wait()
-			tw.Clock.Advance(20 * time.Second)
 		}
 	}
 }

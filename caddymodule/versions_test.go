@@ -28,9 +28,7 @@ func TestPingsAnsweredOnEveryVersion(t *testing.T) {
 		for _, mode := range []string{modeSession, modeShared} {
 			t.Run(v.name+"/"+mode, func(t *testing.T) {
 				tw := newTwin(t, Handler{Mode: mode})
-				st := zuliptest.DefaultServerSettings()
-				st.FeatureLevel = v.level
-				tw.SetServerSettings(st)
+				tw.RunZulip(v.level)
 				u := tw.addUser("hamlet@zulip.example", zuliptest.RoleMember)
 				tw.Clock.Advance(time.Hour)
 				// Three tabs of one browser session, each pinging once a

@@ -75,3 +75,11 @@ func (r *Rig) SetServerSettings(st zuliptest.ServerSettings) {
 	r.Direct.SetServerSettings(st)
 	r.Proxied.SetServerSettings(st)
 }
+
+// RunZulip makes both servers the Zulip of feature level level, with
+// Zulip's default settings.
+func (r *Rig) RunZulip(level int) {
+	st := zuliptest.DefaultServerSettings()
+	st.FeatureLevel = level
+	r.SetServerSettings(st)
+}
