@@ -1,6 +1,9 @@
 package cache
 
-import "sync"
+import (
+	"context"
+	"sync"
+)
 
 // Flight lets one of several concurrent requests do a piece of work (an
 // upstream read) while the others wait for it and then use its result, so
@@ -22,6 +25,20 @@ func (f *Flight) Begin() (lead bool, wait <-chan struct{}) {
 	}
 	f.done = make(chan struct{})
 	return true, nil
+}
+
+// Lead is Begin for a caller that waits when it does not lead: it returns
+// true when the caller leads (and must End), or false once the leader is
+// done or ctx is, whichever comes first.
+func (f *Flight) Lead(ctx context.Context) bool {
+	lead, wait := f.Begin()
+	if !lead {
+		select {
+		case <-wait:
+		case <-ctx.Done():
+		}
+	}
+	return lead
 }
 
 // End releases the requests waiting for the leader.

@@ -104,20 +104,28 @@ func (c *call) serve() error {
 	}
 	c.startVerifying()
 	defer c.finishVerifying()
+	return c.answer(kind)
+}
+
+// answer serves the request as its kind and the mode call for. Shared
+// and session mode differ here only: in shared mode the host's view
+// answers an eligible session; every other request, and every request in
+// session mode, has its ping gated, its full poll converted, or its
+// incremental poll forwarded.
+func (c *call) answer(kind presence.Kind) error {
+	if c.h.Mode == modeShared {
+		if handled, err := c.shared(); handled {
+			return err
+		}
+	}
 	switch kind {
 	case presence.KindPing:
 		return c.ping()
 	case presence.KindModern:
-		if c.h.Mode == modeShared {
-			if handled, err := c.shared(); handled {
-				return err
-			}
-		}
 		c.reserve()
 		return c.forward(outcomeForwarded)
-	default:
-		return c.convert()
 	}
+	return c.convert()
 }
 
 // release settles a write still reserved (the request ended before its

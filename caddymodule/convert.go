@@ -19,11 +19,6 @@ import (
 // is merged into the session's snapshot, and the client gets the full table
 // it asked for, rendered from the snapshot.
 func (c *call) convert() error {
-	if c.h.Mode == modeShared {
-		if handled, err := c.shared(); handled {
-			return err
-		}
-	}
 	if h := c.hostInfo(); h != nil && h.IncrementalUnsupported(c.h.now()) {
 		c.reserve()
 		return c.forward(outcomeForwarded)
@@ -56,29 +51,9 @@ func (c *call) convertLocked() (accepted bool, err error) {
 	up.LastUpdateID = cursor
 
 	c.reserve()
-	rec, err := fetch(c.next, c.fetchRequest(up.Encode()))
-	if err != nil {
-		c.settle(cache.VerdictFailed, nil, now, now)
-		c.record(outcomeUpstreamError, 0)
-		if errors.Is(err, errAborted) {
-			// As plain reverse_proxy would: the client's answer is cut off.
-			panic(http.ErrAbortHandler)
-		}
-		return false, err // the same failure plain reverse_proxy would have had
-	}
-	received := c.h.now()
-	o := zulipVerdict(rec.status, rec.header, rec.body.Bytes(), nil)
-	c.settle(o, rec.header, now, received)
-	if o != cache.VerdictOK {
-		// Errors, and anything else that is not Zulip's success, reach
-		// the client exactly as the server wrote them; one that could not
-		// be decoded for a client that takes no gzip has the client's own
-		// request sent instead.
-		if ok, err := c.passOn(rec); ok {
-			c.record(outcomeUpstreamError, rec.received)
-			return false, err
-		}
-		return false, c.fallback(rec)
+	rec, received, answered, err := c.fetchWrite(up.Encode(), now)
+	if answered {
+		return false, err
 	}
 	host := c.hostFor()
 	ans, err := presence.DecodeModern(rec.body.Bytes())
@@ -261,8 +236,38 @@ func (c *call) oldServerOrFallback(host *cache.Host, rec *recorder, now time.Tim
 	return writeAnswer(c.w, rec.header, rec.status, body)
 }
 
+// fetchWrite sends the request's reserved write upstream, in form (sent at
+// now), and settles it. It returns the server's success; otherwise
+// answered is true and the client has what plain reverse_proxy would have
+// given it: the same transport failure, its answer cut off (a panic), the
+// server's refusal or error as it came (which is the same whatever the
+// request asked to read), or, when that could not be decoded for a client
+// that takes no gzip, the answer to its own request sent as it came.
+func (c *call) fetchWrite(form string, now time.Time) (rec *recorder, received time.Time, answered bool, err error) {
+	rec, err = fetch(c.next, c.fetchRequest(form))
+	if err != nil {
+		c.settle(cache.VerdictFailed, nil, now, now)
+		c.record(outcomeUpstreamError, 0)
+		if errors.Is(err, errAborted) {
+			panic(http.ErrAbortHandler)
+		}
+		return nil, now, true, err
+	}
+	received = c.h.now()
+	v := zulipVerdict(rec.status, rec.header, rec.body.Bytes(), nil)
+	c.settle(v, rec.header, now, received)
+	if v == cache.VerdictOK {
+		return rec, received, false, nil
+	}
+	if ok, err := c.passOn(rec); ok {
+		c.record(outcomeUpstreamError, rec.received)
+		return nil, received, true, err
+	}
+	return nil, received, true, c.fallback(rec)
+}
+
 // fallback sends the original request upstream and streams its answer to
-// the client. The write it carries was already made, so the server sees a
+// the client: a conversion gave up, or the view cannot answer. The write it carries was already made, so the server sees a
 // no-op write; the client sees exactly the server's answer.
 func (c *call) fallback(rec *recorder) error {
 	if rec != nil {

@@ -28,11 +28,7 @@ func (c *call) directory(rows []presence.Row) *cache.Directory {
 		return nil // the guest's own list could tell nothing more
 	}
 	host := c.hostFor()
-	if lead, wait := host.Members.Begin(); !lead {
-		select {
-		case <-wait:
-		case <-c.r.Context().Done():
-		}
+	if !host.Members.Lead(c.r.Context()) {
 		if dir = c.h.store.Directory(c.host); c.usable(dir, rows, c.h.now()) {
 			return dir
 		}

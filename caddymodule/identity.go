@@ -23,12 +23,7 @@ func (c *call) bindUser() bool {
 	if c.family == cache.FamilyAPI || c.sess.User() != "" {
 		return true
 	}
-	lead, wait := c.sess.Profile.Begin()
-	if !lead {
-		select {
-		case <-wait:
-		case <-c.r.Context().Done():
-		}
+	if !c.sess.Profile.Lead(c.r.Context()) {
 		return c.sess.Trusted(c.h.now(), time.Duration(c.h.TrustWindow))
 	}
 	defer c.sess.Profile.End()
@@ -165,12 +160,7 @@ type userPresence struct {
 // session's credentials; any other failure leaves the row as it was, so
 // the ping is forwarded.
 func (c *call) readRow(row *cache.RowMirror) bool {
-	lead, wait := row.Reading.Begin()
-	if !lead {
-		select {
-		case <-wait:
-		case <-c.r.Context().Done():
-		}
+	if !row.Reading.Lead(c.r.Context()) {
 		return true
 	}
 	defer row.Reading.End()

@@ -11,11 +11,6 @@ import (
 // ping answers a ping locally when the server would only have done a
 // no-op write for a session it trusts, and forwards it otherwise.
 func (c *call) ping() error {
-	if c.h.Mode == modeShared {
-		if handled, err := c.shared(); handled {
-			return err
-		}
-	}
 	prepared := false
 	for {
 		now := c.h.now()

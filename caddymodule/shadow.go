@@ -71,7 +71,7 @@ func (c *call) noteFetch(cursor int64, ans presence.Decoded) {
 func (c *call) serveShadow(kind presence.Kind) error {
 	switch {
 	case kind == presence.KindPing:
-		return c.ping()
+		return c.answer(kind)
 	case kind == presence.KindModern && c.h.Mode != modeShared:
 		c.reserve()
 		return c.forward(outcomeForwarded)
@@ -90,11 +90,7 @@ func (c *call) shadowPoll() error {
 	aside := newRecorder()
 	c.w, c.original = aside, orig
 	defer func() { c.w = client }()
-	if c.req.Kind() == presence.KindModern {
-		if handled, err := c.shared(); !handled || err != nil {
-			return err
-		}
-	} else if err := c.convert(); err != nil {
+	if err := c.answer(c.req.Kind()); err != nil {
 		return err
 	}
 	c.compareAnswer(aside.body.Bytes(), orig, c.outcome, false)

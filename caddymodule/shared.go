@@ -177,7 +177,7 @@ func (c *call) feedNewSession(view *cache.View) error {
 	}
 	if c.eligibleView() != view {
 		view.Invalidate()
-		return c.viewFallback()
+		return c.fallback(nil)
 	}
 	c.merge(view, f.cursor, f.days, f.ans, f.received)
 	return c.answerFed(view, f.rec, c.h.now())
@@ -262,7 +262,7 @@ func (c *call) serveView(view *cache.View, now time.Time, fed *recorder) (bool, 
 	}
 	ok, err := c.writeServed(served, fed.header, fed.status)
 	if !ok {
-		return true, c.viewFallback()
+		return true, c.fallback(nil)
 	}
 	c.h.metrics.observeViewAge(served.Age)
 	c.record(outcomeViewFed, fed.body.Len())
@@ -389,16 +389,11 @@ func (c *call) fetchForView(view *cache.View, withInput bool) (viewFetch, bool, 
 	days := view.FetchDays(max(c.windowDays(), presence.DefaultWindowDays))
 	cursor, ok := view.Cursor(now, days, time.Duration(c.h.ResyncInterval))
 	if !ok {
-		lead, wait := view.Resync.Begin()
-		if lead {
+		if view.Resync.Lead(c.r.Context()) {
 			defer view.Resync.End()
 		} else {
-			// Another request is making the full fetch; this write
-			// rides on the cursor it leaves.
-			select {
-			case <-wait:
-			case <-c.r.Context().Done():
-			}
+			// Another request made the full fetch; this write rides on
+			// the cursor it left.
 			cursor, ok = view.Cursor(c.h.now(), days, time.Duration(c.h.ResyncInterval))
 		}
 	}
@@ -412,28 +407,9 @@ func (c *call) fetchForView(view *cache.View, withInput bool) (viewFetch, bool, 
 		up.Sent |= presence.ParamHistoryLimitDays
 		up.HistoryLimitDays = days
 	}
-	rec, err := fetch(c.next, c.fetchRequest(up.Encode()))
-	if err != nil {
-		c.settle(cache.VerdictFailed, nil, now, now)
-		c.record(outcomeUpstreamError, 0)
-		if err == errAborted {
-			panic(http.ErrAbortHandler) // as plain reverse_proxy would
-		}
+	rec, received, answered, err := c.fetchWrite(up.Encode(), now)
+	if answered {
 		return viewFetch{}, true, err
-	}
-	received := c.h.now()
-	o := zulipVerdict(rec.status, rec.header, rec.body.Bytes(), nil)
-	c.settle(o, rec.header, now, received)
-	if o != cache.VerdictOK {
-		// The server refused or failed the write: the client gets its
-		// answer, which is the same whatever the request asked to read;
-		// its own request, if the answer could not be decoded for it.
-		if ok, err := c.passOn(rec); ok {
-			c.record(outcomeUpstreamError, rec.received)
-			return viewFetch{}, true, err
-		}
-		c.h.metrics.observeUpstream(c.kind, rec.received)
-		return viewFetch{}, true, c.viewFallback()
 	}
 	ans, err := presence.DecodeModern(rec.body.Bytes())
 	c.noteFetch(up.LastUpdateID, ans)
@@ -441,7 +417,7 @@ func (c *call) fetchForView(view *cache.View, withInput bool) (viewFetch, bool, 
 		// Not the answer of a Zulip that knows last_update_id: the write
 		// was made; serve this request in session mode from now on.
 		c.hostFor().MarkIncrementalUnsupported(now.Add(time.Duration(c.h.ResyncInterval)))
-		return viewFetch{}, true, c.viewFallback()
+		return viewFetch{}, true, c.fallback(nil)
 	}
 	if !c.extrasIgnored(ans.Ignored) {
 		// The server read a parameter it did not list, so the answer
@@ -449,7 +425,7 @@ func (c *call) fetchForView(view *cache.View, withInput bool) (viewFetch, bool, 
 		// answers nothing until a fetch merges again, and the poll goes
 		// upstream as it came.
 		view.Invalidate()
-		return viewFetch{}, true, c.viewFallback()
+		return viewFetch{}, true, c.fallback(nil)
 	}
 	host := c.hostFor()
 	c.learnAnswer(host, ans, now, received)
@@ -515,14 +491,7 @@ func (c *call) answerFed(view *cache.View, rec *recorder, now time.Time) error {
 	}
 	// The view could not take this answer (another fetch reset it): the
 	// write was made, so the client's own request now reads.
-	return c.viewFallback()
-}
-
-// viewFallback sends the client's own request upstream: the view cannot
-// answer it. Its write is a no-op by now, or one the gate allowed.
-func (c *call) viewFallback() error {
-	c.reserve()
-	return c.forward(outcomeFallback)
+	return c.fallback(nil)
 }
 
 // setLocalHeader sets the header of an answer made without the server:
