@@ -297,6 +297,11 @@ func judgePing(claim pingClaim, read rowValues, earliest int64) (string, []prese
 	if !known {
 		return verifySkipped, nil
 	}
+	// A time no later than what the claim already knew of was stored
+	// before the original: the host's clock interval can reach back past
+	// it, but the original, sent after the claim was made, cannot.
+	connected = newer(connected, claim.bounds.Connected)
+	active = newer(active, claim.bounds.Active)
 	var diffs []presence.Difference
 	if connected > 0 && lost(claim.bounds.Connected, connected, claim.window) {
 		diffs = append(diffs, presence.Difference{What: "last_connected_time", Ours: "no-op (stored at or after " + unix(claim.bounds.Connected) + ")", Theirs: "stored at " + strconv.FormatInt(connected, 10)})
@@ -342,6 +347,15 @@ func storedBy(read rowValues, earliest int64, active bool, offset int64) (connec
 		return read.timestamp, read.timestamp, true
 	}
 	return read.timestamp, 0, true
+}
+
+// newer is sec (whole seconds, 0 for none) if it is after the second of
+// bound, else 0.
+func newer(sec int64, bound time.Time) int64 {
+	if bound.IsZero() || sec > bound.Unix() {
+		return sec
+	}
+	return 0
 }
 
 // lost reports whether a time stored at sec (whole seconds) contradicts a
