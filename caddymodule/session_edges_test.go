@@ -120,8 +120,8 @@ func TestSessionReactivatedUserMissingFromLegacy(t *testing.T) {
 // trusted), then its credentials are revoked. Its next ping, in the same
 // second, makes the module read the user's row (GET /users/{id}/presence)
 // with those credentials; Zulip answers that read with 401, and the module
-// still answers the ping locally with 200. Zulip answers the ping 401. The
-// README says a 401 or 403 drops the session's state; the trust window
+// still answers the ping locally with 200. Zulip answers the ping 401. A
+// 401 or 403 drops the session's state (design §7.3); the trust window
 // allowance covers revocations the module cannot see, not a 401 it has just
 // been given for the same credentials.
 func TestSessionLocalPingAfterOwnDenial(t *testing.T) {

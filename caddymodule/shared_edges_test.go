@@ -1,7 +1,7 @@
 package caddymodule
 
 // Minimal step sequences that TestSharedProperty found breaking the
-// shared-mode fidelity contract (design §10.8, README "Shared mode"), shrunk
+// shared-mode fidelity contract (design §10.8), shrunk
 // with ZP_PROPERTY_SHRINK=1 and written out by hand. Every test runs the
 // twin rig: one simulated Zulip answers directly, an identical one through
 // handlers in shared mode, on one clock. Each test asserts what the

@@ -483,7 +483,7 @@ func (r *sharedRun) request(c *propClient, q reqSpec) {
 	revoked := d.status == http.StatusUnauthorized || d.status == http.StatusForbidden
 	if q.kind == reqPing && local && r.sc.zulip().settings.PresenceUpdateMinFreq == 0 {
 		// Zulip stores every write: presence_update_min_freq 0 turns
-		// local answers off (README).
+		// local answers off (design §8).
 		r.report("local ping answer with presence_update_min_freq 0", "Zulip said %d\n%s", d.status, detail())
 		return
 	}
@@ -491,7 +491,7 @@ func (r *sharedRun) request(c *propClient, q reqSpec) {
 	if local && revoked {
 		// A ping of revoked credentials may be answered locally within
 		// trust_window of their last 2xx at this handler, if no 401 or
-		// 403 to them came since (README, allowance 5).
+		// 403 to them came since (design §6, allowance 5).
 		tr := r.trust[creds]
 		switch {
 		case tr == nil || tr.lastOK.IsZero():

@@ -24,8 +24,8 @@ import (
 
 // TestTwinProperty drives two identical simulated realms with random
 // sequences of steps, one realm straight and one through the module, and
-// checks after every step that the module kept the fidelity contract of the
-// README: every answer is the one Zulip gave (status, body, and the headers
+// checks after every step that the module kept the fidelity contract
+// (design §6): every answer is the one Zulip gave (status, body, and the headers
 // a client or cache relies on), every user's presence row is the one Zulip
 // stored, and the same number of rows was written.
 //
@@ -1122,13 +1122,13 @@ func (r *propRun) request(c *propClient, q reqSpec) {
 	local := writes == 0 && p.status == http.StatusOK && bytes.Equal(p.body, presence.PingAnswer)
 	if q.kind == reqPing && local && r.sc.zulip().settings.PresenceUpdateMinFreq == 0 {
 		// Zulip stores every write: presence_update_min_freq 0 turns
-		// local answers off (README).
+		// local answers off (design §8).
 		r.report("local ping answer with presence_update_min_freq 0", "Zulip said %d\n%s", d.status, detail())
 		return
 	}
 
 	// A ping of a session whose credentials were revoked within the trust
-	// window after its last 2xx may be answered locally (README).
+	// window after its last 2xx may be answered locally (design §6).
 	if q.kind == reqPing && local && (d.status == http.StatusUnauthorized || d.status == http.StatusForbidden) {
 		tr := r.trust[creds]
 		switch {
