@@ -317,17 +317,19 @@ func judgePing(claim pingClaim, read rowValues, earliest int64) (string, []prese
 
 // storedBy returns the stored times (whole seconds, 0 for none) the
 // original wrote, as a read tells them; known is false when the read
-// cannot tell (a legacy "active" row older than the original says nothing
-// of last_connected_time).
+// cannot tell: a legacy "active" row older than the original says nothing
+// of last_connected_time, and a last_active_time stored since the
+// original of an idle ping was another writer's (an active write of the
+// user's other device, which moves last_connected_time with it).
 func storedBy(read rowValues, earliest int64, active bool, offset int64) (connected, activeAt int64, known bool) {
 	if read.slim {
 		if read.idle >= earliest {
 			connected = read.idle
 		}
-		if active && read.active >= earliest {
+		if read.active >= earliest {
 			activeAt = read.active
 		}
-		return connected, activeAt, true
+		return connected, activeAt, active || activeAt == 0
 	}
 	switch {
 	case read.timestamp < earliest && read.status == "active":
@@ -342,11 +344,9 @@ func storedBy(read rowValues, earliest int64, active bool, offset int64) (connec
 		return 0, 0, true
 	case read.status == "idle":
 		return read.timestamp, 0, true
-	case active:
-		// Storing last_active_time stores last_connected_time too.
-		return read.timestamp, read.timestamp, true
 	}
-	return read.timestamp, 0, true
+	// Storing last_active_time stores last_connected_time too.
+	return read.timestamp, read.timestamp, active
 }
 
 // newer is sec (whole seconds, 0 for none) if it is after the second of
