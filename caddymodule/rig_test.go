@@ -164,6 +164,9 @@ func (tw *twin) serveProxied(r *http.Request) (answer, int) {
 	if err := tw.h.ServeHTTP(rec, r, next); err != nil {
 		tw.t.Fatalf("ServeHTTP: %v", err)
 	}
+	// A verification sends the original after the answer; it counts in
+	// upstream, and happens within the request's virtual second.
+	tw.h.WaitVerifications()
 	return answer{rec.Code, rec.Header(), rec.Body.Bytes()}, upstream
 }
 
