@@ -182,12 +182,12 @@ func (c *call) hostFor() *cache.Host {
 // request was sent and answered, date the server's clock; it is learned
 // before the session is trusted, so that a ping trusting it can use it.
 func (c *call) settle(o cache.Verdict, hdr http.Header, sent, received time.Time) {
-	if o == cache.VerdictOK {
-		observeDate(c.hostFor(), hdr, sent, received)
-	}
-	c.sess.Settle(&c.ticket, o)
+	// What the answer tells is learned before Settle wakes the
+	// session's requests waiting for it: they decide on it at once
+	// (the row written, the rate limit left, the session stored).
 	switch o {
 	case cache.VerdictOK:
+		observeDate(c.hostFor(), hdr, sent, received)
 		c.h.store.Keep(c.key, c.sess)
 		if row := c.userRow(); row != nil {
 			row.Wrote()
@@ -195,13 +195,16 @@ func (c *call) settle(o cache.Verdict, hdr http.Header, sent, received time.Time
 		// Once Basic credentials are bound to their user, and before
 		// the requests below spend of that user's limit.
 		c.observeRate(hdr, received, true)
-		if c.h.Mode == modeShared && !c.fed {
-			c.sharedWriteElsewhere()
-		}
 	case cache.VerdictDenied:
-		c.h.store.Forget(c.key, c.sess)
 	default:
 		c.observeRate(hdr, received, false) // a 429 reports 0 left
+	}
+	c.sess.Settle(&c.ticket, o)
+	switch {
+	case o == cache.VerdictOK && c.h.Mode == modeShared && !c.fed:
+		c.sharedWriteElsewhere()
+	case o == cache.VerdictDenied:
+		c.h.store.Forget(c.key, c.sess)
 	}
 }
 

@@ -35,6 +35,11 @@ func (c *call) forward(outcome string) error {
 	received := c.h.now()
 	t.decode()
 	o := zulipVerdict(t.status, t.Header(), t.head, err)
+	if o == cache.VerdictOK && c.req.Kind() == presence.KindPing {
+		// Before settle wakes the session's waiting pings, which
+		// answer locally only with this session's headers.
+		c.learnPingHeader(t.Header())
+	}
 	c.settle(o, t.Header(), sent, received)
 	if o == cache.VerdictOK {
 		c.learnForwarded(t, sent, received)
@@ -52,8 +57,7 @@ const forwardCaptureLimit = 64 << 10
 func (c *call) learnForwarded(t *tap, sent, received time.Time) {
 	host := c.hostFor()
 	if c.req.Kind() == presence.KindPing {
-		c.learnPingHeader(t.Header())
-		return
+		return // its header was learned before settle
 	}
 	if !t.decode() {
 		return // too large to have been kept whole

@@ -111,6 +111,9 @@ func (c *call) sendOriginal(w http.ResponseWriter, outcome string) (*original, e
 	received := c.h.now()
 	whole := t.decode()
 	o := zulipVerdict(t.status, t.Header(), t.head, err)
+	if o == cache.VerdictOK && c.req.Kind() == presence.KindPing {
+		c.learnPingHeader(t.Header())
+	}
 	c.settle(o, t.Header(), sent, received)
 	if outcome != "" {
 		c.record(outcome, t.size)
