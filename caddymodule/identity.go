@@ -180,7 +180,7 @@ func (c *call) fetchRow(row *cache.RowMirror) error {
 	if err := c.knowUserID(row); err != nil {
 		return err
 	}
-	path := c.prefix() + "/users/" + strconv.FormatInt(row.UserID(), 10) + "/presence"
+	path := c.rowPath(row)
 	host := c.hostFor()
 	query := "slim_presence=true"
 	if host.LegacyRowReads(c.h.now()) {
@@ -216,4 +216,9 @@ func (c *call) observeRead(host *cache.Host, row *cache.RowMirror, ans *userPres
 	host.MarkLegacyRowReads(c.h.now().Add(time.Duration(c.h.ResyncInterval)))
 	row.ObserveLegacy(w.Status == "active", *w.Timestamp)
 	return nil
+}
+
+// rowPath is the path of GET /users/{id}/presence for the row's user.
+func (c *call) rowPath(row *cache.RowMirror) string {
+	return c.prefix() + "/users/" + strconv.FormatInt(row.UserID(), 10) + "/presence"
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"math"
 	"net/http"
 	"strconv"
@@ -263,7 +264,7 @@ type rowValues struct {
 // readRowValues reads the user's row as it stands, without changing what
 // the handler knows of it.
 func (c *call) readRowValues(row *cache.RowMirror) (rowValues, error) {
-	path := c.prefix() + "/users/" + strconv.FormatInt(row.UserID(), 10) + "/presence"
+	path := c.rowPath(row)
 	var ans userPresence
 	status, err := c.getJSON(path, "slim_presence=true", "user_presence", &ans)
 	switch {
@@ -282,11 +283,7 @@ func (c *call) readRowValues(row *cache.RowMirror) (rowValues, error) {
 	return rowValues{status: p.Website.Status, timestamp: *p.Website.Timestamp}, nil
 }
 
-var errNoRow = errorString("no presence row in the answer")
-
-type errorString string
-
-func (e errorString) Error() string { return string(e) }
+var errNoRow = errors.New("no presence row in the answer")
 
 // judgePing decides, from a read made after the original of a ping went
 // upstream at server time earliest or later (whole seconds), whether the
@@ -470,7 +467,10 @@ func (c *call) verifyAfter(v *verifying) {
 		}
 	}()
 	c.sess = c.h.store.Acquire(c.key)
-	defer c.h.store.Release(c.key, c.sess)
+	// As in serve: the original's reserved write is settled, and the
+	// hold on the session released, however the check ends, an answer
+	// cut off mid-body (http.ErrAbortHandler) included.
+	defer c.release()
 	discard := newRecorder()
 	c.w = discard
 	if c.outcome == outcomeLocal {
