@@ -55,16 +55,16 @@ var costCases = []struct {
 		}
 		conv.Snapshot.Replace(rows)
 		sess.UnlockConversion()
-		s.Keep(k, sess)
+		s.Keep(k, sess, t0)
 	}},
 	{"row", 20_000, func(s *Store, i int) {
-		s.RowFor(s.UserKey("h", fmt.Sprint(i, "@x"))).SetUser(int64(i), t0, time.Microsecond)
+		s.RowFor(s.UserKey("h", fmt.Sprint(i, "@x")), t0).SetUser(int64(i), t0, time.Microsecond)
 	}},
 	{"host", 5_000, func(s *Store, i int) { hostWith(s, i, 1) }},
 	{"host with 4 languages", 5_000, func(s *Store, i int) { hostWith(s, i, 4) }},
 	{"view", 500, func(s *Store, i int) {
 		host := fmt.Sprint("zulip", i, ".example")
-		v := s.ViewFor(host)
+		v := s.ViewFor(host, t0)
 		rows := make([]presence.Row, 500)
 		for j := range rows {
 			rows[j] = presence.Row{UserID: int64(j), Presence: presence.Presence{Active: 1000, Idle: 1000}}
@@ -74,14 +74,14 @@ var costCases = []struct {
 			rows := []presence.Row{{UserID: int64(j), Presence: presence.Presence{Active: 2000, Idle: 2000}}}
 			v.Apply(int64(500+j), 14, presence.Decoded{Rows: rows, LastUpdateID: int64(501 + j), HasLastUpdateID: true}, t0)
 		}
-		s.KeepView(host, v)
+		s.KeepView(host, v, t0)
 	}},
 	{"directory", 200, func(s *Store, i int) {
 		m := make(map[int64]Member, 500)
 		for j := range 500 {
 			m[int64(j)] = Member{Email: fmt.Sprintf("user%d@zulip.example", j), Active: true}
 		}
-		s.PutDirectory(fmt.Sprint("zulip", i, ".example"), (*Directory)(nil).Merged(m, t0, true, 1))
+		s.PutDirectory(fmt.Sprint("zulip", i, ".example"), (*Directory)(nil).Merged(m, t0, true, 1), t0)
 	}},
 }
 
@@ -89,7 +89,7 @@ var costCases = []struct {
 // the handler interns them from its sessions' answers.
 func hostWith(s *Store, i, n int) {
 	name := fmt.Sprint("zulip", i, ".example")
-	h := s.HostFor(name)
+	h := s.HostFor(name, t0)
 	h.ObserveClock(t0, t0, t0, time.Second)
 	for _, lang := range []string{"en", "de", "fr", "ja"}[:n] {
 		s.InternPingHeader(name, h, map[string][]string{
@@ -99,7 +99,7 @@ func hostWith(s *Store, i, n int) {
 			"Date":             nil,
 			"Vary":             {"Accept-Language, Cookie"},
 			"Content-Language": {lang},
-		})
+		}, t0)
 	}
 }
 

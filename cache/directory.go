@@ -31,6 +31,7 @@ type Member struct {
 // From a guest's list only the guest's own entry is taken, which is
 // always real: it tells that the requester is a guest.
 type Directory struct {
+	stored lease // the store's
 	// Members maps user id to member.
 	Members map[int64]Member
 	// FetchedAt is when a complete list, one fetched by a user who is no

@@ -12,6 +12,7 @@ import (
 // once a session of the host was accepted by the server, so made-up Host
 // headers cost nothing lasting.
 type Host struct {
+	stored             lease // the store's
 	mu                 sync.Mutex
 	offset             offset
 	noIncrementalUntil time.Time

@@ -24,6 +24,7 @@ type UserKey string
 // visible; turning invisible mode on moves them back, but an invisible
 // user's writes are never stored, so a ping the bounds call a no-op is one.
 type RowMirror struct {
+	stored    lease // the store's
 	mu        sync.Mutex
 	connected time.Time     // lower bound on last_connected_time; zero: none
 	active    time.Time     // lower bound on last_active_time; zero: none

@@ -31,12 +31,10 @@ type Session struct {
 
 	// convMu is held across a conversion's upstream call, so that two polls
 	// of one session never interleave their cursor updates.
-	convMu     sync.Mutex
-	conv       Conversion
-	cost       atomic.Int64 // bytes, for ristretto; updated after each conversion
-	storedCost atomic.Int64 // the cost ristretto was last given
-	storedAt   atomic.Int64 // when, in Unix nanoseconds of the real clock ristretto's TTL runs on
-	kept       atomic.Bool  // Keep stored it once: the server accepted it
+	convMu sync.Mutex
+	conv   Conversion
+	cost   atomic.Int64 // bytes, for ristretto; updated after each conversion
+	stored lease        // the store's
 }
 
 // Conversion is one session's picture of its realm's presence, built from

@@ -13,7 +13,8 @@ import (
 type Config struct {
 	// MaxCost is the memory budget in bytes (ristretto's MaxCost).
 	MaxCost int64
-	// TTL is how long an entry lives after it was last stored.
+	// TTL is how long an entry lives after it was last stored or used, on
+	// the clock whose times the caller passes.
 	TTL time.Duration
 }
 
@@ -22,7 +23,7 @@ type Config struct {
 type Store struct {
 	cache *ristretto.Cache[string, any]
 	keys  *keyer
-	ttl   atomic.Int64
+	ttl   atomic.Int64 // nanoseconds an entry lives after it was last stored or used
 	// createMu is held while an entry that must exist once (a user's row,
 	// a host's facts or view) is made.
 	createMu sync.Mutex
@@ -98,14 +99,10 @@ func (s *Store) SessionKey(host string, family Family, credential ...string) Key
 	return Key(s.keys.key(prefixSession, host, family, credential...))
 }
 
-// Session returns the session stored under k, if any.
-func (s *Store) Session(k Key) (*Session, bool) {
-	v, ok := s.cache.Get(string(k))
-	if !ok {
-		return nil, false
-	}
-	sess, ok := v.(*Session)
-	return sess, ok
+// Session returns the session stored under k, if any has lived at now.
+func (s *Store) Session(k Key, now time.Time) (*Session, bool) {
+	sess := entry[Session](s, "", string(k), now)
+	return sess, sess != nil
 }
 
 // UserKey derives the key of a user from the host and the user's email,
@@ -114,23 +111,25 @@ func (s *Store) UserKey(host, email string) UserKey {
 	return UserKey(s.keys.key(prefixUser, host, FamilyAPI, strings.ToLower(strings.TrimSpace(email))))
 }
 
-// RowFor returns the mirror of a user's presence row, creating it if needed.
-// Call it only for a user whose credentials the server accepted. A row
-// evicted and made anew knows nothing, which makes the gate forward until
-// it has read the row again.
-func (s *Store) RowFor(k UserKey) *RowMirror {
-	return entryFor(s, "", string(k), rowCost, func() *RowMirror { return &RowMirror{} })
+// RowFor returns the mirror of a user's presence row, creating it if needed,
+// and renews its time to live. Call it only for a user whose credentials
+// the server accepted. A row evicted or expired and made anew knows
+// nothing, which makes the gate forward until it has read the row again.
+func (s *Store) RowFor(k UserKey, now time.Time) *RowMirror {
+	return entryFor(s, "", string(k), now, rowCost, func() *RowMirror { return &RowMirror{} })
 }
 
 // Row returns the mirror of a user's row if there is one; it creates
 // nothing (RowFor does, as HostFor does for Host).
-func (s *Store) Row(k UserKey) *RowMirror { return entry[RowMirror](s, "", string(k)) }
+func (s *Store) Row(k UserKey, now time.Time) *RowMirror {
+	return entry[RowMirror](s, "", string(k), now)
+}
 
 // Acquire returns the session of k for one request, which must Release it
 // when done, on every path. A session the store does not keep yet is
 // shared by the requests that hold it and kept only once Keep is called.
-func (s *Store) Acquire(k Key) *Session {
-	if sess, ok := s.Session(k); ok {
+func (s *Store) Acquire(k Key, now time.Time) *Session {
+	if sess, ok := s.Session(k, now); ok {
 		return sess
 	}
 	s.pendingMu.Lock()
@@ -164,159 +163,142 @@ func (s *Store) Pending() int {
 	return len(s.pending)
 }
 
-// Keep stores the session with its current cost, which also renews its
-// time to live. Call it only after the server accepted the session's
-// credentials. A kept session whose cost has not changed is stored again
-// only once a quarter of its time to live has passed: every ristretto Set
-// wakes its policy goroutine, which on a busy proxy costs more than the
-// rest of a forwarded request's handling.
-func (s *Store) Keep(k Key, sess *Session) {
-	cost := sess.cost.Load()
-	now := time.Now().UnixNano()
-	if !sess.kept.Swap(true) {
-		sess.storedCost.Store(cost)
-		sess.storedAt.Store(now)
-		if s.set(string(k), sess, cost) {
-			// Sets are applied asynchronously; wait so that the
-			// session's next request finds it.
-			s.cache.Wait()
-		}
-		return
-	}
-	if cost == sess.storedCost.Load() && now-sess.storedAt.Load() < s.ttl.Load()/4 {
-		return
-	}
-	sess.storedAt.Store(now)
-	s.restore(string(k), sess, cost, cost-sess.storedCost.Swap(cost))
+// Keep stores the session at its current cost and renews its time to
+// live. Call it only after the server accepted the session's credentials.
+func (s *Store) Keep(k Key, sess *Session, now time.Time) {
+	s.put(string(k), sess, sess.cost.Load(), now)
 }
 
-// restore stores again an entry that is stored already, at its cost now,
-// grown bytes more than before.
-func (s *Store) restore(key string, value any, cost, grown int64) {
+// put stores v under key at cost, and renews its lease. Ristretto is told
+// only of a new entry or a changed cost: every Set wakes its policy
+// goroutine, which on a busy proxy costs more than the rest of a
+// forwarded request's handling.
+func (s *Store) put(key string, v leased, cost int64, now time.Time) {
+	l := v.lease()
+	l.renew(now, time.Duration(s.ttl.Load()))
+	if was := l.cost.Swap(cost); was != cost {
+		s.charge(key, v, cost, cost-was)
+	}
+}
+
+// charge hands ristretto v under key at cost, grown bytes more than what
+// the key held.
+func (s *Store) charge(key string, v any, cost, grown int64) {
 	if grown > 0 && s.Used()+grown > s.cache.MaxCost() {
 		// Ristretto evicts only to admit new keys; an update that grows
 		// an entry past the budget would stay over it. Re-adding the
 		// entry makes room the way a new key does (or, if ristretto
-		// refuses it, costs one more full fetch).
+		// refuses it, costs one more fetch).
 		s.cache.Del(key)
-		if s.set(key, value, cost) {
-			s.cache.Wait()
-		}
-		return
 	}
-	if s.set(key, value, cost) && grown != 0 {
-		// Charged at once, so that what the store reports holds.
-		s.cache.Wait()
-	}
+	s.set(key, v, cost)
 }
 
 // Forget drops the session stored under k and its trust: the server
 // refused its credentials.
 func (s *Store) Forget(k Key, sess *Session) {
 	sess.Revoke()
-	sess.kept.Store(false)
+	sess.stored.cost.Store(0)
 	s.cache.Del(string(k))
 }
 
 // Directory returns the user directory of a host, or nil.
-func (s *Store) Directory(host string) *Directory { return entry[Directory](s, prefixDirectory, host) }
+func (s *Store) Directory(host string, now time.Time) *Directory {
+	return entry[Directory](s, prefixDirectory, host, now)
+}
 
 // PutDirectory stores the user directory of a host.
-func (s *Store) PutDirectory(host string, d *Directory) {
-	cost := d.cost()
-	if old := s.Directory(host); old != nil {
-		s.restore(prefixDirectory+host, d, cost, cost-old.cost())
-		return
+func (s *Store) PutDirectory(host string, d *Directory, now time.Time) {
+	cost, grown := d.cost(), d.cost()
+	if old := s.Directory(host, now); old != nil {
+		grown -= old.stored.cost.Load()
 	}
-	if s.set(prefixDirectory+host, d, cost) {
-		s.cache.Wait()
-	}
+	d.stored.renew(now, time.Duration(s.ttl.Load()))
+	d.stored.cost.Store(cost)
+	s.charge(prefixDirectory+host, d, cost, grown)
 }
 
 // Host returns what the store knows of a host, or nil.
-func (s *Store) Host(host string) *Host { return entry[Host](s, prefixHost, host) }
+func (s *Store) Host(host string, now time.Time) *Host {
+	return entry[Host](s, prefixHost, host, now)
+}
 
-// HostFor returns the Host of host, creating it if needed. Call it only
-// once the server accepted a session of the host.
-func (s *Store) HostFor(host string) *Host {
-	return entryFor(s, prefixHost, host, hostCost, func() *Host { return &Host{} })
+// HostFor returns the Host of host, creating it if needed, and renews its
+// time to live. Call it only once the server accepted a session of the
+// host.
+func (s *Store) HostFor(host string, now time.Time) *Host {
+	return entryFor(s, prefixHost, host, now, hostCost, func() *Host { return &Host{} })
 }
 
 // InternPingHeader returns the template of hdr that host h shares among
 // its sessions (Host.internPingHeader), charging the host for a new one.
 // hdr must not be modified afterwards.
-func (s *Store) InternPingHeader(host string, h *Host, hdr map[string][]string) *PingHeader {
+func (s *Store) InternPingHeader(host string, h *Host, hdr map[string][]string, now time.Time) *PingHeader {
 	p, added := h.internPingHeader(hdr)
 	if added {
-		cost := h.cost()
-		s.restore(prefixHost+host, h, cost, pingHeaderCost)
+		s.put(prefixHost+host, h, h.cost(), now)
 	}
 	return p
 }
 
 // View returns the shared-mode view of a host, or nil.
-func (s *Store) View(host string) *View { return entry[View](s, prefixView, host) }
+func (s *Store) View(host string, now time.Time) *View {
+	return entry[View](s, prefixView, host, now)
+}
 
 // ViewFor returns the view of host, creating it if needed. Call it only
 // for a host where an eligible session was trusted, so that made-up Host
 // headers cannot grow memory.
-func (s *Store) ViewFor(host string) *View {
-	return entryFor(s, prefixView, host, viewBaseCost, func() *View {
-		v := &View{}
-		v.storedAt.Store(time.Now().UnixNano())
-		v.storedCost.Store(viewBaseCost)
+func (s *Store) ViewFor(host string, now time.Time) *View {
+	return entryFor(s, prefixView, host, now, viewBaseCost, func() *View {
 		s.viewHosts.Store(host, struct{}{})
-		return v
+		return &View{}
 	})
 }
 
-// entry returns the entry of type T stored under prefix+name, or nil.
-func entry[T any](s *Store, prefix, name string) *T {
-	v, ok := s.get(prefix, name)
+// KeepView charges the view what it holds now, and renews its time to
+// live, so that a view no fetch fed for that long is dropped, not trusted.
+func (s *Store) KeepView(host string, v *View, now time.Time) {
+	s.put(prefixView+host, v, v.cost(), now)
+}
+
+// entry returns the entry of type T stored under prefix+name, or nil if
+// there is none or it expired by now. An expired entry stays in
+// ristretto, unused, until ristretto evicts it to make room or a new
+// entry takes its key: expiry follows the handler's clock, which
+// ristretto's own TTL cannot.
+func entry[T any](s *Store, prefix, name string, now time.Time) *T {
+	v, ok := s.cache.Get(prefix + name)
 	if !ok {
+		return nil
+	}
+	l, ok := v.(leased)
+	if !ok || !l.lease().live(now) {
 		return nil
 	}
 	t, _ := v.(*T)
 	return t
 }
 
-// get looks prefix+name up.
-func (s *Store) get(prefix, name string) (any, bool) {
-	if prefix == "" {
-		return s.cache.Get(name)
-	}
-	return s.cache.Get(prefix + name)
-}
-
 // entryFor returns the entry stored under prefix+name, storing a new one
-// if there is none. One lock for all kinds is enough: entries are created
-// once per user or host.
-func entryFor[T any](s *Store, prefix, name string, cost int64, create func() *T) *T {
-	if t := entry[T](s, prefix, name); t != nil {
-		return t
+// if there is none, and renews its lease. One lock for all kinds is
+// enough: entries are created once per user or host.
+func entryFor[T any, P interface {
+	*T
+	leased
+}](s *Store, prefix, name string, now time.Time, cost int64, create func() *T) *T {
+	t := entry[T](s, prefix, name, now)
+	if t == nil {
+		s.createMu.Lock()
+		defer s.createMu.Unlock()
+		if t = entry[T](s, prefix, name, now); t == nil {
+			t = create()
+			s.put(prefix+name, P(t), cost, now)
+			return t
+		}
 	}
-	s.createMu.Lock()
-	defer s.createMu.Unlock()
-	if t := entry[T](s, prefix, name); t != nil {
-		return t
-	}
-	t := create()
-	if s.set(prefix+name, t, cost) {
-		s.cache.Wait()
-	}
+	P(t).lease().renew(now, time.Duration(s.ttl.Load()))
 	return t
-}
-
-// KeepView charges the view what it holds now, and renews its time to
-// live, so that a view no fetch fed for that long is dropped, not trusted.
-// Like Keep, it stores an unchanged view again only now and then.
-func (s *Store) KeepView(host string, v *View) {
-	cost, now := v.cost(), time.Now().UnixNano()
-	if cost == v.storedCost.Load() && now-v.storedAt.Load() < s.ttl.Load()/4 {
-		return
-	}
-	v.storedAt.Store(now)
-	s.restore(prefixView+host, v, cost, cost-v.storedCost.Swap(cost))
 }
 
 // ViewInfo describes a held view, for the admin API.
@@ -327,12 +309,12 @@ type ViewInfo struct {
 	Cursor int64
 }
 
-// Views lists the views the store holds.
-func (s *Store) Views() []ViewInfo {
+// Views lists the views the store holds at now.
+func (s *Store) Views(now time.Time) []ViewInfo {
 	var out []ViewInfo
 	s.viewHosts.Range(func(k, _ any) bool {
 		host := k.(string)
-		v := s.View(host)
+		v := s.View(host, now)
 		if v == nil {
 			s.viewHosts.Delete(host) // evicted or expired
 			return true
@@ -348,9 +330,36 @@ func (s *Store) Used() int64 {
 	return s.cache.MaxCost() - s.cache.RemainingCost()
 }
 
-func (s *Store) set(key string, v any, cost int64) bool {
-	return s.cache.SetWithTTL(key, v, cost, time.Duration(s.ttl.Load()))
+// set hands an entry to ristretto, and waits until it is applied (Sets are
+// asynchronous), so that the next request finds it and what the store
+// reports holds.
+func (s *Store) set(key string, v any, cost int64) {
+	if s.cache.Set(key, v, cost) {
+		s.cache.Wait()
+	}
 }
 
 // MaxCost is the store's memory budget in bytes.
 func (s *Store) MaxCost() int64 { return s.cache.MaxCost() }
+
+// lease is what the store keeps with each entry: when it expires, on the
+// handler's clock, and the cost ristretto was last given (0: not stored).
+type lease struct {
+	expires atomic.Int64 // Unix nanoseconds
+	cost    atomic.Int64
+}
+
+// leased is an entry of the store.
+type leased interface{ lease() *lease }
+
+func (l *lease) live(now time.Time) bool { return now.UnixNano() < l.expires.Load() }
+
+func (l *lease) renew(now time.Time, ttl time.Duration) {
+	l.expires.Store(now.Add(ttl).UnixNano())
+}
+
+func (s *Session) lease() *lease   { return &s.stored }
+func (r *RowMirror) lease() *lease { return &r.stored }
+func (d *Directory) lease() *lease { return &d.stored }
+func (h *Host) lease() *lease      { return &h.stored }
+func (v *View) lease() *lease      { return &v.stored }

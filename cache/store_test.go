@@ -54,24 +54,24 @@ func TestSessionKeys(t *testing.T) {
 func TestPendingSessions(t *testing.T) {
 	s := newStore(t)
 	k := s.SessionKey("h", FamilyAPI, "a")
-	a, b := s.Acquire(k), s.Acquire(k)
+	a, b := s.Acquire(k, t0), s.Acquire(k, t0)
 	if a != b {
 		t.Fatal("two requests of one new session got two sessions")
 	}
 	s.Release(k, a)
 	s.Release(k, b)
-	if _, ok := s.Session(k); ok || s.Pending() != 0 {
+	if _, ok := s.Session(k, t0); ok || s.Pending() != 0 {
 		t.Fatal("a session the server never accepted outlived its requests")
 	}
-	sess := s.Acquire(k)
-	s.Keep(k, sess)
+	sess := s.Acquire(k, t0)
+	s.Keep(k, sess, t0)
 	s.Release(k, sess)
-	if got := s.Acquire(k); got != sess {
+	if got := s.Acquire(k, t0); got != sess {
 		t.Fatal("a kept session was not found again")
 	}
 	s.Release(k, sess)
 	s.Forget(k, sess)
-	if _, ok := s.Session(k); ok {
+	if _, ok := s.Session(k, t0); ok {
 		t.Fatal("a forgotten session is still stored")
 	}
 	if sess.Trusted(time.Now(), time.Hour) {
@@ -81,8 +81,8 @@ func TestPendingSessions(t *testing.T) {
 
 // keep stores a session as if the server had accepted it.
 func keep(s *Store, k Key) *Session {
-	sess := s.Acquire(k)
-	s.Keep(k, sess)
+	sess := s.Acquire(k, t0)
+	s.Keep(k, sess, t0)
 	s.Release(k, sess)
 	return sess
 }
@@ -106,7 +106,7 @@ func TestStoreIsBounded(t *testing.T) {
 		}
 		conv.Snapshot.Replace(rows)
 		sess.UnlockConversion()
-		s.Keep(k, sess)
+		s.Keep(k, sess, t0)
 	}
 	for i := range 20_000 {
 		keep(s, s.SessionKey("h", FamilyAPI, fmt.Sprint(i)))
@@ -124,16 +124,16 @@ func TestStoreIsBounded(t *testing.T) {
 func TestDirectoryMerge(t *testing.T) {
 	s := newStore(t)
 	full := (*Directory)(nil).Merged(map[int64]Member{1: {Email: "a@x", Active: true}, 2: {Email: "b@x", Active: false}}, t0, true, 1)
-	s.PutDirectory("h", full)
+	s.PutDirectory("h", full, t0)
 	later := t0.Add(20 * time.Minute)
 	fake := map[int64]Member{
 		2: {Email: "user2@fake.invalid", Active: true},
 		3: {Email: "user3@fake.invalid", Active: true},
 		7: {Email: "g@x", Active: true, Guest: true},
 	}
-	guest := s.Directory("h").Merged(fake, later, false, 7)
-	s.PutDirectory("h", guest)
-	got := s.Directory("h")
+	guest := s.Directory("h", t0).Merged(fake, later, false, 7)
+	s.PutDirectory("h", guest, t0)
+	got := s.Directory("h", t0)
 	switch {
 	case got.Members[2] != full.Members[2]:
 		t.Fatalf("a guest's list changed another user: %+v", got.Members[2])
@@ -154,10 +154,10 @@ func TestDirectoryMerge(t *testing.T) {
 
 func TestHostFacts(t *testing.T) {
 	s := newStore(t)
-	if s.Host("h") != nil {
+	if s.Host("h", t0) != nil {
 		t.Fatal("a host nobody was accepted on has facts")
 	}
-	h := s.HostFor("h")
+	h := s.HostFor("h", t0)
 	if h.IncrementalUnsupported(t0) {
 		t.Fatal("unknown host marked")
 	}
@@ -165,7 +165,7 @@ func TestHostFacts(t *testing.T) {
 	if !h.IncrementalUnsupported(t0.Add(time.Minute)) || h.IncrementalUnsupported(t0.Add(10*time.Minute)) {
 		t.Fatal("the mark must hold until the given time, and no longer")
 	}
-	if s.HostFor("h") != h || s.HostFor("other").IncrementalUnsupported(t0) {
+	if s.HostFor("h", t0) != h || s.HostFor("other", t0).IncrementalUnsupported(t0) {
 		t.Fatal("the mark leaked to another host")
 	}
 }
@@ -235,7 +235,7 @@ func TestGrowingSessionsStayBounded(t *testing.T) {
 		conv := sess.LockConversion()
 		conv.Snapshot.Replace(rows)
 		sess.UnlockConversion()
-		s.Keep(k, sess)
+		s.Keep(k, sess, t0)
 	}
 	s.cache.Wait()
 	if used := s.Used(); used > 1<<20 {
@@ -243,11 +243,13 @@ func TestGrowingSessionsStayBounded(t *testing.T) {
 	}
 }
 
-// TestKeepRenewsTimeToLive: Keep stores an unchanged session again only now
-// and then, but often enough that a session in use never expires, while
-// one left alone does. Ristretto's TTL runs on the real clock.
+// TestKeepRenewsTimeToLive: time to live runs on the clock the caller
+// passes. A session kept in use never expires, however long it lives; one
+// left alone expires a time to live after it was last kept, and a new
+// session then takes its key. Rows and hosts live on while in use, and a
+// view while it is fed.
 func TestKeepRenewsTimeToLive(t *testing.T) {
-	const ttl = 2 * time.Second
+	const ttl = 10 * time.Minute
 	s, err := New(Config{MaxCost: 1 << 20, TTL: ttl})
 	if err != nil {
 		t.Fatal(err)
@@ -255,15 +257,36 @@ func TestKeepRenewsTimeToLive(t *testing.T) {
 	defer s.Destruct()
 	k := s.SessionKey("h", FamilyAPI, "kept")
 	sess := keep(s, k)
-	for end := time.Now().Add(ttl * 3 / 2); time.Now().Before(end); time.Sleep(50 * time.Millisecond) {
-		s.Keep(k, sess)
-		s.cache.Wait()
-		if got, ok := s.Session(k); !ok || got != sess {
-			t.Fatal("a session kept in use expired")
+	row := s.RowFor(s.UserKey("h", "a@x"), t0)
+	host, view := s.HostFor("h", t0), s.ViewFor("h", t0)
+	now := t0
+	for ; now.Before(t0.Add(3 * ttl)); now = now.Add(ttl / 3) {
+		s.Keep(k, sess, now)
+		s.KeepView("h", view, now)
+		if got, ok := s.Session(k, now); !ok || got != sess {
+			t.Fatalf("a session kept in use expired at %v", now.Sub(t0))
+		}
+		if s.RowFor(s.UserKey("h", "a@x"), now) != row || s.HostFor("h", now) != host || s.View("h", now) != view {
+			t.Fatalf("a row, host or view in use expired at %v", now.Sub(t0))
 		}
 	}
-	time.Sleep(ttl + 100*time.Millisecond)
-	if _, ok := s.Session(k); ok {
+	last := now.Add(-ttl / 3)
+	if _, ok := s.Session(k, last.Add(ttl-time.Nanosecond)); !ok {
+		t.Fatal("a session expired before its time to live")
+	}
+	gone := last.Add(ttl)
+	if _, ok := s.Session(k, gone); ok {
 		t.Fatal("a session left alone outlived its time to live")
+	}
+	if s.Row(s.UserKey("h", "a@x"), gone) != nil || s.Host("h", gone) != nil || s.View("h", gone) != nil || len(s.Views(gone)) != 0 {
+		t.Fatal("a row, host or view left alone outlived its time to live")
+	}
+	if fresh := s.Acquire(k, gone); fresh == sess {
+		t.Fatal("an expired session was handed out again")
+	} else if s.Keep(k, fresh, gone); s.Acquire(k, gone) != fresh {
+		t.Fatal("a new session did not take an expired one's key")
+	}
+	if s.RowFor(s.UserKey("h", "a@x"), gone) == row {
+		t.Fatal("an expired row was handed out again")
 	}
 }

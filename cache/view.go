@@ -3,7 +3,6 @@ package cache
 import (
 	"math"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/zulip-presence/caddy-zulip-presence/presence"
@@ -51,8 +50,7 @@ type View struct {
 	// that a burst of writes makes one.
 	Resync Flight
 
-	storedCost atomic.Int64 // the cost ristretto was last given
-	storedAt   atomic.Int64 // when, in Unix nanoseconds of the real clock
+	stored lease // the store's
 }
 
 // idRange is an interval (lo, hi] of presence update ids.

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http"
 	"sort"
+	"time"
 
 	"github.com/caddyserver/caddy/v2"
 
@@ -65,7 +66,7 @@ func serveStores(w http.ResponseWriter, r *http.Request) error {
 		name, _ := key.(string)
 		if s, ok := v.(*cache.Store); ok {
 			info := storeInfo{CacheName: name, UsedBytes: s.Used(), MaxBytes: s.MaxCost(), Views: []viewInfo{}}
-			for _, v := range s.Views() {
+			for _, v := range s.Views(time.Now()) {
 				info.Views = append(info.Views, viewInfo{Host: v.Host, Rows: v.Rows, Bytes: v.Bytes, Cursor: v.Cursor})
 			}
 			sort.Slice(info.Views, func(i, j int) bool { return info.Views[i].Host < info.Views[j].Host })

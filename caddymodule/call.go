@@ -95,7 +95,7 @@ func (c *call) serve() error {
 	}
 	c.creds, c.host = creds, hostOf(c.r)
 	c.key = c.h.store.SessionKey(c.host, c.family, creds.parts[:creds.n]...)
-	c.sess = c.h.store.Acquire(c.key)
+	c.sess = c.h.store.Acquire(c.key, c.h.now())
 	if c.extras != nil && c.extrasRead() {
 		return c.passThrough() // the server reads one of them
 	}
@@ -164,7 +164,7 @@ func (c *call) policy() cache.Policy {
 // session of it was accepted.
 func (c *call) hostInfo() *cache.Host {
 	if c.facts == nil {
-		c.facts = c.h.store.Host(c.host)
+		c.facts = c.h.store.Host(c.host, c.h.now())
 	}
 	return c.facts
 }
@@ -172,7 +172,7 @@ func (c *call) hostInfo() *cache.Host {
 // hostFor is hostInfo, created if need be: the server accepted a session.
 func (c *call) hostFor() *cache.Host {
 	if c.facts == nil {
-		c.facts = c.h.store.HostFor(c.host)
+		c.facts = c.h.store.HostFor(c.host, c.h.now())
 	}
 	return c.facts
 }
@@ -188,7 +188,7 @@ func (c *call) settle(o cache.Verdict, hdr http.Header, sent, received time.Time
 	switch o {
 	case cache.VerdictOK:
 		observeDate(c.hostFor(), hdr, sent, received)
-		c.h.store.Keep(c.key, c.sess)
+		c.h.store.Keep(c.key, c.sess, c.h.now())
 		if row := c.userRow(); row != nil {
 			row.Wrote()
 		}
@@ -222,7 +222,7 @@ func (c *call) userRow() *cache.RowMirror {
 	if u == "" {
 		return nil
 	}
-	c.row = c.h.store.RowFor(u)
+	c.row = c.h.store.RowFor(u, c.h.now())
 	return c.row
 }
 

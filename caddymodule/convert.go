@@ -27,7 +27,7 @@ func (c *call) convert() error {
 	if accepted {
 		// The snapshot may have grown: charge it to the store now, not
 		// on the session's next request.
-		c.h.store.Keep(c.key, c.sess)
+		c.h.store.Keep(c.key, c.sess, c.h.now())
 	}
 	return err
 }

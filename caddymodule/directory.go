@@ -20,7 +20,7 @@ const roleGuest = 600
 // so the caller can fall back to the server's own answer.
 func (c *call) directory(rows []presence.Row) *cache.Directory {
 	now := c.h.now()
-	dir := c.h.store.Directory(c.host)
+	dir := c.h.store.Directory(c.host, c.h.now())
 	if c.usable(dir, rows, now) {
 		return dir
 	}
@@ -29,13 +29,13 @@ func (c *call) directory(rows []presence.Row) *cache.Directory {
 	}
 	host := c.hostFor()
 	if !host.Members.Lead(c.r.Context()) {
-		if dir = c.h.store.Directory(c.host); c.usable(dir, rows, c.h.now()) {
+		if dir = c.h.store.Directory(c.host, c.h.now()); c.usable(dir, rows, c.h.now()) {
 			return dir
 		}
 		return nil
 	}
 	defer host.Members.End()
-	if fresh := c.h.store.Directory(c.host); fresh != dir && c.usable(fresh, rows, now) {
+	if fresh := c.h.store.Directory(c.host, c.h.now()); fresh != dir && c.usable(fresh, rows, now) {
 		return fresh // fetched by a request that led before this one
 	}
 	members, err := c.fetchMembers()
@@ -44,7 +44,7 @@ func (c *call) directory(rows []presence.Row) *cache.Directory {
 		return nil
 	}
 	dir = dir.Merged(members, now, c.listIsComplete(members), c.requesterID())
-	c.h.store.PutDirectory(c.host, dir)
+	c.h.store.PutDirectory(c.host, dir, c.h.now())
 	if !c.usable(dir, rows, now) {
 		return nil
 	}

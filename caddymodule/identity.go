@@ -42,7 +42,7 @@ func (c *call) bindUser() bool {
 	// The row learns the user's id before the session names it, so that
 	// no request reading the row asks for the profile again. The session
 	// was accepted, so its writes may have moved the row unseen.
-	row := c.h.store.RowFor(u)
+	row := c.h.store.RowFor(u, c.h.now())
 	row.SetUser(p.UserID, p.DateJoined.at, p.DateJoined.precision)
 	row.Wrote()
 	c.sess.Bind(u)

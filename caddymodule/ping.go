@@ -139,7 +139,7 @@ func pingHeaderOf(upstream http.Header) http.Header {
 // session repeats its own, interned per host so that sessions alike share
 // one copy.
 func (c *call) learnPingHeader(upstream http.Header) {
-	c.sess.SetPingHeader(c.h.store.InternPingHeader(c.host, c.hostFor(), pingHeaderOf(upstream)))
+	c.sess.SetPingHeader(c.h.store.InternPingHeader(c.host, c.hostFor(), pingHeaderOf(upstream), c.h.now()))
 }
 
 // claim is what a local answer to the ping rests on.

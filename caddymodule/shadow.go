@@ -190,7 +190,7 @@ func (c *call) compareOptions(theirs []byte, origAfter bool) (presence.CompareOp
 		return opts, false
 	}
 	keys := make(map[string]bool, len(f.rows))
-	dir := c.h.store.Directory(c.host)
+	dir := c.h.store.Directory(c.host, c.h.now())
 	for _, id := range f.rows {
 		keys[strconv.FormatInt(id, 10)] = true
 		if dir != nil {
@@ -466,7 +466,7 @@ func (c *call) verifyAfter(v *verifying) {
 			panic(r)
 		}
 	}()
-	c.sess = c.h.store.Acquire(c.key)
+	c.sess = c.h.store.Acquire(c.key, c.h.now())
 	// As in serve: the original's reserved write is settled, and the
 	// hold on the session released, however the check ends, an answer
 	// cut off mid-body (http.ErrAbortHandler) included.

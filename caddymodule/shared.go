@@ -119,7 +119,7 @@ func (c *call) eligibleView() *cache.View {
 	} else {
 		// Nothing is asked of the server for credentials it has not
 		// accepted lately: only what the store already knows counts.
-		row, dir = c.knownUser(), c.h.store.Directory(c.host)
+		row, dir = c.knownUser(), c.h.store.Directory(c.host, c.h.now())
 		if row == nil || row.UserID() == 0 {
 			return nil
 		}
@@ -131,7 +131,7 @@ func (c *call) eligibleView() *cache.View {
 	if !ok || !m.Active || m.Bot || m.Guest {
 		return nil
 	}
-	return c.h.store.ViewFor(c.host)
+	return c.h.store.ViewFor(c.host, c.h.now())
 }
 
 // probedView returns the host's view for a full poll of a session the
@@ -156,7 +156,7 @@ func (c *call) probedView() *cache.View {
 	if _, known := c.historyIgnored(); !known {
 		return nil
 	}
-	view := c.h.store.View(c.host)
+	view := c.h.store.View(c.host, c.h.now())
 	if view == nil || !view.Synced() {
 		return nil
 	}
@@ -191,7 +191,7 @@ func (c *call) feedNewSession(view *cache.View) error {
 // are learned, once, for its next requests to be eligible without asking
 // the server: a web app tab polls every minute, past trust_window.
 func (c *call) sharedWriteElsewhere() {
-	if view := c.h.store.View(c.host); view != nil {
+	if view := c.h.store.View(c.host, c.h.now()); view != nil {
 		view.Invalidate()
 	}
 	if !c.bindUser() {
@@ -213,7 +213,7 @@ func (c *call) knownUser() *cache.RowMirror {
 	if u == "" {
 		return nil
 	}
-	c.row = c.h.store.Row(u)
+	c.row = c.h.store.Row(u, c.h.now())
 	return c.row
 }
 
@@ -452,7 +452,7 @@ func (c *call) merge(view *cache.View, cursor, days int64, ans presence.Decoded,
 
 // kept stores a view that merged a fetch made at cursor, and counts it.
 func (c *call) kept(view *cache.View, cursor int64) {
-	c.h.store.KeepView(c.host, view)
+	c.h.store.KeepView(c.host, view, c.h.now())
 	c.h.metrics.observeViewFetch(cursor < 0)
 }
 

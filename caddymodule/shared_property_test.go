@@ -418,7 +418,7 @@ func (ss *sharedScenario) run(t *testing.T, steps []step, quiet bool) ([]finding
 	}
 	for _, h := range hs {
 		rows := 0
-		for _, v := range h.store.Views() {
+		for _, v := range h.store.Views(h.now()) {
 			rows += v.Rows
 		}
 		r.stats.viewRows = append(r.stats.viewRows, rows)
@@ -477,7 +477,7 @@ func (r *sharedRun) request(c *propClient, q reqSpec) {
 		return fmt.Sprintf("%s\n\tdirect:  %d %s\n\tproxied: %d %s (%d upstream calls: %s)", what, d.status, trimBody(d.body), p.status, trimBody(p.body), len(calls), callList(calls))
 	}
 	if r.trace != nil {
-		r.trace("step %d at t+%v: %s\n\tdirect:  %d %s\n\tproxied: %d %s\n\tupstream: %s\n\tviews of h%d: %+v", r.step, now.Sub(r.start), what, d.status, trimBody(d.body), p.status, trimBody(p.body), callList(calls), inst, r.hs[inst].store.Views())
+		r.trace("step %d at t+%v: %s\n\tdirect:  %d %s\n\tproxied: %d %s\n\tupstream: %s\n\tviews of h%d: %+v", r.step, now.Sub(r.start), what, d.status, trimBody(d.body), p.status, trimBody(p.body), callList(calls), inst, r.hs[inst].store.Views(now))
 	}
 	local := writes == 0 && p.status == http.StatusOK
 	revoked := d.status == http.StatusUnauthorized || d.status == http.StatusForbidden

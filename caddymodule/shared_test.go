@@ -113,7 +113,7 @@ func TestSharedModeViewIsListed(t *testing.T) {
 		}
 		tw.Clock.Advance(61 * time.Second)
 	}
-	views := tw.h.store.Views()
+	views := tw.h.store.Views(tw.h.now())
 	if len(views) != 1 || views[0].Host != "zulip.example" || views[0].Rows != 3 {
 		t.Fatalf("views = %+v, want the realm's with its 3 rows", views)
 	}
@@ -263,7 +263,7 @@ func TestSharedModeRandomHostsStayBounded(t *testing.T) {
 		}
 		tw.Clock.Advance(time.Minute)
 	}
-	if views := tw.h.store.Views(); len(views) != 1 {
+	if views := tw.h.store.Views(tw.h.now()); len(views) != 1 {
 		t.Fatalf("%d views, want the realm's", len(views))
 	}
 	send := func(host string, c *client) int {
@@ -283,7 +283,7 @@ func TestSharedModeRandomHostsStayBounded(t *testing.T) {
 			t.Fatalf("a made-up key got %d", code)
 		}
 	}
-	if views := tw.h.store.Views(); len(views) != 1 {
+	if views := tw.h.store.Views(tw.h.now()); len(views) != 1 {
 		t.Fatalf("%d views after 100 000 refused requests naming made-up hosts, want the realm's alone", len(views))
 	}
 	for i := range 3_000 {
@@ -299,5 +299,5 @@ func TestSharedModeRandomHostsStayBounded(t *testing.T) {
 	if used, max := tw.h.store.Used(), tw.h.store.MaxCost(); used > max {
 		t.Fatalf("store holds %d bytes, over its cache_size %d", used, max)
 	}
-	t.Logf("%d views, %d bytes held of %d", len(tw.h.store.Views()), tw.h.store.Used(), tw.h.store.MaxCost())
+	t.Logf("%d views, %d bytes held of %d", len(tw.h.store.Views(tw.h.now())), tw.h.store.Used(), tw.h.store.MaxCost())
 }

@@ -106,7 +106,7 @@ func (c *call) withoutEmail(d presence.Difference) presence.Difference {
 	}
 	email := d.Key
 	d.Key = "user ?"
-	if dir := c.h.store.Directory(c.host); dir != nil {
+	if dir := c.h.store.Directory(c.host, c.h.now()); dir != nil {
 		for id, m := range dir.Members {
 			if m.Email == email {
 				d.Key = "user " + strconv.FormatInt(id, 10)

@@ -123,8 +123,9 @@ type proc struct {
 }
 
 // startCaddy runs `caddy run` on a Caddyfile written to dir, with Caddy's
-// config and data directories inside dir, its output in dir/name.log.
-func startCaddy(bin, dir, name, caddyfile string) (*proc, error) {
+// config and data directories inside dir, its output in dir/name.log, and
+// env added to this process's environment.
+func startCaddy(bin, dir, name, caddyfile string, env ...string) (*proc, error) {
 	conf := filepath.Join(dir, name+".caddyfile")
 	if err := os.WriteFile(conf, []byte(caddyfile), 0o644); err != nil {
 		return nil, err
@@ -136,6 +137,7 @@ func startCaddy(bin, dir, name, caddyfile string) (*proc, error) {
 	cmd := exec.Command(bin, "run", "--config", conf, "--adapter", "caddyfile")
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.Env = append(os.Environ(), "XDG_CONFIG_HOME="+filepath.Join(dir, "config"), "XDG_DATA_HOME="+filepath.Join(dir, "data"))
+	cmd.Env = append(cmd.Env, env...)
 	if err := cmd.Start(); err != nil {
 		logf.Close()
 		return nil, err

@@ -69,6 +69,7 @@ type config struct {
 	goroutineSlack         int
 	apiClients, webClients int
 	keep                   bool
+	frontMemLimit          string
 }
 
 func main() {
@@ -90,6 +91,7 @@ func main() {
 	flag.IntVar(&cfg.webClients, "web-clients", 300, "browser sessions of the load run")
 	flag.DurationVar(&cfg.idle, "idle", 5*time.Second, "servers' idle timeout")
 	flag.IntVar(&cfg.goroutineSlack, "goroutine-slack", 5, "goroutines the front Caddy may have gained after the load run and the idle timeout")
+	flag.StringVar(&cfg.frontMemLimit, "front-gomemlimit", "", "GOMEMLIMIT of the front Caddy alone (Go's syntax: 600MiB); empty: none")
 	flag.BoolVar(&cfg.keep, "keep", false, "keep the temporary directory (Caddyfiles and Caddy logs)")
 	flag.Parse()
 	for _, s := range []struct {
@@ -202,7 +204,11 @@ func run(cfg config) (bool, error) {
 	if err := waitUp(simProc, r.sim.base+"/_sim/stats"); err != nil {
 		return false, err
 	}
-	frontProc, err := startCaddy(cfg.caddy, dir, "front", r.front)
+	var frontEnv []string
+	if cfg.frontMemLimit != "" {
+		frontEnv = append(frontEnv, "GOMEMLIMIT="+cfg.frontMemLimit)
+	}
+	frontProc, err := startCaddy(cfg.caddy, dir, "front", r.front, frontEnv...)
 	if err != nil {
 		return false, err
 	}
@@ -416,7 +422,7 @@ func (r *rig) floods() error {
 		storeLines = append(storeLines, fmt.Sprintf("%q %s of %s, %d reference(s)", s.CacheName, ibytes(s.UsedBytes), ibytes(s.MaxBytes), s.References))
 	}
 
-	fmt.Printf("### Floods (mode %s, cache_size %s; front Caddy after each, heap after a forced GC)\n\n", r.cfg.mode, ibytes(r.cfg.cacheSize))
+	fmt.Printf("### Floods (mode %s, cache_size %s, front GOMEMLIMIT %q; front Caddy after each, heap after a forced GC)\n\n", r.cfg.mode, ibytes(r.cfg.cacheSize), r.cfg.frontMemLimit)
 	fmt.Println("| phase | requests | req/s module / plain | unexpected | upstream requests module / plain | upstream bytes module / plain | store bytes | heap after GC | heap in use | RSS | RSS peak | goroutines |")
 	fmt.Println("|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|")
 	for _, rd := range rows {
