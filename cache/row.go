@@ -217,7 +217,7 @@ func (r *RowMirror) RateKnown(now time.Time) bool {
 }
 
 // SpendRequest reports whether the proxy may spend one of the user's
-// requests at now on a request of its own (design §7.4), and records it.
+// requests at now on a request of its own (design §7.6), and records it.
 func (r *RowMirror) SpendRequest(now time.Time, p RatePolicy) bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()

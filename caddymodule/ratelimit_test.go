@@ -139,3 +139,56 @@ func TestNoEarlyRateLimit(t *testing.T) {
 		})
 	}
 }
+
+// TestNoSpendingNearTheLimit: a browser session whose tab has spent
+// nearly all of its user's 200 requests a minute on incremental polls
+// (forwarded, so nothing saved) pings; answering that ping locally needs
+// the session's user and row (GET /users/me, a row read), two requests
+// Zulip would count. With so little left, the handler must not make them
+// (design §7.6): the ping is forwarded, and the tab's last requests of the
+// minute succeed through the handler as they do directly. Without the
+// reserve the handler spends them and the tab gets its 429s early.
+func TestNoSpendingNearTheLimit(t *testing.T) {
+	for _, mode := range []string{modeSession, modeShared} {
+		t.Run(mode, func(t *testing.T) {
+			tw := newTwin(t, Handler{Mode: mode})
+			tw.Both(func(r *zuliptest.Realm) {
+				s := r.Settings()
+				s.RateLimit = true
+				r.SetSettings(s)
+			})
+			u := tw.addUser("hamlet@zulip.example", zuliptest.RoleMember)
+			tw.Clock.Advance(time.Hour)
+			c := tw.browser("web", u)
+			var early, direct429 int
+			var upstream int
+			send := func(i int, f url.Values) {
+				d, p, n := tw.postAs(c, f, nil)
+				upstream += n
+				if d.status == http.StatusTooManyRequests {
+					direct429++
+				}
+				if p.status == http.StatusTooManyRequests && d.status != http.StatusTooManyRequests {
+					early++
+					t.Errorf("request %d (%s): 429 through the handler, %d directly", i, f.Encode(), d.status)
+				}
+				tw.Clock.Advance(200 * time.Millisecond)
+			}
+			// 196 polls in 39 s: each writes and reaches the server.
+			for i := range 196 {
+				send(i, form("status", "active", "last_update_id", "-1"))
+			}
+			// Two pings the handler could answer locally only after
+			// learning the user and reading the row, then the polls
+			// that fill the minute's 200.
+			send(196, form("status", "idle", "ping_only", "true"))
+			send(197, form("status", "idle", "ping_only", "true"))
+			send(198, form("status", "active", "last_update_id", "-1"))
+			send(199, form("status", "active", "last_update_id", "-1"))
+			if direct429 != 0 {
+				t.Fatalf("%d requests were refused directly; the scenario is to stay within the limit", direct429)
+			}
+			t.Logf("200 requests in 40 s: upstream %d (%v); early 429s %d", upstream, tw.Proxied.DefaultRealm().Stats().Requests, early)
+		})
+	}
+}
