@@ -72,6 +72,20 @@ func TestLocalPingHeadersPerSession(t *testing.T) {
 	}
 }
 
+// rateLimitedTwin is a twin whose two servers enforce Zulip's rate limit,
+// with one user an hour into the realm's life.
+func rateLimitedTwin(t *testing.T, mode string) (*twin, twinUser) {
+	tw := newTwin(t, Handler{Mode: mode})
+	tw.Both(func(r *zuliptest.Realm) {
+		s := r.Settings()
+		s.RateLimit = true
+		r.SetSettings(s)
+	})
+	u := tw.addUser("hamlet@zulip.example", zuliptest.RoleMember)
+	tw.Clock.Advance(time.Hour)
+	return tw, u
+}
+
 // TestNoEarlyRateLimit: Zulip counts the handler's own requests (GET
 // /users/me, row reads, GET /users) against the user's 200 a minute. A
 // client driven near and past the limit, with the handler reading the
@@ -93,14 +107,7 @@ func TestNoEarlyRateLimit(t *testing.T) {
 		{"json/polls-past", true, 200 * time.Millisecond, 2}, // 300 a minute
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			tw := newTwin(t, Handler{Mode: modeSession})
-			tw.Both(func(r *zuliptest.Realm) {
-				s := r.Settings()
-				s.RateLimit = true
-				r.SetSettings(s)
-			})
-			u := tw.addUser("hamlet@zulip.example", zuliptest.RoleMember)
-			tw.Clock.Advance(time.Hour)
+			tw, u := rateLimitedTwin(t, modeSession)
 			c := tw.apiClient("api", u)
 			if tc.json {
 				c = tw.browser("web", u)
@@ -151,14 +158,7 @@ func TestNoEarlyRateLimit(t *testing.T) {
 func TestNoSpendingNearTheLimit(t *testing.T) {
 	for _, mode := range []string{modeSession, modeShared} {
 		t.Run(mode, func(t *testing.T) {
-			tw := newTwin(t, Handler{Mode: mode})
-			tw.Both(func(r *zuliptest.Realm) {
-				s := r.Settings()
-				s.RateLimit = true
-				r.SetSettings(s)
-			})
-			u := tw.addUser("hamlet@zulip.example", zuliptest.RoleMember)
-			tw.Clock.Advance(time.Hour)
+			tw, u := rateLimitedTwin(t, mode)
 			c := tw.browser("web", u)
 			var early, direct429 int
 			var upstream int
