@@ -116,7 +116,7 @@ func (s *Store) UserKey(host, email string) UserKey {
 // the server accepted. A row evicted or expired and made anew knows
 // nothing, which makes the gate forward until it has read the row again.
 func (s *Store) RowFor(k UserKey, now time.Time) *RowMirror {
-	return entryFor(s, "", string(k), now, rowCost, func() *RowMirror { return &RowMirror{} })
+	return renewed(s, entryFor(s, "", string(k), now, rowCost, func() *RowMirror { return &RowMirror{} }), now)
 }
 
 // Row returns the mirror of a user's row if there is one; it creates
@@ -227,7 +227,7 @@ func (s *Store) Host(host string, now time.Time) *Host {
 // time to live. Call it only once the server accepted a session of the
 // host.
 func (s *Store) HostFor(host string, now time.Time) *Host {
-	return entryFor(s, prefixHost, host, now, hostCost, func() *Host { return &Host{} })
+	return renewed(s, entryFor(s, prefixHost, host, now, hostCost, func() *Host { return &Host{} }), now)
 }
 
 // InternPingHeader returns the template of hdr that host h shares among
@@ -246,7 +246,8 @@ func (s *Store) View(host string, now time.Time) *View {
 	return entry[View](s, prefixView, host, now)
 }
 
-// ViewFor returns the view of host, creating it if needed. Call it only
+// ViewFor returns the view of host, creating it if needed; only KeepView,
+// when a fetch fed the view, renews its time to live. Call it only
 // for a host where an eligible session was trusted, so that made-up Host
 // headers cannot grow memory.
 func (s *Store) ViewFor(host string, now time.Time) *View {
@@ -281,24 +282,29 @@ func entry[T any](s *Store, prefix, name string, now time.Time) *T {
 }
 
 // entryFor returns the entry stored under prefix+name, storing a new one
-// if there is none, and renews its lease. One lock for all kinds is
+// if there is none. One lock for all kinds is
 // enough: entries are created once per user or host.
 func entryFor[T any, P interface {
 	*T
 	leased
 }](s *Store, prefix, name string, now time.Time, cost int64, create func() *T) *T {
-	t := entry[T](s, prefix, name, now)
-	if t == nil {
-		s.createMu.Lock()
-		defer s.createMu.Unlock()
-		if t = entry[T](s, prefix, name, now); t == nil {
-			t = create()
-			s.put(prefix+name, P(t), cost, now)
-			return t
-		}
+	if t := entry[T](s, prefix, name, now); t != nil {
+		return t
 	}
-	P(t).lease().renew(now, time.Duration(s.ttl.Load()))
+	s.createMu.Lock()
+	defer s.createMu.Unlock()
+	if t := entry[T](s, prefix, name, now); t != nil {
+		return t
+	}
+	t := create()
+	s.put(prefix+name, P(t), cost, now)
 	return t
+}
+
+// renewed renews e's lease at now and returns e.
+func renewed[E leased](s *Store, e E, now time.Time) E {
+	e.lease().renew(now, time.Duration(s.ttl.Load()))
+	return e
 }
 
 // ViewInfo describes a held view, for the admin API.

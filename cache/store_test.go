@@ -247,7 +247,7 @@ func TestGrowingSessionsStayBounded(t *testing.T) {
 // passes. A session kept in use never expires, however long it lives; one
 // left alone expires a time to live after it was last kept, and a new
 // session then takes its key. Rows and hosts live on while in use, and a
-// view while it is fed.
+// view while it is fed, not while it is only looked up.
 func TestKeepRenewsTimeToLive(t *testing.T) {
 	const ttl = 10 * time.Minute
 	s, err := New(Config{MaxCost: 1 << 20, TTL: ttl})
@@ -259,8 +259,12 @@ func TestKeepRenewsTimeToLive(t *testing.T) {
 	sess := keep(s, k)
 	row := s.RowFor(s.UserKey("h", "a@x"), t0)
 	host, view := s.HostFor("h", t0), s.ViewFor("h", t0)
+	unfed := s.ViewFor("unfed", t0)
 	now := t0
 	for ; now.Before(t0.Add(3 * ttl)); now = now.Add(ttl / 3) {
+		if now.Sub(t0) < ttl && s.ViewFor("unfed", now) != unfed {
+			t.Fatalf("a view expired %v after it was made, before its time to live", now.Sub(t0))
+		}
 		s.Keep(k, sess, now)
 		s.KeepView("h", view, now)
 		if got, ok := s.Session(k, now); !ok || got != sess {
@@ -269,6 +273,9 @@ func TestKeepRenewsTimeToLive(t *testing.T) {
 		if s.RowFor(s.UserKey("h", "a@x"), now) != row || s.HostFor("h", now) != host || s.View("h", now) != view {
 			t.Fatalf("a row, host or view in use expired at %v", now.Sub(t0))
 		}
+	}
+	if s.View("unfed", t0.Add(ttl)) != nil {
+		t.Fatal("a view no fetch fed outlived its time to live: looking it up renewed it")
 	}
 	last := now.Add(-ttl / 3)
 	if _, ok := s.Session(k, last.Add(ttl-time.Nanosecond)); !ok {
