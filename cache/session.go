@@ -50,6 +50,9 @@ type Conversion struct {
 	Days int64
 	// SyncedAt is when that full fetch was made.
 	SyncedAt time.Time
+	// SyncedServerTS is that full fetch's server_timestamp, the server's
+	// clock; 0 when Snapshot holds none.
+	SyncedServerTS float64
 }
 
 // Bind records the user the session's credentials belong to. It must be

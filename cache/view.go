@@ -23,6 +23,7 @@ type View struct {
 	synced   bool      // a full fetch was merged, and nothing since undid it
 	days     int64     // the window of that full fetch
 	syncedAt time.Time // proxy clock: when it was made
+	syncedTS float64   // its server_timestamp
 	// lastSyncID is the id the last full fetch answered.
 	lastSyncID int64
 	// unseen are the intervals of ids that, since the last full fetch,
@@ -149,7 +150,7 @@ func (v *View) apply(cursor, days int64, ans presence.Decoded, now time.Time, po
 		}
 		v.unseen = v.unseen[:0] // every row shown is held as of m
 		v.snap.Replace(ans.Rows)
-		v.synced, v.days, v.syncedAt, v.lastSyncID = true, days, now, m
+		v.synced, v.days, v.syncedAt, v.lastSyncID, v.syncedTS = true, days, now, m, ans.ServerTimestamp
 	case cursor < 0 || m < cursor:
 		v.synced = false
 		return false
@@ -313,6 +314,8 @@ type Served struct {
 	ServerTimestamp float64
 	// Age is how long ago that was, by the proxy's clock.
 	Age time.Duration
+	// Synced is the server_timestamp of the view's last full fetch.
+	Synced float64
 }
 
 // Serve appends the view's rows to rows and reports what they stand for,
@@ -325,7 +328,7 @@ func (v *View) Serve(rows []presence.Row, now time.Time, days int64, staleness t
 	if !v.synced || days > v.days || age > staleness {
 		return Served{}, false
 	}
-	return Served{Rows: append(rows, v.snap.Rows()...), Cursor: v.cursor, ServerTimestamp: v.serverTS, Age: age}, true
+	return Served{Rows: append(rows, v.snap.Rows()...), Cursor: v.cursor, ServerTimestamp: v.serverTS, Age: age, Synced: v.syncedTS}, true
 }
 
 // ServeSince appends the rows whose id is above cursor, as a web app tab
@@ -362,7 +365,7 @@ func (v *View) ServeSince(rows []presence.Row, cursor int64, now time.Time, stal
 		// highest id of the rows the last merged fetch returned.
 		id = v.cursor
 	}
-	return Served{Rows: rows, Cursor: id, ServerTimestamp: v.serverTS, Age: age}, true
+	return Served{Rows: rows, Cursor: id, ServerTimestamp: v.serverTS, Age: age, Synced: v.syncedTS}, true
 }
 
 // Decides reports whether ServeSince can answer a tab at cursor, however

@@ -76,6 +76,7 @@ func (c *call) convertLocked() (accepted bool, err error) {
 		days = presence.DefaultWindowDays // what the server answered
 	}
 	applyAnswer(conv, ans, full, cursor, days, now)
+	c.noteSynced(conv.SyncedServerTS)
 	ok, err := c.writeFull(conv.Snapshot.Rows(), conv.Cursor, ans.ServerTimestamp, ans.Ignored, rec.header, rec.status)
 	if !ok {
 		return true, c.fallback(rec)
@@ -90,13 +91,13 @@ func applyAnswer(conv *cache.Conversion, ans presence.Decoded, full bool, cursor
 	switch {
 	case full:
 		conv.Snapshot.Replace(ans.Rows)
-		conv.Synced, conv.Days, conv.SyncedAt = true, days, now
+		conv.Synced, conv.Days, conv.SyncedAt, conv.SyncedServerTS = true, days, now, ans.ServerTimestamp
 	case ans.LastUpdateID < cursor:
 		// The server's sequence went back (realm presence disabled, or
 		// a restored database): its answer is all there is, and the next
 		// poll starts over.
 		conv.Snapshot.Replace(ans.Rows)
-		conv.Synced = false
+		conv.Synced, conv.SyncedServerTS = false, 0
 	default:
 		conv.Snapshot.Merge(ans.Rows)
 	}

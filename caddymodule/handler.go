@@ -141,6 +141,8 @@ type Handler struct {
 	// answer; Cleanup waits for them.
 	verifications *sync.WaitGroup
 	sampled       *atomic.Int64 // requests drawn for verification so far
+	// onMismatch, when set (tests do), also gets each mismatch found.
+	onMismatch func(Mismatch)
 
 	store   *cache.Store
 	stored  bool // this instance holds a reference in the store pool

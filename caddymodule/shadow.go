@@ -47,6 +47,9 @@ type original struct {
 type fetchedRows struct {
 	cursor, id int64
 	rows       []int64 // user ids
+	// synced is the server_timestamp of the full fetch the rendered rows
+	// were built from (presence.CompareOptions.Synced); 0: unknown.
+	synced float64
 }
 
 // noteFetch records the answer to the handler's own fetch for the poll,
@@ -60,6 +63,14 @@ func (c *call) noteFetch(cursor int64, ans presence.Decoded) {
 		f.rows[i] = r.UserID
 	}
 	c.fetched = f
+}
+
+// noteSynced records, for a comparison to come, the server_timestamp of
+// the full fetch the answer's rows were built from.
+func (c *call) noteSynced(ts float64) {
+	if c.fetched != nil {
+		c.fetched.synced = ts
+	}
 }
 
 // serveShadow serves a request in shadow mode: the handler keeps its state
@@ -181,6 +192,12 @@ func (c *call) compareOptions(theirs []byte, origAfter bool) (presence.CompareOp
 	}
 	theirID, ok := updateID(theirs)
 	f := c.fetched
+	dir := c.h.store.Directory(c.host, c.h.now())
+	keys := c.unnamedKeys(dir)
+	opts.MayDiffer = func(k string) bool { return keys[k] }
+	if f != nil {
+		opts.Synced = f.synced
+	}
 	switch {
 	case !ok || f == nil:
 		return opts, ok
@@ -189,16 +206,30 @@ func (c *call) compareOptions(theirs []byte, origAfter bool) (presence.CompareOp
 	case origAfter || f.cursor > theirID:
 		return opts, false
 	}
-	keys := make(map[string]bool, len(f.rows))
-	dir := c.h.store.Directory(c.host, c.h.now())
 	for _, id := range f.rows {
 		keys[strconv.FormatInt(id, 10)] = true
 		if dir != nil {
 			keys[dir.Members[id].Email] = true
 		}
 	}
-	opts.MayDiffer = func(k string) bool { return keys[k] }
 	return opts, true
+}
+
+// unnamedKeys are, for a legacy answer, the emails of the users the
+// host's user list had as deactivated or bots when the answer left their
+// rows out. The list is as old as users_refresh allows, and a user
+// reactivated since is a change no delta tells of (contract allowance 1).
+func (c *call) unnamedKeys(dir *cache.Directory) map[string]bool {
+	keys := map[string]bool{}
+	if dir == nil || c.req.Kind() != presence.KindLegacy {
+		return keys
+	}
+	for _, m := range dir.Members {
+		if !m.Active || m.Bot {
+			keys[m.Email] = true
+		}
+	}
+	return keys
 }
 
 // updateID reads presence_last_update_id from an answer.
@@ -446,7 +477,8 @@ func (c *call) finishVerifying() {
 // came.
 func (c *call) detached(body []byte) *call {
 	d := *c
-	r := c.r.Clone(context.WithoutCancel(ownVars(c.r.Context())))
+	ctx := context.WithValue(context.WithoutCancel(ownVars(c.r.Context())), verificationKey{}, true)
+	r := c.r.Clone(ctx)
 	if body != nil {
 		setBody(r, body)
 	}
@@ -454,6 +486,12 @@ func (c *call) detached(body []byte) *call {
 	d.ticket = cache.Ticket{}
 	return &d
 }
+
+// verificationKey marks the context of a request the handler sends
+// upstream to verify an answer it gave, so that the rest of the chain (and
+// the tests, which count a client's upstream calls) can tell it from the
+// client's own.
+type verificationKey struct{}
 
 // verifyAfter sends the original of a request the handler answered itself
 // upstream and compares the server's answer with the client's. Its write

@@ -260,6 +260,7 @@ func (c *call) serveView(view *cache.View, now time.Time, fed *recorder) (bool, 
 	if !ok {
 		return false, nil
 	}
+	c.noteSynced(served.Synced)
 	ok, err := c.writeServed(served, fed.header, fed.status)
 	if !ok {
 		return true, c.fallback(nil)

@@ -60,6 +60,8 @@ import (
 // trust_window of their last 2xx at that handler (and no 401 or 403
 // since). Every user's row and the realm's update id must be the same on
 // both servers after every step, and the rows written equal at the end.
+// Seeds that are 0 or 3 mod 4 (one handler, and two) run every handler
+// with verify_rate 1, checked as TestTwinProperty checks it.
 //
 // ZP_PROPERTY_SEEDS, ZP_PROPERTY_STEPS (default 400 here),
 // ZP_PROPERTY_SHRINK and ZP_PROPERTY_LOG work as for TestTwinProperty; a
@@ -289,12 +291,19 @@ func advanceShared(g *generator) {
 	g.advanceAmong([]clockSpan{{75, 1, 20}, {88, 21, 40}, {97, 61, 15 * 60}, {99, 3600, 3 * 3600}})
 }
 
+// verifies reports whether the seed's handlers run with verify_rate 1.
+func (ss *sharedScenario) verifies() bool { return ss.seed%4 == 0 || ss.seed%4 == 3 }
+
 func (ss *sharedScenario) describeConfig() string {
 	tw := "trust_window default"
 	if ss.trustWindow > 0 {
 		tw = "trust_window " + ss.trustWindow.String()
 	}
-	return fmt.Sprintf("%d handler(s) with clock skews %v, %s; %s", len(ss.skews), ss.skews, tw, ss.zulip().describe())
+	about := fmt.Sprintf("%d handler(s) with clock skews %v, %s; %s", len(ss.skews), ss.skews, tw, ss.zulip().describe())
+	if ss.verifies() {
+		about += ", verify_rate 1"
+	}
+	return about
 }
 
 // describeShared is describeFrom, naming the handler of each request.
@@ -368,6 +377,10 @@ func (ss *sharedScenario) run(t *testing.T, steps []step, quiet bool) ([]finding
 	}
 	cfg := Handler{Mode: modeShared, TrustWindow: caddy.Duration(ss.trustWindow), CacheName: name + "/h0"}
 	ss.zulip().configure(&cfg)
+	if ss.verifies() {
+		all := 1.0
+		cfg.VerifyRate = &all
+	}
 	tw := newTwin(t, cfg)
 	hs := []*Handler{tw.h}
 	for i := 1; i < len(ss.skews); i++ {
@@ -389,6 +402,9 @@ func (ss *sharedScenario) run(t *testing.T, steps []step, quiet bool) ([]finding
 		staleness: time.Duration(hs[0].MaxStaleness),
 		trustW:    time.Duration(hs[0].TrustWindow),
 		stats:     sharedStats{fromView: make([]int, len(hs)), localPings: make([]int, len(hs))},
+	}
+	for _, h := range hs {
+		h.onMismatch = r.checkMismatch
 	}
 	if os.Getenv("ZP_PROPERTY_TRACE") == "1" && !quiet {
 		r.trace = t.Logf

@@ -9,8 +9,11 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"os"
+	"regexp"
+	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -67,6 +70,13 @@ import (
 // requests a minute), so the requests the module saves never show as a
 // 429 the other side did not get.
 //
+// Even seeds run the handler with verify_rate 1: each answer it gives
+// itself is sent again as it came after the client has it, which must
+// change no row, and every mismatch its verification reports must name
+// only rows the contract lets the answer get wrong (allowance 1, as
+// above); the verification's own upstream requests are left out of what
+// the checker counts as the request's.
+//
 // Environment:
 //
 //	ZP_PROPERTY_SEEDS  seeds to run: "N" (seeds 1..N), "A-B", or "A,B,C" (default 1-10)
@@ -80,8 +90,12 @@ import (
 func TestTwinProperty(t *testing.T) {
 	runProperty(t, 1000, func(seed uint64, steps int) propertySeed {
 		sc := generate(seed, steps)
+		about := fmt.Sprintf("skew %v, %s", sc.skew, sc.server.describe())
+		if sc.verifies() {
+			about += ", verify_rate 1"
+		}
 		return propertySeed{
-			steps: sc.steps, about: fmt.Sprintf("skew %v, %s", sc.skew, sc.server.describe()), setup: sc.describeSetup(),
+			steps: sc.steps, about: about, setup: sc.describeSetup(),
 			run: sc.run, describe: sc.describeFrom,
 		}
 	})
@@ -903,12 +917,17 @@ func (sc *scenario) run(t *testing.T, steps []step, quiet bool) []finding {
 		cfg.CacheName = fmt.Sprintf("%s/shrink/%d", t.Name(), shrinkRuns.Add(1))
 	}
 	sc.zulip().configure(&cfg)
+	if sc.verifies() {
+		all := 1.0
+		cfg.VerifyRate = &all
+	}
 	tw := newTwin(t, cfg)
 	if quiet {
 		defer tw.h.Cleanup()
 	}
 	tw.h.SetClock(func() time.Time { return tw.Clock.Now().Add(sc.skew) })
 	r := newPropRun(sc, tw)
+	tw.h.onMismatch = r.checkMismatch
 	for i, s := range steps {
 		r.step = i
 		r.apply(s)
@@ -921,6 +940,38 @@ func (sc *scenario) run(t *testing.T, steps []step, quiet bool) []finding {
 		r.checkRowsWritten()
 	}
 	return r.findings
+}
+
+// verifies reports whether the seed runs the handler with verify_rate 1:
+// even seeds do, so that every answer the handler gives itself is also
+// checked by its own verification, which must change no row and find no
+// mismatch beyond what the contract allows.
+func (sc *scenario) verifies() bool { return sc.seed%2 == 0 }
+
+// rowKey reads the row key out of a mismatch's difference: a user id, or
+// "user <id>" for a legacy row.
+var rowKey = regexp.MustCompile(`^row (?:user )?(\d+):`)
+
+// checkMismatch reports a mismatch the handler's verification found unless
+// every row it names is of a user whose visibility to the requester
+// changed within resync_interval (allowance 1, as allowedStaleness).
+func (r *propRun) checkMismatch(m Mismatch) {
+	now := r.tw.Clock.Now()
+	viewer := slices.IndexFunc(r.users, func(u twinUser) bool { return u.id == m.UserID })
+	for _, d := range m.Differences {
+		k := rowKey.FindStringSubmatch(d)
+		u := -1
+		if k != nil && viewer >= 0 {
+			id, _ := strconv.ParseInt(k[1], 10, 64)
+			u = slices.IndexFunc(r.users, func(tu twinUser) bool { return tu.id == id })
+		}
+		if u >= 0 {
+			if at := r.changedAt[viewer][u]; !at.IsZero() && now.Sub(at) <= defaultResync {
+				continue
+			}
+		}
+		r.report("verification mismatch", "%s answer to user %d: %s", m.Kind, m.UserID, d)
+	}
 }
 
 func (r *propRun) report(class, format string, args ...any) {
@@ -1053,16 +1104,25 @@ func (w *statusWriter) Write(p []byte) (int, error) {
 // request the module made upstream, in order.
 func (r *propRun) serve(req *http.Request) (answer, []upstreamCall) {
 	var calls []upstreamCall
+	var mu sync.Mutex
 	next := caddyhttp.HandlerFunc(func(w http.ResponseWriter, up *http.Request) error {
 		sw := &statusWriter{ResponseWriter: w}
 		r.tw.Proxied.ServeHTTP(sw, up)
+		if up.Context().Value(verificationKey{}) != nil {
+			return nil // the handler's check of its answer, after it
+		}
+		mu.Lock()
 		calls = append(calls, upstreamCall{up.Method, up.URL.Path, credsOf(up), sw.status})
+		mu.Unlock()
 		return nil
 	})
 	rec := httptest.NewRecorder()
 	if err := r.tw.h.ServeHTTP(rec, req, next); err != nil {
 		r.report("ServeHTTP error", "%v", err)
 	}
+	// A verification goes upstream after the answer, within the step's
+	// virtual second.
+	r.tw.h.WaitVerifications()
 	return answer{rec.Code, rec.Header(), rec.Body.Bytes()}, calls
 }
 

@@ -91,6 +91,9 @@ func (c *call) reportVerify(result string, diffs []presence.Difference) {
 		m.Differences = append(m.Differences, c.withoutEmail(d).String())
 	}
 	logMismatch(m)
+	if c.h.onMismatch != nil {
+		c.h.onMismatch(m)
+	}
 	c.h.logger.Warn("answer differs from the server's",
 		zap.String("mode", mode), zap.String("kind", m.Kind), zap.String("host", m.Host),
 		zap.Int64("user_id", m.UserID), zap.Strings("differences", m.Differences))

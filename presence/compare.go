@@ -49,6 +49,15 @@ type CompareOptions struct {
 	// Days is the answer's history window, for the same rounding at its
 	// edge; 0 for an incremental answer, which has none.
 	Days int64
+	// Synced is the server_timestamp of the full fetch the handler's rows
+	// were built from; 0 if there is none. Deactivation, reactivation,
+	// invisible mode and a guest's visibility take no update id, so no
+	// delta tells of them (contract allowance 1). With Synced known, a
+	// row only the handler's answer holds may be such a change, and so
+	// may a row only the server's holds whose times are all more than a
+	// second before Synced: a row written since would have reached the
+	// handler with its new id.
+	Synced float64
 }
 
 // maxShown is how much of a differing value a Difference keeps.
@@ -140,9 +149,56 @@ func compareRows(ours, theirs json.RawMessage, opts CompareOptions, edge edgeRan
 		if (o[k] == nil && edge.holds(t[k], opts.LegacyOffset)) || (t[k] == nil && edge.holds(o[k], opts.LegacyOffset)) {
 			continue
 		}
+		if unsignalled(o[k], t[k], opts.Synced) {
+			continue
+		}
 		diffs = append(diffs, Difference{What: "row", Key: k, Ours: shown(o[k]), Theirs: shown(t[k])})
 	}
 	return diffs
+}
+
+// unsignalled reports whether an entry present in one answer only may be a
+// change no delta tells of (CompareOptions.Synced).
+func unsignalled(ours, theirs json.RawMessage, synced float64) bool {
+	switch {
+	case synced <= 0 || (ours == nil) == (theirs == nil):
+		return false
+	case theirs == nil:
+		return true
+	}
+	latest, ok := latestTime(theirs)
+	return ok && float64(latest)+1 < synced
+}
+
+// latestTime is the latest time an entry holds: a slim entry's
+// active_timestamp and idle_timestamp, a legacy entry's timestamps of
+// each client and the aggregate.
+func latestTime(entry json.RawMessage) (int64, bool) {
+	var fields map[string]json.RawMessage
+	if json.Unmarshal(entry, &fields) != nil {
+		return 0, false
+	}
+	var latest int64
+	found := false
+	for k, v := range fields {
+		var ts int64
+		switch {
+		case k == "active_timestamp" || k == "idle_timestamp":
+			if json.Unmarshal(v, &ts) != nil {
+				return 0, false
+			}
+		default:
+			var client struct {
+				Timestamp *int64 `json:"timestamp"`
+			}
+			if json.Unmarshal(v, &client) != nil || client.Timestamp == nil {
+				continue
+			}
+			ts = *client.Timestamp
+		}
+		latest, found = max(latest, ts), true
+	}
+	return latest, found
 }
 
 // legacyEntry is the part of a legacy entry the rounding allowance reads.

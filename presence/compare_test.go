@@ -35,6 +35,16 @@ func TestCompareAnswers(t *testing.T) {
 		{"legacy status past the offset", body(legacyActive, "1.5", "7"), body(legacyIdleLater, "1.5", "7"), CompareOptions{LegacyOffset: 70}, []string{"row"}},
 		{"a row at the window's edge", body(dropped, "86460.5", "7"), body(slim, "86460.5", "7"), CompareOptions{Days: 1}, nil},
 		{"a row inside the window", body(dropped, "86400.5", "7"), body(slim, "86400.5", "7"), CompareOptions{Days: 1}, []string{"row"}},
+		// Allowance 1: deactivation, reactivation and invisibility take
+		// no id, so a row may be in one answer only when its times say
+		// it was not written since the handler's full fetch.
+		{"a row the server dropped since the full fetch", body(slim, "1.5", "7"), body(dropped, "1.5", "7"), CompareOptions{Synced: 200.5}, nil},
+		{"an old row the handler's lacks", body(dropped, "1.5", "7"), body(slim, "1.5", "7"), CompareOptions{Synced: 200.5}, nil},
+		{"a row written since the full fetch the handler's lacks", body(dropped, "1.5", "7"), body(slim, "1.5", "7"), CompareOptions{Synced: 60.5}, []string{"row"}},
+		{"a row written within a second of the full fetch", body(dropped, "1.5", "7"), body(slim, "1.5", "7"), CompareOptions{Synced: 60.9}, []string{"row"}},
+		{"an old legacy row the handler's lacks", body(`{}`, "1.5", "7"), body(legacyIdle, "1.5", "7"), CompareOptions{Synced: 300.5}, nil},
+		{"a legacy row written since the full fetch", body(`{}`, "1.5", "7"), body(legacyIdle, "1.5", "7"), CompareOptions{Synced: 150.5}, []string{"row"}},
+		{"rows in both still compared", body(moved, "1.5", "8"), body(slim, "1.5", "8"), CompareOptions{Synced: 500.5}, []string{"row"}},
 		{"not JSON", []byte(`{"result":"success","msg":""}`), []byte(`<html>`), CompareOptions{}, []string{"body"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
