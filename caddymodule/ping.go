@@ -11,30 +11,43 @@ import (
 // ping answers a ping locally when the server would only have done a
 // no-op write for a session it trusts, and forwards it otherwise.
 func (c *call) ping() error {
-	prepared := false
+	a, now, ended, err := c.admitPing(false)
+	switch {
+	case ended:
+		return err
+	case a.Decision == cache.Local && c.sess.PingHeader() != nil:
+		return c.answerPing(now)
+	case a.Decision == cache.Local:
+		// Only the server can say what headers this session's answer
+		// carries (Content-Language, for one): forward rather than guess.
+		c.reserve()
+	default:
+		c.ticket = a.Ticket
+	}
+	return c.forward(outcomeForwarded)
+}
+
+// admitPing asks the session's gate about the request's ping until it
+// decides to answer it locally or forward it (with the ticket of its
+// write), waiting while the session's writes are in flight and, when the
+// gate asks, learning the user's row (prepareRow). prepared tells that the
+// row is known already: shared mode takes it from the view. ended is true
+// when the request ended on the way, err being its result: the client
+// left, or the server refused the credentials.
+func (c *call) admitPing(prepared bool) (a cache.Admission, now time.Time, ended bool, err error) {
 	for {
-		now := c.h.now()
+		now = c.h.now()
 		serverNow, known := c.serverLatest(now)
-		a := c.sess.Admit(cache.Ping{Now: now, ServerNow: serverNow, ServerKnown: known, Write: c.write(), Row: c.row, Prepared: prepared}, c.policy())
+		a = c.sess.Admit(cache.Ping{Now: now, ServerNow: serverNow, ServerKnown: known, Write: c.write(), Row: c.row, Prepared: prepared}, c.policy())
 		switch a.Decision {
-		case cache.Local:
-			if c.sess.PingHeader() != nil {
-				return c.answerPing(now)
-			}
-			// Only the server can say what headers this session's
-			// answer carries (Content-Language, for one): forward
-			// rather than guess.
-			c.reserve()
-			return c.forward(outcomeForwarded)
-		case cache.Forward:
-			c.ticket = a.Ticket
-			return c.forward(outcomeForwarded)
+		case cache.Local, cache.Forward:
+			return a, now, false, nil
 		case cache.Prepare:
 			// Knowing the user's row is worth requests only for a
 			// session whose ping could be answered locally, that is a
 			// trusted one.
 			if !c.prepareRow(now) {
-				return c.passThrough() // the server refused the credentials
+				return a, now, true, c.passThrough() // the server refused the credentials
 			}
 			prepared = true
 			continue
@@ -42,7 +55,7 @@ func (c *call) ping() error {
 		select {
 		case <-a.Wait:
 		case <-c.r.Context().Done():
-			return c.passThrough() // client gone; behave as plain reverse_proxy
+			return a, now, true, c.passThrough() // client gone; behave as plain reverse_proxy
 		}
 	}
 }

@@ -58,38 +58,25 @@ func (c *call) shared() (bool, error) {
 		c.reserve()
 		return true, c.feed(view)
 	}
-	prepared := false
-	for {
-		now := c.h.now()
-		if !prepared {
-			c.rowFromView(view)
-			prepared = true
-		}
-		serverNow, known := c.serverLatest(now)
-		a := c.sess.Admit(cache.Ping{Now: now, ServerNow: serverNow, ServerKnown: known, Write: c.write(), Row: c.row, Prepared: true}, c.policy())
-		switch a.Decision {
-		case cache.Local:
-			if c.sess.PingHeader() != nil {
-				return true, c.answerPing(now)
-			}
-			// Only the server can say what headers this session's
-			// answer carries (Content-Language, for one).
-			c.reserve()
-			return true, c.feed(view)
-		case cache.Forward:
-			c.ticket = a.Ticket
-			if c.h.Shadow {
-				// The client gets the server's answer to its own request.
-				return true, c.forward(outcomeForwarded)
-			}
-			return true, c.feed(view)
-		}
-		select {
-		case <-a.Wait:
-		case <-c.r.Context().Done():
-			return true, c.passThrough() // client gone; behave as plain reverse_proxy
-		}
+	c.rowFromView(view)
+	a, now, ended, err := c.admitPing(true)
+	switch {
+	case ended:
+		return true, err
+	case a.Decision == cache.Local && c.sess.PingHeader() != nil:
+		return true, c.answerPing(now)
+	case a.Decision == cache.Local:
+		// Only the server can say what headers this session's answer
+		// carries (Content-Language, for one).
+		c.reserve()
+		return true, c.feed(view)
 	}
+	c.ticket = a.Ticket
+	if c.h.Shadow {
+		// The client gets the server's answer to its own request.
+		return true, c.forward(outcomeForwarded)
+	}
+	return true, c.feed(view)
 }
 
 // eligibleView returns the host's view if the session may read and feed
@@ -120,6 +107,7 @@ func (c *call) eligibleView() *cache.View {
 		// Nothing is asked of the server for credentials it has not
 		// accepted lately: only what the store already knows counts.
 		row, dir = c.knownUser(), c.h.store.Directory(c.host, c.h.now())
+		c.row = row
 		if row == nil || row.UserID() == 0 {
 			return nil
 		}
@@ -146,7 +134,10 @@ func (c *call) probedView() *cache.View {
 		return nil
 	case c.req.WindowDays() < 0 || c.req.WindowDays() > maxViewDays:
 		return nil
-	case c.sess.Trusted(c.h.now(), time.Duration(c.h.TrustWindow)) || c.knownUser() != nil:
+	case c.sess.Trusted(c.h.now(), time.Duration(c.h.TrustWindow)):
+		return nil // eligibleView has decided
+	}
+	if c.row = c.knownUser(); c.row != nil {
 		return nil // eligibleView has decided
 	}
 	host := c.hostInfo()
@@ -213,8 +204,7 @@ func (c *call) knownUser() *cache.RowMirror {
 	if u == "" {
 		return nil
 	}
-	c.row = c.h.store.Row(u, c.h.now())
-	return c.row
+	return c.h.store.Row(u, c.h.now())
 }
 
 // rowFromView takes the user's row from the view as lower bounds: the view
