@@ -239,36 +239,10 @@ func generateShared(seed uint64, n int) *sharedScenario {
 		}
 		ss.skews = append(ss.skews, skew)
 	}
-	for _, name := range memberNames[:2+rng.IntN(3)] {
-		sc.users = append(sc.users, userSpec{name, zuliptest.RoleMember})
-	}
-	for _, name := range guestNames[:rng.IntN(3)] {
-		sc.users = append(sc.users, userSpec{name, zuliptest.RoleGuest})
-	}
-	if rng.IntN(3) == 0 {
-		sc.users = append(sc.users, userSpec{"welcome-bot", zuliptest.RoleBot})
-	}
-	for i, u := range sc.users {
-		count := 1 + rng.IntN(3)
-		if u.role == zuliptest.RoleBot {
-			count = 1
-		}
-		for k := range count {
-			sc.clients = append(sc.clients, clientSpec{
-				user:      i,
-				browser:   u.role != zuliptest.RoleBot && rng.IntN(5) < 2,
-				multipart: rng.IntN(6) == 0,
-			})
-			ss.route = append(ss.route, (i+k)%instances)
-		}
-	}
-	g := &generator{sc: sc, rng: rng, recent: make([][]time.Duration, len(sc.users))}
-	g.enabled = make([]bool, len(sc.users))
-	g.active = make([]bool, len(sc.users))
-	for i := range sc.users {
-		g.enabled[i], g.active[i] = true, true
-	}
-	g.stale = make([]bool, len(sc.clients))
+	sc.drawPeople(rng, 3, 3, func(user, k int) {
+		ss.route = append(ss.route, (user+k)%instances)
+	})
+	g := newGenerator(sc, rng)
 	sc.server = drawServer(seed, sharedServerStream, len(sc.users))
 	g.setup()
 	for len(sc.steps) < n {

@@ -451,35 +451,8 @@ func generate(seed uint64, n int) *scenario {
 			sc.skew = -sc.skew
 		}
 	}
-	for _, name := range memberNames[:2+rng.IntN(3)] {
-		sc.users = append(sc.users, userSpec{name, zuliptest.RoleMember})
-	}
-	for _, name := range guestNames[:rng.IntN(3)] {
-		sc.users = append(sc.users, userSpec{name, zuliptest.RoleGuest})
-	}
-	if rng.IntN(2) == 0 {
-		sc.users = append(sc.users, userSpec{"welcome-bot", zuliptest.RoleBot})
-	}
-	for i, u := range sc.users {
-		count := 1 + rng.IntN(2)
-		if u.role == zuliptest.RoleBot {
-			count = 1
-		}
-		for range count {
-			sc.clients = append(sc.clients, clientSpec{
-				user:      i,
-				browser:   u.role != zuliptest.RoleBot && rng.IntN(5) < 2,
-				multipart: rng.IntN(6) == 0,
-			})
-		}
-	}
-	g := &generator{sc: sc, rng: rng, recent: make([][]time.Duration, len(sc.users))}
-	g.enabled = make([]bool, len(sc.users))
-	g.active = make([]bool, len(sc.users))
-	for i := range sc.users {
-		g.enabled[i], g.active[i] = true, true
-	}
-	g.stale = make([]bool, len(sc.clients))
+	sc.drawPeople(rng, 2, 2, nil)
+	g := newGenerator(sc, rng)
 	sc.server = drawServer(seed, twinServerStream, len(sc.users))
 	g.setup()
 	for len(sc.steps) < n {
@@ -487,6 +460,51 @@ func generate(seed uint64, n int) *scenario {
 	}
 	sc.steps = sc.steps[:n]
 	return sc
+}
+
+// drawPeople draws the scenario's users (two to four members, up to two
+// guests, a bot one time in botOdds) and each one's clients (one to
+// maxClients; a bot has one), calling client, if set, with each client's
+// user and its rank among that user's clients.
+func (sc *scenario) drawPeople(rng *rand.Rand, botOdds, maxClients int, client func(user, k int)) {
+	for _, name := range memberNames[:2+rng.IntN(3)] {
+		sc.users = append(sc.users, userSpec{name, zuliptest.RoleMember})
+	}
+	for _, name := range guestNames[:rng.IntN(3)] {
+		sc.users = append(sc.users, userSpec{name, zuliptest.RoleGuest})
+	}
+	if rng.IntN(botOdds) == 0 {
+		sc.users = append(sc.users, userSpec{"welcome-bot", zuliptest.RoleBot})
+	}
+	for i, u := range sc.users {
+		count := 1 + rng.IntN(maxClients)
+		if u.role == zuliptest.RoleBot {
+			count = 1
+		}
+		for k := range count {
+			sc.clients = append(sc.clients, clientSpec{
+				user:      i,
+				browser:   u.role != zuliptest.RoleBot && rng.IntN(5) < 2,
+				multipart: rng.IntN(6) == 0,
+			})
+			if client != nil {
+				client(i, k)
+			}
+		}
+	}
+}
+
+// newGenerator starts the steps of sc with every user active and visible
+// and every client's credentials fresh.
+func newGenerator(sc *scenario, rng *rand.Rand) *generator {
+	g := &generator{sc: sc, rng: rng, recent: make([][]time.Duration, len(sc.users))}
+	g.enabled = make([]bool, len(sc.users))
+	g.active = make([]bool, len(sc.users))
+	for i := range sc.users {
+		g.enabled[i], g.active[i] = true, true
+	}
+	g.stale = make([]bool, len(sc.clients))
+	return g
 }
 
 // generator keeps what it needs to bias the steps: the clock it made, each
