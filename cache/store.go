@@ -119,10 +119,15 @@ func (s *Store) RowFor(k UserKey, now time.Time) *RowMirror {
 	return renewed(s, entryFor(s, "", string(k), now, rowCost, func() *RowMirror { return &RowMirror{} }), now)
 }
 
-// Row returns the mirror of a user's row if there is one; it creates
-// nothing (RowFor does, as HostFor does for Host).
+// Row returns the mirror of a user's row if there is one, and renews its
+// time to live: a request of the user is using it. It creates nothing
+// (RowFor does, as HostFor does for Host).
 func (s *Store) Row(k UserKey, now time.Time) *RowMirror {
-	return entry[RowMirror](s, "", string(k), now)
+	r := entry[RowMirror](s, "", string(k), now)
+	if r == nil {
+		return nil
+	}
+	return renewed(s, r, now)
 }
 
 // Acquire returns the session of k for one request, which must Release it

@@ -246,8 +246,9 @@ func TestGrowingSessionsStayBounded(t *testing.T) {
 // TestKeepRenewsTimeToLive: time to live runs on the clock the caller
 // passes. A session kept in use never expires, however long it lives; one
 // left alone expires a time to live after it was last kept, and a new
-// session then takes its key. Rows and hosts live on while in use, and a
-// view while it is fed, not while it is only looked up.
+// session then takes its key. Rows (looked up or made) and hosts live on
+// while in use, and a view while it is fed, not while it is only looked
+// up.
 func TestKeepRenewsTimeToLive(t *testing.T) {
 	const ttl = 10 * time.Minute
 	s, err := New(Config{MaxCost: 1 << 20, TTL: ttl})
@@ -257,7 +258,7 @@ func TestKeepRenewsTimeToLive(t *testing.T) {
 	defer s.Destruct()
 	k := s.SessionKey("h", FamilyAPI, "kept")
 	sess := keep(s, k)
-	row := s.RowFor(s.UserKey("h", "a@x"), t0)
+	row, looked := s.RowFor(s.UserKey("h", "a@x"), t0), s.RowFor(s.UserKey("h", "b@x"), t0)
 	host, view := s.HostFor("h", t0), s.ViewFor("h", t0)
 	unfed := s.ViewFor("unfed", t0)
 	now := t0
@@ -270,7 +271,8 @@ func TestKeepRenewsTimeToLive(t *testing.T) {
 		if got, ok := s.Session(k, now); !ok || got != sess {
 			t.Fatalf("a session kept in use expired at %v", now.Sub(t0))
 		}
-		if s.RowFor(s.UserKey("h", "a@x"), now) != row || s.HostFor("h", now) != host || s.View("h", now) != view {
+		if s.RowFor(s.UserKey("h", "a@x"), now) != row || s.Row(s.UserKey("h", "b@x"), now) != looked ||
+			s.HostFor("h", now) != host || s.View("h", now) != view {
 			t.Fatalf("a row, host or view in use expired at %v", now.Sub(t0))
 		}
 	}

@@ -169,11 +169,10 @@ func (c *call) hostInfo() *cache.Host {
 	return c.facts
 }
 
-// hostFor is hostInfo, created if need be: the server accepted a session.
+// hostFor is hostInfo, created if need be, its time to live renewed: the
+// server accepted a session of the host, whose facts are in use.
 func (c *call) hostFor() *cache.Host {
-	if c.facts == nil {
-		c.facts = c.h.store.HostFor(c.host, c.h.now())
-	}
+	c.facts = c.h.store.HostFor(c.host, c.h.now())
 	return c.facts
 }
 
