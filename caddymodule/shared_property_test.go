@@ -431,6 +431,7 @@ func (r *sharedRun) request(c *propClient, q reqSpec) {
 	d := r.tw.serveDirect(reqD)
 	r.noteChanges(before, fmt.Sprintf("a request of %s through h%d", r.sc.clientName(c.index), inst))
 	r.tw.h = r.hs[inst] // serve goes through tw.h
+	r.viewer = c.spec.user
 	p, calls := r.serve(reqP)
 	r.stats.requests++
 	now := r.tw.Clock.Now()
