@@ -863,14 +863,14 @@ type propRun struct {
 	visible    [][]bool
 	changedAt  [][]time.Time // when visible[viewer][user] last changed
 
-	trust    map[string]*trust
-	viewer   int // the user of the client whose request is being served
+	trust  map[string]*trust
+	viewer int // the user of the client whose request is being served
 	// serverWroteAt is, per user, when Zulip itself last wrote the row:
 	// turning presence back on writes it, as an active ping would.
 	serverWroteAt []time.Time
-	findings []finding
-	seen     map[string]bool
-	stopped  bool
+	findings      []finding
+	seen          map[string]bool
+	stopped       bool
 }
 
 // newPropRun sets a fresh twin up for sc: its server setup, rate limits
