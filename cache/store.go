@@ -235,6 +235,10 @@ func (s *Store) HostFor(host string, now time.Time) *Host {
 	return renewed(s, entryFor(s, prefixHost, host, now, hostCost, func() *Host { return &Host{} }), now)
 }
 
+// RenewHost renews the time to live of h, a Host the store handed out, at
+// now: its server answered a success. It costs no lookup.
+func (s *Store) RenewHost(h *Host, now time.Time) { renewed(s, h, now) }
+
 // InternPingHeader returns the template of hdr that host h shares among
 // its sessions (Host.internPingHeader), charging the host for a new one.
 // hdr must not be modified afterwards.

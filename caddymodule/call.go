@@ -172,7 +172,11 @@ func (c *call) hostInfo() *cache.Host {
 // hostFor is hostInfo, created if need be, its time to live renewed: the
 // server accepted a session of the host, whose facts are in use.
 func (c *call) hostFor() *cache.Host {
-	c.facts = c.h.store.HostFor(c.host, c.h.now())
+	if c.facts == nil {
+		c.facts = c.h.store.HostFor(c.host, c.h.now())
+		return c.facts
+	}
+	c.h.store.RenewHost(c.facts, c.h.now())
 	return c.facts
 }
 

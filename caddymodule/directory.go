@@ -20,7 +20,7 @@ const roleGuest = 600
 // so the caller can fall back to the server's own answer.
 func (c *call) directory(rows []presence.Row) *cache.Directory {
 	now := c.h.now()
-	dir := c.h.store.Directory(c.host, c.h.now())
+	dir := c.h.store.Directory(c.host, now)
 	if c.usable(dir, rows, now) {
 		return dir
 	}
@@ -35,7 +35,7 @@ func (c *call) directory(rows []presence.Row) *cache.Directory {
 		return nil
 	}
 	defer host.Members.End()
-	if fresh := c.h.store.Directory(c.host, c.h.now()); fresh != dir && c.usable(fresh, rows, now) {
+	if fresh := c.h.store.Directory(c.host, now); fresh != dir && c.usable(fresh, rows, now) {
 		return fresh // fetched by a request that led before this one
 	}
 	members, err := c.fetchMembers()
@@ -44,7 +44,7 @@ func (c *call) directory(rows []presence.Row) *cache.Directory {
 		return nil
 	}
 	dir = dir.Merged(members, now, c.listIsComplete(members), c.requesterID())
-	c.h.store.PutDirectory(c.host, dir, c.h.now())
+	c.h.store.PutDirectory(c.host, dir, now)
 	if !c.usable(dir, rows, now) {
 		return nil
 	}
