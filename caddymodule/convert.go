@@ -4,7 +4,6 @@ import (
 	"errors"
 	"net/http"
 	"slices"
-	"strconv"
 	"sync"
 	"time"
 
@@ -77,13 +76,12 @@ func (c *call) convertLocked() (accepted bool, err error) {
 	}
 	applyAnswer(conv, ans, full, cursor, days, now)
 	c.noteSynced(conv.SyncedServerTS)
-	ok, err := c.writeFull(conv.Snapshot.Rows(), conv.Cursor, ans.ServerTimestamp, ans.Ignored, rec.header, rec.status)
+	buf, ok := c.renderFull(conv.Snapshot.Rows(), conv.Cursor, ans.ServerTimestamp, ans.Ignored)
 	if !ok {
 		return true, c.fallback(rec)
 	}
 	c.debug("converted", zap.Int("upstream_bytes", rec.received))
-	c.record(outcomeConverted, rec.received)
-	return true, err
+	return true, c.deliver(rendered(outcomeConverted, rec, buf))
 }
 
 // applyAnswer merges an upstream answer into the session's snapshot.
@@ -135,11 +133,11 @@ func putBuf(p *[]byte) {
 	}
 }
 
-// writeFull writes the full table the client asked for, in its format and
-// window, from all the rows of a realm as of cursor, at the server's clock
-// ts, with the given header and status. ok is false, with nothing written,
-// when a legacy answer's rows cannot all be named.
-func (c *call) writeFull(all []presence.Row, cursor int64, ts float64, ignored []string, hdr http.Header, status int) (ok bool, err error) {
+// renderFull renders the full table the client asked for, in its format
+// and window, from all the rows of a realm as of cursor, at the server's
+// clock ts, into a pooled buffer (reply.free returns it). ok is false,
+// with nothing rendered, when a legacy answer's rows cannot all be named.
+func (c *call) renderFull(all []presence.Row, cursor int64, ts float64, ignored []string) (buf *[]byte, ok bool) {
 	days := c.req.WindowDays()
 	if ignoresHistoryLimit(ignored) {
 		days = presence.DefaultWindowDays
@@ -157,21 +155,21 @@ func (c *call) writeFull(all []presence.Row, cursor int64, ts float64, ignored [
 	}
 	*rowsp = rows
 
-	bufp := bufPool.Get().(*[]byte)
-	defer putBuf(bufp)
 	a := presence.Envelope{ServerTimestamp: ts, LastUpdateID: answerID(rows, cursor), Ignored: ignored, LegacyOffset: c.legacyOffset()}
 	if c.req.Kind() != presence.KindLegacy {
-		*bufp = presence.AppendModern((*bufp)[:0], rows, a)
-	} else {
-		dir := c.directory(rows)
-		if dir == nil {
-			return false, nil
-		}
-		rows = named(rows, dir)
-		a.LastUpdateID = answerID(rows, cursor)
-		*bufp = presence.AppendLegacy((*bufp)[:0], rows, func(id int64) string { return dir.Members[id].Email }, a)
+		buf = bufPool.Get().(*[]byte)
+		*buf = presence.AppendModern((*buf)[:0], rows, a)
+		return buf, true
 	}
-	return true, writeAnswer(c.w, hdr, status, *bufp)
+	dir := c.directory(rows)
+	if dir == nil {
+		return nil, false
+	}
+	rows = named(rows, dir)
+	a.LastUpdateID = answerID(rows, cursor)
+	buf = bufPool.Get().(*[]byte)
+	*buf = presence.AppendLegacy((*buf)[:0], rows, func(id int64) string { return dir.Members[id].Email }, a)
+	return buf, true
 }
 
 // ignoresHistoryLimit reports whether an answer's
@@ -204,20 +202,6 @@ func named(rows []presence.Row, dir *cache.Directory) []presence.Row {
 	return out
 }
 
-// writeAnswer sends a rendered answer with the upstream answer's headers
-// (rate-limit and cache headers), its framing replaced by ours.
-func writeAnswer(w http.ResponseWriter, upstream http.Header, status int, body []byte) error {
-	hdr := w.Header()
-	copyHeader(hdr, upstream)
-	hdr.Del("Content-Encoding")
-	hdr.Del("Transfer-Encoding")
-	hdr.Set("Content-Type", "application/json")
-	hdr.Set("Content-Length", strconv.Itoa(len(body)))
-	w.WriteHeader(status)
-	_, err := w.Write(body)
-	return err
-}
-
 // oldServerOrFallback handles an answer that is not a modern incremental
 // one. A server older than Zulip 9.0 ignores last_update_id and sends the
 // full table in the format the client asked for: that answer is the
@@ -233,8 +217,7 @@ func (c *call) oldServerOrFallback(host *cache.Host, rec *recorder, now time.Tim
 	if c.extras != nil && !c.extrasIgnored(presence.IgnoredIn(body)) {
 		return c.fallback(rec)
 	}
-	c.record(outcomeOldServer, rec.received)
-	return writeAnswer(c.w, rec.header, rec.status, body)
+	return c.deliver(reply{outcome: outcomeOldServer, upstream: rec.received, status: rec.status, header: rec.header, body: body})
 }
 
 // fetchWrite sends the request's reserved write upstream, in form (sent at

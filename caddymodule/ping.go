@@ -5,18 +5,28 @@ import (
 	"time"
 
 	"github.com/zulip-presence/caddy-zulip-presence/cache"
-	"github.com/zulip-presence/caddy-zulip-presence/presence"
 )
 
 // ping answers a ping locally when the server would only have done a
 // no-op write for a session it trusts, and forwards it otherwise.
 func (c *call) ping() error {
-	a, now, ended, err := c.admitPing(false)
+	if done, err := c.gatePing(false); done {
+		return err
+	}
+	return c.forward(outcomeForwarded)
+}
+
+// gatePing answers the request's ping locally when the session's gate
+// allows it, and otherwise reserves its write for the caller to send.
+// done is true when the request ended here, err being its result.
+// prepared is as for admitPing.
+func (c *call) gatePing(prepared bool) (done bool, err error) {
+	a, now, ended, err := c.admitPing(prepared)
 	switch {
 	case ended:
-		return err
+		return true, err
 	case a.Decision == cache.Local && c.sess.PingHeader() != nil:
-		return c.answerPing(now)
+		return true, c.deliver(c.localPing(now))
 	case a.Decision == cache.Local:
 		// Only the server can say what headers this session's answer
 		// carries (Content-Language, for one): forward rather than guess.
@@ -24,7 +34,7 @@ func (c *call) ping() error {
 	default:
 		c.ticket = a.Ticket
 	}
-	return c.forward(outcomeForwarded)
+	return false, nil
 }
 
 // admitPing asks the session's gate about the request's ping until it
@@ -84,28 +94,6 @@ func (c *call) prepareRow(now time.Time) bool {
 		return true
 	}
 	return c.readRow(row)
-}
-
-// answerPing sends Zulip's answer to a ping without the server.
-func (c *call) answerPing(now time.Time) error {
-	if c.h.Shadow {
-		return c.checkLocalPing(c.w, c.claim(), outcomeForwarded)
-	}
-	if c.verifying != nil {
-		claim := c.claim()
-		c.verifying.claim = &claim
-	}
-	releaseBody(c.body)
-	c.body = nil
-	c.setLocalHeader(c.w.Header(), now)
-	if c.row != nil {
-		c.row.SavedRequest(now) // not counted against the user's rate limit
-	}
-	// net/http adds the Content-Length of so short an answer itself.
-	c.w.WriteHeader(http.StatusOK)
-	_, err := c.w.Write(presence.PingAnswer)
-	c.record(outcomeLocal, 0)
-	return err
 }
 
 // defaultPingHeader is what Zulip sends with a ping's answer

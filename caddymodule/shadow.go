@@ -10,8 +10,6 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
-
 	"github.com/zulip-presence/caddy-zulip-presence/cache"
 	"github.com/zulip-presence/caddy-zulip-presence/presence"
 )
@@ -91,22 +89,19 @@ func (c *call) serveShadow(kind presence.Kind) error {
 	return c.shadowPoll()
 }
 
-// shadowPoll sends the poll as it came, the client's answer, then renders
-// the handler's own answer into a recorder and compares the two.
+// shadowPoll sends the poll as it came, the client's answer, then lets the
+// handler answer it aside; deliver compares the two.
 func (c *call) shadowPoll() error {
 	orig, err := c.sendOriginal(c.w, outcomeForwarded)
 	if err != nil || zulipVerdict(orig.status, orig.header, orig.body, nil) != cache.VerdictOK {
 		return err // nothing the handler would answer differently
 	}
+	// Whatever else the handler would write goes aside; its own answer
+	// is compared when delivered.
 	client := c.w
-	aside := newRecorder()
-	c.w, c.original = aside, orig
+	c.w, c.original = newRecorder(), orig
 	defer func() { c.w = client }()
-	if err := c.answer(c.req.Kind()); err != nil {
-		return err
-	}
-	c.compareAnswer(aside.body.Bytes(), orig, c.outcome, false)
-	return nil
+	return c.answer(c.req.Kind())
 }
 
 // sendOriginal sends the request upstream as it came, reserved like any
@@ -421,24 +416,11 @@ func (h *Handler) verifySampled() bool {
 
 // verifying is what a sampled request keeps to be verified once the
 // client has its answer: the body as it came, and the answer the client
-// got.
+// got (deliver keeps it).
 type verifying struct {
 	body   []byte
-	answer bytes.Buffer
+	answer []byte
 	claim  *pingClaim
-}
-
-// teeWriter keeps what the client is sent, up to compareLimit.
-type teeWriter struct {
-	*caddyhttp.ResponseWriterWrapper
-	kept *bytes.Buffer
-}
-
-func (t *teeWriter) Write(p []byte) (int, error) {
-	if room := compareLimit + 1 - t.kept.Len(); room > 0 {
-		t.kept.Write(p[:min(room, len(p))])
-	}
-	return t.ResponseWriterWrapper.Write(p)
 }
 
 // startVerifying, for a sampled request, keeps a copy of its body and of
@@ -452,7 +434,6 @@ func (c *call) startVerifying() {
 		v.body = bytes.Clone(*c.body)
 	}
 	c.verifying = v
-	c.w = &teeWriter{ResponseWriterWrapper: &caddyhttp.ResponseWriterWrapper{ResponseWriter: c.w}, kept: &v.answer}
 }
 
 // finishVerifying, once the client has its answer, sends the original
@@ -519,7 +500,7 @@ func (c *call) verifyAfter(v *verifying) {
 		_ = c.checkLocalPing(discard, *v.claim, "")
 		return
 	}
-	ours, outcome := v.answer.Bytes(), c.outcome
+	ours, outcome := v.answer, c.outcome
 	orig, err := c.sendOriginal(discard, "")
 	if err != nil || zulipVerdict(orig.status, orig.header, orig.body, nil) != cache.VerdictOK {
 		c.reportVerify(verifySkipped, nil)

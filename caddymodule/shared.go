@@ -59,19 +59,9 @@ func (c *call) shared() (bool, error) {
 		return true, c.feed(view)
 	}
 	c.rowFromView(view)
-	a, now, ended, err := c.admitPing(true)
-	switch {
-	case ended:
+	if done, err := c.gatePing(true); done {
 		return true, err
-	case a.Decision == cache.Local && c.sess.PingHeader() != nil:
-		return true, c.answerPing(now)
-	case a.Decision == cache.Local:
-		// Only the server can say what headers this session's answer
-		// carries (Content-Language, for one).
-		c.reserve()
-		return true, c.feed(view)
 	}
-	c.ticket = a.Ticket
 	if c.h.Shadow {
 		// The client gets the server's answer to its own request.
 		return true, c.forward(outcomeForwarded)
@@ -251,26 +241,25 @@ func (c *call) serveView(view *cache.View, now time.Time, fed *recorder) (bool, 
 		return false, nil
 	}
 	c.noteSynced(served.Synced)
-	ok, err := c.writeServed(served, fed.header, fed.status)
+	buf, ok := c.renderServed(served)
 	if !ok {
 		return true, c.fallback(nil)
 	}
 	c.h.metrics.observeViewAge(served.Age)
-	c.record(outcomeViewFed, fed.body.Len())
-	return true, err
+	return true, c.deliver(rendered(outcomeViewFed, fed, buf))
 }
 
-// writeServed writes the answer of what the view served.
-func (c *call) writeServed(served cache.Served, hdr http.Header, status int) (bool, error) {
+// renderServed renders the answer of what the view served into a pooled
+// buffer; ok is false as for renderFull.
+func (c *call) renderServed(served cache.Served) (buf *[]byte, ok bool) {
 	if c.req.Kind() == presence.KindModern && c.req.LastUpdateID > 0 {
 		// An incremental answer: every row that changed, whatever its age.
-		bufp := bufPool.Get().(*[]byte)
-		defer putBuf(bufp)
 		a := presence.Envelope{ServerTimestamp: served.ServerTimestamp, LastUpdateID: served.Cursor, Ignored: c.ignoredByHost()}
-		*bufp = presence.AppendModern((*bufp)[:0], served.Rows, a)
-		return true, writeAnswer(c.w, hdr, status, *bufp)
+		buf = bufPool.Get().(*[]byte)
+		*buf = presence.AppendModern((*buf)[:0], served.Rows, a)
+		return buf, true
 	}
-	return c.writeFull(served.Rows, served.Cursor, served.ServerTimestamp, c.ignoredByHost(), hdr, status)
+	return c.renderFull(served.Rows, served.Cursor, served.ServerTimestamp, c.ignoredByHost())
 }
 
 // historyIgnored reports whether the request sent history_limit_days and
@@ -317,8 +306,7 @@ func (c *call) feed(view *cache.View) error {
 		return err
 	}
 	if c.req.Kind() == presence.KindPing {
-		c.record(outcomeViewFed, rec.received)
-		return writeAnswer(c.w, rec.header, rec.status, presence.PingAnswer)
+		return c.deliver(reply{outcome: outcomeViewFed, upstream: rec.received, status: rec.status, header: rec.header, body: presence.PingAnswer})
 	}
 	return c.answerFed(view, rec, c.h.now())
 }
