@@ -29,30 +29,58 @@ const (
 // kindOther labels requests that were not classified (unparsed, oversize).
 const kindOther = "other"
 
-// call is one presence request on its way through the handler.
+// call is one presence request on its way through the handler. Its path
+// (serve): the body is read and parsed, the credentials read and the
+// session resolved; the mode may serve it (shared mode, from the host's
+// view); otherwise its ping is gated, its full poll converted or its
+// incremental poll forwarded. What the handler answers itself is a reply,
+// delivered in one place (reply.go); what the server answers streams
+// through (forward.go).
 type call struct {
-	h      *Handler
-	w      http.ResponseWriter
-	r      *http.Request
-	next   caddyhttp.Handler
-	family cache.Family
+	h    *Handler
+	w    http.ResponseWriter
+	r    *http.Request
+	next caddyhttp.Handler
+
+	parsed
+	requester
+	known
+	comparing
+
+	outcome string // as recorded, once the request was counted
+}
+
+// parsed is the request as the handler understood it.
+type parsed struct {
 	req    presence.Request
 	extras []presence.Extra // parameters the view does not take (extras.go)
 	kind   string
+	body   *[]byte // the body as read; installed again before anything goes upstream
+}
+
+// requester is whose request it is, and the write it reserved.
+type requester struct {
+	family cache.Family
 	host   string      // the host part of keys
 	creds  credentials // as Zulip reads them
 	key    cache.Key
 	sess   *cache.Session
-	ticket cache.Ticket     // the write this request reserved, until settled
-	row    *cache.RowMirror // the mirror of the user's presence row, once known
-	facts  *cache.Host      // what the store knows of the host, once found
-	fed    bool             // shared mode: the request's write fed the view
-	body   *[]byte          // the body as read; installed again before anything goes upstream
+	ticket cache.Ticket // the write this request reserved, until settled
+}
 
-	outcome   string       // as recorded, once the request was counted
+// known is what the request learned of its user and host on the way.
+type known struct {
+	row   *cache.RowMirror // the mirror of the user's presence row, once known
+	facts *cache.Host      // what the store knows of the host, once found
+	fed   bool             // shared mode: the request's write fed the view
+}
+
+// comparing is what shadow mode and verification keep to compare the
+// handler's answer with the server's (shadow.go).
+type comparing struct {
 	original  *original    // shadow mode: the server's answer to the request as it came
-	fetched   *fetchedRows // shadow mode, verification: what the handler's own fetch returned
-	verifying *verifying   // a request sampled for verification (shadow.go)
+	fetched   *fetchedRows // what the handler's own fetch returned
+	verifying *verifying   // a request sampled for verification
 }
 
 func (c *call) serve() error {
@@ -107,16 +135,13 @@ func (c *call) serve() error {
 	return c.answer(kind)
 }
 
-// answer serves the request as its kind and the mode call for. Shared
-// and session mode differ here only: in shared mode the host's view
-// answers an eligible session; every other request, and every request in
-// session mode, has its ping gated, its full poll converted, or its
+// answer serves the request as its kind and the mode call for: the mode
+// first (in shared mode the host's view answers an eligible session); every
+// other request has its ping gated, its full poll converted, or its
 // incremental poll forwarded.
 func (c *call) answer(kind presence.Kind) error {
-	if c.h.Mode == modeShared {
-		if handled, err := c.shared(); handled {
-			return err
-		}
+	if handled, err := c.h.mode.serve(c); handled {
+		return err
 	}
 	switch kind {
 	case presence.KindPing:
@@ -192,7 +217,7 @@ func (c *call) settle(o cache.Verdict, hdr http.Header, sent, received time.Time
 	case cache.VerdictOK:
 		observeDate(c.hostFor(), hdr, sent, received)
 		c.h.store.Keep(c.key, c.sess, c.h.now())
-		if row := c.userRow(); row != nil {
+		if row := c.bindUserRow(); row != nil {
 			row.Wrote()
 		}
 		// Once Basic credentials are bound to their user, and before
@@ -203,17 +228,18 @@ func (c *call) settle(o cache.Verdict, hdr http.Header, sent, received time.Time
 		c.observeRate(hdr, received, false) // a 429 reports 0 left
 	}
 	c.sess.Settle(&c.ticket, o)
-	switch {
-	case o == cache.VerdictOK && c.h.Mode == modeShared && !c.fed:
-		c.sharedWriteElsewhere()
-	case o == cache.VerdictDenied:
+	switch o {
+	case cache.VerdictOK:
+		c.h.mode.accepted(c)
+	case cache.VerdictDenied:
 		c.h.store.Forget(c.key, c.sess)
 	}
 }
 
-// userRow returns the mirror of the session's user's row, nil while the
-// user is not known. Call it only once the server accepted the session.
-func (c *call) userRow() *cache.RowMirror {
+// bindUserRow returns the mirror of the session's user's row, nil while
+// the user is not known, and binds Basic credentials to the user they
+// name. Call it only once the server accepted the session.
+func (c *call) bindUserRow() *cache.RowMirror {
 	if c.row != nil {
 		return c.row
 	}

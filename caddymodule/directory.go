@@ -91,7 +91,7 @@ func (c *call) selfActive(dir *cache.Directory) bool {
 // user: it names the requester, who is no guest. The requester's id comes
 // from its row mirror, or else from GET /users/me once.
 func (c *call) listIsComplete(members map[int64]cache.Member) bool {
-	row := c.userRow()
+	row := c.bindUserRow()
 	if row == nil || c.knowUserID(row) != nil {
 		return false
 	}

@@ -64,9 +64,7 @@ func (c *call) learnForwarded(t *tap, sent, received time.Time) {
 	}
 	if ans, err := presence.DecodeModern(t.head); err == nil {
 		c.learnAnswer(host, ans, sent, received)
-		if c.h.Mode == modeShared && c.req.Kind() == presence.KindModern {
-			c.mergeForwarded(ans, received)
-		}
+		c.h.mode.forwardedPoll(c, ans, received)
 	}
 }
 
@@ -76,7 +74,7 @@ func (c *call) learnForwarded(t *tap, sent, received time.Time) {
 // is as fresh as the write the request carried.
 func (c *call) learnAnswer(host *cache.Host, ans presence.Decoded, sent, received time.Time) {
 	host.ObserveClock(sent, received, floatTime(ans.ServerTimestamp), 0)
-	row := c.userRow()
+	row := c.bindUserRow()
 	if row == nil {
 		return
 	}

@@ -144,6 +144,7 @@ type Handler struct {
 	// onMismatch, when set (tests do), also gets each mismatch found.
 	onMismatch func(Mismatch)
 
+	mode    requestMode // where session and shared mode differ (mode.go)
 	store   *cache.Store
 	stored  bool // this instance holds a reference in the store pool
 	params  *paramNotes
@@ -167,6 +168,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		h.now = time.Now
 	}
 	h.fillDefaults()
+	h.mode = requestModeOf(h.Mode)
 	h.params = new(paramNotes)
 	h.verifications, h.sampled = new(sync.WaitGroup), new(atomic.Int64)
 	m, err := registerMetrics(ctx.GetMetricsRegistry())
@@ -302,7 +304,8 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	if !ok {
 		return next.ServeHTTP(w, r)
 	}
-	c := &call{h: h, w: w, r: r, next: next, family: family}
+	c := &call{h: h, w: w, r: r, next: next}
+	c.family = family
 	return c.serve()
 }
 

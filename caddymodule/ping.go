@@ -86,7 +86,7 @@ func (c *call) prepareRow(now time.Time) bool {
 	if !c.bindUser() {
 		return false
 	}
-	row := c.userRow()
+	row := c.bindUserRow()
 	if row == nil {
 		return true // the user is unknown: the ping is forwarded
 	}

@@ -48,7 +48,7 @@ func (c *call) maySpend() bool {
 // credentials the server has not accepted.
 func (c *call) boundRow() *cache.RowMirror {
 	if c.row == nil && c.sess.User() != "" {
-		return c.userRow()
+		return c.bindUserRow()
 	}
 	return c.row
 }

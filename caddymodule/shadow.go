@@ -82,7 +82,7 @@ func (c *call) serveShadow(kind presence.Kind) error {
 	switch {
 	case kind == presence.KindPing:
 		return c.answer(kind)
-	case kind == presence.KindModern && c.h.Mode != modeShared:
+	case kind == presence.KindModern && !c.h.mode.answersTabs():
 		c.reserve()
 		return c.forward(outcomeForwarded)
 	}
@@ -259,7 +259,7 @@ func (c *call) checkLocalPing(w http.ResponseWriter, claim pingClaim, outcome st
 		return err
 	}
 	host := c.hostInfo()
-	row := c.userRow()
+	row := c.bindUserRow()
 	if host == nil || row == nil || row.UserID() == 0 {
 		c.reportVerify(verifySkipped, nil)
 		return nil

@@ -89,7 +89,7 @@ func (c *call) eligibleView() *cache.View {
 		if !c.bindUser() {
 			return nil
 		}
-		if row = c.userRow(); row == nil || c.knowUserID(row) != nil {
+		if row = c.bindUserRow(); row == nil || c.knowUserID(row) != nil {
 			return nil
 		}
 		dir = c.directory(nil)
@@ -178,7 +178,7 @@ func (c *call) sharedWriteElsewhere() {
 	if !c.bindUser() {
 		return
 	}
-	if row := c.userRow(); row != nil && c.knowUserID(row) == nil {
+	if row := c.bindUserRow(); row != nil && c.knowUserID(row) == nil {
 		c.directory(nil)
 	}
 }
