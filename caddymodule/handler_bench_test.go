@@ -22,7 +22,7 @@ type benchClient struct {
 	auth string
 }
 
-func newBenchClient(b *testing.B) *benchClient {
+func newBenchClient(b testing.TB) *benchClient {
 	clk := simclock.New(twinrig.Start)
 	sim := zuliptest.New(clk.Now)
 	realm := sim.DefaultRealm()
@@ -80,6 +80,41 @@ func BenchmarkLocalPing(b *testing.B) {
 		b.Fatal("a ping within the window was forwarded")
 		return nil
 	}))
+}
+
+// TestLocalPingAllocs holds a ping answered in process to design §9's
+// allocation target, at most 4: unlike its time, which the benchmark
+// reports, an allocation count does not depend on the machine.
+func TestLocalPingAllocs(t *testing.T) {
+	if raceEnabled {
+		t.Skip("allocation counts are not meaningful under -race")
+	}
+	c := newBenchClient(t)
+	const body = "status=active&ping_only=true&new_user_input=false"
+	for range 2 {
+		if err := c.h.ServeHTTP(httptest.NewRecorder(), c.request(body), twinrig.Next(c.sim)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	r, w, rb := c.request(body), &nopWriter{header: http.Header{}}, &rewindBody{}
+	forwarded := 0
+	next := caddyhttp.HandlerFunc(func(http.ResponseWriter, *http.Request) error {
+		forwarded++
+		return nil
+	})
+	allocs := testing.AllocsPerRun(200, func() {
+		rb.Reset(body)
+		r.Body = rb
+		if err := c.h.ServeHTTP(w, r, next); err != nil {
+			t.Fatal(err)
+		}
+	})
+	if forwarded > 0 {
+		t.Fatalf("%d pings within the window were forwarded", forwarded)
+	}
+	if allocs > 4 {
+		t.Errorf("a local ping allocates %.1f times, want at most 4", allocs)
+	}
 }
 
 // BenchmarkForwardedPoll measures what the handler adds to an incremental

@@ -28,10 +28,10 @@ type reply struct {
 	body   []byte
 	// buf, when set, is the pooled buffer body lies in.
 	buf *[]byte
-	// claim is what a local ping's answer rests on; a reply with a claim
-	// is written with the session's own headers (setLocalHeader), dated
-	// at, when the gate admitted it.
-	claim *pingClaim
+	// local marks a ping answered without the server, written with the
+	// session's own headers (setLocalHeader), dated at, when the gate
+	// admitted it.
+	local bool
 	at    time.Time
 }
 
@@ -49,20 +49,20 @@ func rendered(outcome string, fetch *recorder, buf *[]byte) reply {
 func (c *call) deliver(rep reply) error {
 	defer rep.free()
 	switch {
-	case c.h.Shadow && rep.claim != nil:
+	case c.h.Shadow && rep.local:
 		// The ping goes upstream as it came, and a read of the row tells
 		// whether the server stored its write.
-		return c.checkLocalPing(c.w, *rep.claim, outcomeForwarded)
+		return c.checkLocalPing(c.w, c.claim(), outcomeForwarded)
 	case c.original != nil:
 		c.record(rep.outcome, rep.upstream)
 		c.compareAnswer(rep.body, c.original, rep.outcome, false)
 		return nil
 	}
 	if v := c.verifying; v != nil {
-		v.answer, v.claim = bytes.Clone(rep.body), rep.claim
+		v.keep(c, rep)
 	}
 	c.record(rep.outcome, rep.upstream)
-	if rep.claim != nil {
+	if rep.local {
 		return c.writeLocal(rep.body, rep.at)
 	}
 	return writeAnswer(c.w, rep.header, rep.status, rep.body)
@@ -78,8 +78,17 @@ func (rep reply) free() {
 // localPing is the answer to a ping the gate let the handler answer
 // without the server.
 func (c *call) localPing(now time.Time) reply {
-	claim := c.claim()
-	return reply{outcome: outcomeLocal, status: http.StatusOK, body: presence.PingAnswer, claim: &claim, at: now}
+	return reply{outcome: outcomeLocal, status: http.StatusOK, body: presence.PingAnswer, local: true, at: now}
+}
+
+// keep keeps what a verification compares: the answer the client gets
+// and, for a local ping, what the answer rests on.
+func (v *verifying) keep(c *call, rep reply) {
+	v.answer = bytes.Clone(rep.body)
+	if rep.local {
+		claim := c.claim()
+		v.claim = &claim
+	}
 }
 
 // writeLocal writes an answer made without the server, with the headers of
