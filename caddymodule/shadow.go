@@ -75,7 +75,7 @@ func (c *call) noteSynced(ts float64) {
 // and decides as it would, but the client gets the server's answer to its
 // own request, and what the handler would have answered is compared with
 // it. A ping the handler would answer locally goes upstream all the same
-// (answerPing), and a read of the row tells whether the server stored it.
+// (deliver), and a read of the row tells whether the server stored it.
 // A poll goes upstream first, as it came; then the handler makes its own
 // fetch and renders its answer aside.
 func (c *call) serveShadow(kind presence.Kind) error {
