@@ -214,7 +214,8 @@ func (s *Store) Directory(host string, now time.Time) *Directory {
 
 // PutDirectory stores the user directory of a host.
 func (s *Store) PutDirectory(host string, d *Directory, now time.Time) {
-	cost, grown := d.cost(), d.cost()
+	cost := d.cost()
+	grown := cost
 	if old := s.Directory(host, now); old != nil {
 		grown -= old.stored.cost.Load()
 	}
@@ -291,8 +292,8 @@ func entry[T any](s *Store, prefix, name string, now time.Time) *T {
 }
 
 // entryFor returns the entry stored under prefix+name, storing a new one
-// if there is none. One lock for all kinds is
-// enough: entries are created once per user or host.
+// if there is none. One lock for all kinds is enough: entries are created
+// once per user or host.
 func entryFor[T any, P interface {
 	*T
 	leased

@@ -29,7 +29,8 @@ func (c *call) directory(rows []presence.Row) *cache.Directory {
 	}
 	host := c.hostFor()
 	if !host.Members.Lead(c.r.Context()) {
-		if dir = c.h.store.Directory(c.host, c.h.now()); c.usable(dir, rows, c.h.now()) {
+		now = c.h.now() // after waiting for the request that led
+		if dir = c.h.store.Directory(c.host, now); c.usable(dir, rows, now) {
 			return dir
 		}
 		return nil

@@ -304,8 +304,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	if !ok {
 		return next.ServeHTTP(w, r)
 	}
-	c := &call{h: h, w: w, r: r, next: next}
-	c.family = family
+	c := &call{h: h, w: w, r: r, next: next, requester: requester{family: family}}
 	return c.serve()
 }
 

@@ -58,7 +58,7 @@ func (c *call) deliver(rep reply) error {
 		c.compareAnswer(rep.body, c.original, rep.outcome, false)
 		return nil
 	}
-	if v := c.verifying; v != nil {
+	if v := c.verifying; v != nil && verifiable(rep.outcome) {
 		v.keep(c, rep)
 	}
 	c.record(rep.outcome, rep.upstream)

@@ -441,7 +441,7 @@ func (c *call) startVerifying() {
 // request itself, and compares.
 func (c *call) finishVerifying() {
 	v := c.verifying
-	if v == nil || (c.outcome != outcomeLocal && c.outcome != outcomeConverted && c.outcome != outcomeViewFed) {
+	if v == nil || !verifiable(c.outcome) {
 		return
 	}
 	c.verifying = nil
@@ -451,6 +451,12 @@ func (c *call) finishVerifying() {
 		defer c.h.verifications.Done()
 		later.verifyAfter(v)
 	}()
+}
+
+// verifiable reports whether a request answered with outcome is one the
+// handler answered itself, which verification checks.
+func verifiable(outcome string) bool {
+	return outcome == outcomeLocal || outcome == outcomeConverted || outcome == outcomeViewFed
 }
 
 // detached is a copy of the call for work after the client's answer: its
