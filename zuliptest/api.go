@@ -179,6 +179,7 @@ func (c *call) writeReply(w http.ResponseWriter, rp reply, body []byte) {
 	if h.Get("Content-Language") == "" {
 		h.Set("Content-Language", requestLanguage(c.r))
 	}
+	c.nginxHeaders(h, rp.status)
 	// nginx's gzip_vary adds a header line of its own.
 	if rp.gzipVary {
 		h.Add("Vary", "Accept-Encoding")
@@ -189,6 +190,23 @@ func (c *call) writeReply(w http.ResponseWriter, rp reply, body []byte) {
 	}
 	w.WriteHeader(rp.status)
 	w.Write(body)
+}
+
+// nginxHeaders are what Zulip's nginx adds to every answer it proxies
+// (puppet/zulip/files/nginx/zulip-include-common/headers, and
+// api_headers for location /api/): X-Content-Type-Options lacks
+// "always", so nginx adds it to 2xx and 3xx answers only.
+func (c *call) nginxHeaders(h http.Header, status int) {
+	h.Set("Strict-Transport-Security", "max-age=15768000")
+	h.Set("X-Frame-Options", "DENY")
+	if status >= 200 && status < 400 {
+		h.Set("X-Content-Type-Options", "nosniff")
+	}
+	if c.api {
+		h.Set("Access-Control-Allow-Origin", "*")
+		h.Set("Access-Control-Allow-Headers", "Authorization")
+		h.Set("Access-Control-Allow-Methods", "GET, POST, DELETE, PUT, PATCH, HEAD")
+	}
 }
 
 // field is one key of an error body's data, with its value as JSON text.
@@ -276,6 +294,13 @@ func methodNotAllowed(methods []string) reply {
 // success is json_success: the envelope, the view's data, then the
 // parameters typed_endpoint did not process.
 func (c *call) success(fill func(j *jsonWriter), processed ...string) reply {
+	return successReply(fill, c.form.ignored(processed...))
+}
+
+// successReply is json_success with data written by fill, and the
+// ignored_parameters_unsupported a typed_endpoint view adds (nil for a
+// view that is not one, which never lists any).
+func successReply(fill func(j *jsonWriter), ignored []string) reply {
 	var j jsonWriter
 	j.begin()
 	j.str("result", "success")
@@ -283,7 +308,7 @@ func (c *call) success(fill func(j *jsonWriter), processed ...string) reply {
 	if fill != nil {
 		fill(&j)
 	}
-	if ignored := c.form.ignored(processed...); len(ignored) > 0 {
+	if len(ignored) > 0 {
 		j.strs("ignored_parameters_unsupported", ignored)
 	}
 	j.end()

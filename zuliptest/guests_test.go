@@ -136,6 +136,31 @@ func TestTwoEmails(t *testing.T) {
 	if me["email"] != api || me["delivery_email"] != "hamlet@zulip.com" {
 		t.Fatalf("users/me: %v", me)
 	}
+	// GET /users shows the delivery email only where
+	// can_access_delivery_email allows: oneself, or visibility
+	// "everyone", or "members" to a member.
+	deliveryIn := func(viewer User) any {
+		for _, m := range e.get(viewer, "users").mustJSON(t)["members"].([]any) {
+			if m := m.(map[string]any); fmt.Sprint(m["user_id"]) == fmt.Sprint(c.hamlet.ID) {
+				return m["delivery_email"]
+			}
+		}
+		return "absent"
+	}
+	if got := deliveryIn(c.othello); got != nil {
+		t.Fatalf("admins-only delivery email shown to a member: %v", got)
+	}
+	if got := deliveryIn(c.hamlet); got != "hamlet@zulip.com" {
+		t.Fatalf("own delivery email in GET /users: %v", got)
+	}
+	e.rm.SetEmailVisibility(c.hamlet.ID, EmailVisibilityMembers)
+	if got := deliveryIn(c.othello); got != "hamlet@zulip.com" {
+		t.Fatalf("members-visible delivery email to a member: %v", got)
+	}
+	if got := deliveryIn(c.polonius); got != nil {
+		t.Fatalf("members-visible delivery email to a guest: %v", got)
+	}
+	e.rm.SetEmailVisibility(c.hamlet.ID, EmailVisibilityAdmins)
 	// A realm whose host can be an email domain uses it.
 	rm := e.srv.AddRealm("chat.example.org:8443")
 	u := rm.AddUser("a@example.org", "A", RoleMember)

@@ -75,7 +75,7 @@ func (c *call) updatePresence(u *user) reply {
 	if u.presenceEnabled {
 		c.rm.writePresenceLocked(u, p.status == "active", t)
 	}
-	if p.newUserInput {
+	if p.newUserInput && (u.presenceEnabled || fl >= flInputWhileInvisible) {
 		c.rm.recordActivityLocked(u, t)
 	}
 	if p.pingOnly {
@@ -93,32 +93,59 @@ func (c *call) updatePresence(u *user) reply {
 // signature order; the first failure is the answer.
 func (c *call) presenceParams(fl int) (presenceParams, *apiError) {
 	var p presenceParams
-	var err *apiError
-	if fl >= flHistoryLimitDays {
-		if p.historyDays, err = c.form.optionalInt("history_limit_days"); err != nil {
+	for _, name := range presenceSignatureAt(fl) {
+		if err := c.presenceParam(&p, name); err != nil {
 			return p, err
 		}
 	}
-	if fl >= flLastUpdateID {
-		if p.lastUpdateID, err = c.form.optionalInt("last_update_id"); err != nil {
-			return p, err
-		}
-	}
-	if p.newUserInput, err = c.form.optionalBool("new_user_input", false); err != nil {
-		return p, err
-	}
-	if p.pingOnly, err = c.form.optionalBool("ping_only", false); err != nil {
-		return p, err
-	}
-	if p.slim, err = c.form.optionalBool("slim_presence", false); err != nil {
-		return p, err
-	}
-	status, ok := c.form.lookup("status")
-	if !ok {
-		return p, missingArgument("status")
-	}
-	p.status = status
 	return p, nil
+}
+
+// presenceSignatureAt is the order typed_endpoint reads the parameters
+// of update_active_status_backend in at feature level fl: its signature's.
+// Through 10.x (9.0's a8368ca3c3, 10.0's ab0446fb4a and the 11.0
+// development code of July 2025) that is status, ping_only,
+// new_user_input, slim_presence, last_update_id, history_limit_days; the
+// code of 11.x lists them alphabetically.
+func presenceSignatureAt(fl int) []string {
+	if fl >= FeatureLevelZulip11 {
+		return presenceParamsAt(fl)
+	}
+	order := []string{"status", "ping_only", "new_user_input", "slim_presence", "last_update_id", "history_limit_days"}
+	taken := presenceParamsAt(fl)
+	out := order[:0]
+	for _, n := range order {
+		for _, t := range taken {
+			if n == t {
+				out = append(out, n)
+			}
+		}
+	}
+	return out
+}
+
+// presenceParam reads one parameter of update_active_status_backend.
+func (c *call) presenceParam(p *presenceParams, name string) *apiError {
+	var err *apiError
+	switch name {
+	case "history_limit_days":
+		p.historyDays, err = c.form.optionalInt(name)
+	case "last_update_id":
+		p.lastUpdateID, err = c.form.optionalInt(name)
+	case "new_user_input":
+		p.newUserInput, err = c.form.optionalBool(name, false)
+	case "ping_only":
+		p.pingOnly, err = c.form.optionalBool(name, false)
+	case "slim_presence":
+		p.slim, err = c.form.optionalBool(name, false)
+	case "status":
+		status, ok := c.form.lookup(name)
+		if !ok {
+			return missingArgument(name)
+		}
+		p.status = status
+	}
+	return err
 }
 
 // missingArgument is RequestVariableMissingError.
@@ -272,7 +299,9 @@ func (r *Realm) selects(viewer, u *user, active bool, row *presenceRow, lastUpda
 	if lastUpdateID != nil && !idAfter(row.updateID, *lastUpdateID) {
 		return false
 	}
-	if lastUpdateID == nil || lastUpdateID.sign() <= 0 {
+	// Zulip 9.x filters on the window whatever the cursor; from 10.0
+	// (a36f906d1a, with history_limit_days) a positive cursor skips it.
+	if lastUpdateID == nil || lastUpdateID.sign() <= 0 || r.s.settings.FeatureLevel < flHistoryLimitDays {
 		// NULL never satisfies last_connected_time >= cutoff.
 		if row.connected.IsZero() || row.connected.Before(cutoff) {
 			return false
@@ -385,21 +414,14 @@ func (c *call) getRealmPresence(u *user) reply {
 }
 
 // getUserPresence is GET users/{user_id_or_email}/presence
-// (get_presence_backend): one user, no time window. Through 11.x the view
-// takes no parameters and answers only the legacy shape, so slim_presence
-// is reported as ignored; from feature level 487 it takes slim_presence
-// and answers the modern shape for it.
+// (get_presence_backend): one user, no time window. The view reads no
+// parameter (it is not a typed_endpoint), so nothing is ever listed in
+// ignored_parameters_unsupported. Through 11.x it answers the legacy
+// shape; from feature level 487 (#38597) the modern one, whatever the
+// request says.
 func (c *call) getUserPresence(viewer *user) reply {
 	st := c.rm.s.settings
-	var slim bool
-	var processed []string
-	if st.FeatureLevel >= flUserPresenceModern {
-		var err *apiError
-		if slim, err = c.form.optionalBool("slim_presence", false); err != nil {
-			return err.reply()
-		}
-		processed = []string{"slim_presence"}
-	}
+	slim := st.FeatureLevel >= flUserPresenceModern
 	target := c.rm.activeUserLocked(c.route.arg)
 	switch {
 	case target == nil:
@@ -415,14 +437,14 @@ func (c *call) getUserPresence(viewer *user) reply {
 	}
 	e := entryFor(target, row)
 	now := pyTimestamp(dbTime(c.now))
-	rp := c.success(func(j *jsonWriter) {
+	rp := successReply(func(j *jsonWriter) {
 		j.key("presence")
 		if slim {
 			writeModern(j, e)
 			return
 		}
 		writeSingleLegacy(j, e, now, &st)
-	}, processed...)
+	}, nil)
 	rp.rows = 1
 	return rp
 }

@@ -434,13 +434,15 @@ func (r *Realm) Reactivate(userID int64) {
 }
 
 // SetPresenceEnabled turns invisible mode off (true) or on (false) the way
-// do_change_user_setting does today. Enabling runs a forced "active"
-// update at the current time. Disabling backdates a recent row to
-// now − 265 s (OFFLINE_THRESHOLD_SECS + PRESENCE_UPDATE_MIN_FREQ_SECONDS +
-// 10): a row active since then is recreated with both times at that
-// instant; a row only connected since then has just its connected time
-// moved back; an older row, or no row, is left alone. Setting the current
-// value again does nothing.
+// do_change_user_setting does. Enabling runs a forced "active" update at
+// the current time. Disabling backdates a recent row to now − 265 s
+// (OFFLINE_THRESHOLD_SECS + PRESENCE_UPDATE_MIN_FREQ_SECONDS + 10): a row
+// active since then is recreated with both times at that instant; a row
+// only connected since then has just its connected time moved back; an
+// older row, or no row, is left alone. Zulip 9.x instead deletes the row
+// and writes an idle one (no active time) at now − 320 s
+// (OFFLINE_THRESHOLD_SECS + 120), even for a user who had none. Setting
+// the current value again does nothing.
 func (r *Realm) SetPresenceEnabled(userID int64, enabled bool) {
 	defer r.lock()()
 	r.setPresenceEnabledLocked(r.mustUser(userID), enabled)
@@ -456,7 +458,14 @@ func (r *Realm) setPresenceEnabledLocked(u *user, enabled bool) {
 		r.writePresenceLocked(u, true, now)
 		return
 	}
-	r.backdateLocked(u, now.Add(-r.s.settings.invisibleBackdate()))
+	b := now.Add(-r.s.settings.invisibleBackdate())
+	if r.s.settings.FeatureLevel < flBackdateInPlace {
+		// 9.x: whatever the row was, or none, it is now an idle one at b.
+		delete(r.rows, u.ID)
+		r.writePresenceLocked(u, false, b)
+		return
+	}
+	r.backdateLocked(u, b)
 }
 
 // backdateLocked moves a disabling user's recent presence back to b.

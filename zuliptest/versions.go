@@ -36,9 +36,19 @@ const (
 	// flHistoryLimitDays: POST /users/me/presence takes
 	// history_limit_days (Zulip 10.0, level 288).
 	flHistoryLimitDays = 288
-	// flUserPresenceModern: GET /users/{user_id_or_email}/presence can
-	// answer the modern shape (level 487, 12.0 development series).
+	// flUserPresenceModern: GET /users/{user_id_or_email}/presence
+	// answers the modern shape (level 487, 12.0 development series).
 	flUserPresenceModern = 487
+	// flBackdateInPlace: turning presence off backdates a recent row in
+	// place. Zulip 9.x instead deletes the row and writes an idle one
+	// OFFLINE_THRESHOLD_SECS + 120 s in the past (do_change_user_setting
+	// at 9.0, a8368ca3c3; changed before 10.0, ab0446fb4a, without a
+	// level of its own).
+	flBackdateInPlace = FeatureLevelZulip9 + 1
+	// flInputWhileInvisible: new_user_input is recorded for a user whose
+	// presence is off. Zulip 9.x records it only with the write
+	// (update_active_status_backend at 9.0); 10.0 records it either way.
+	flInputWhileInvisible = FeatureLevelZulip9 + 1
 )
 
 // ServerSettings are the server-wide settings of a Zulip server that
@@ -99,8 +109,12 @@ func (s *Server) ServerSettings() ServerSettings {
 }
 
 // invisibleBackdate is how far back turning presence off moves a row:
-// OFFLINE_THRESHOLD_SECS + PRESENCE_UPDATE_MIN_FREQ_SECONDS + 10 s.
+// OFFLINE_THRESHOLD_SECS + PRESENCE_UPDATE_MIN_FREQ_SECONDS + 10 s, and
+// in Zulip 9.x OFFLINE_THRESHOLD_SECS + 120 s.
 func (st *ServerSettings) invisibleBackdate() time.Duration {
+	if st.FeatureLevel < flBackdateInPlace {
+		return st.OfflineThreshold + 120*time.Second
+	}
 	return st.OfflineThreshold + st.PresenceUpdateMinFreq + 10*time.Second
 }
 

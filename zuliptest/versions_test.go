@@ -184,20 +184,65 @@ func TestOneUserReadByVersion(t *testing.T) {
 		c := e.newCast()
 		e.post(c.hamlet, "status=active&ping_only=true")
 		tsv := ts(dbTime(e.clock.Now()))
-		r := e.get(c.othello, "users/"+id(c.hamlet)+"/presence?slim_presence=true&client=x")
-		var want string
-		if fl >= FeatureLevelMain {
-			want = `{"result":"success","msg":"","presence":{"active_timestamp":` + tsv + `,"idle_timestamp":` + tsv + `}}` + "\n"
-		} else {
-			want = `{"result":"success","msg":"","presence":{"aggregated":{"status":"active","timestamp":` + tsv +
-				`},"website":{"status":"active","timestamp":` + tsv + `}},"ignored_parameters_unsupported":["slim_presence"]}` + "\n"
+		// get_presence_backend is no typed_endpoint: it reads no
+		// parameter, lists none as ignored, and its shape is the
+		// version's whatever is asked.
+		for _, query := range []string{"", "?slim_presence=true&client=x", "?slim_presence=maybe&note=y"} {
+			r := e.get(c.othello, "users/"+id(c.hamlet)+"/presence"+query)
+			var want string
+			if fl >= FeatureLevelMain {
+				want = `{"result":"success","msg":"","presence":{"active_timestamp":` + tsv + `,"idle_timestamp":` + tsv + `}}` + "\n"
+			} else {
+				want = `{"result":"success","msg":"","presence":{"aggregated":{"status":"active","timestamp":` + tsv +
+					`},"website":{"status":"active","timestamp":` + tsv + `}}}` + "\n"
+			}
+			if r.status != http.StatusOK || r.body != want {
+				t.Errorf("level %d, %q: %d\n got %q\nwant %q", fl, query, r.status, r.body, want)
+			}
 		}
-		if r.body != want {
-			t.Errorf("level %d:\n got %q\nwant %q", fl, r.body, want)
+	}
+}
+
+// TestWindowWithCursorByVersion: Zulip 9.x applies the 14-day window to
+// an incremental read too (get_presence_dict_by_realm at 9.0); from 10.0
+// a positive last_update_id skips it.
+func TestWindowWithCursorByVersion(t *testing.T) {
+	for _, tc := range []struct {
+		fl     int
+		listed bool
+	}{{FeatureLevelZulip9, false}, {FeatureLevelZulip10, true}, {FeatureLevelZulip11, true}} {
+		e := withSettings(t, func(st *ServerSettings) { st.FeatureLevel = tc.fl })
+		c := e.newCast()
+		e.post(c.othello, "status=active&ping_only=true")
+		cursor := e.rm.LastUpdateID() // positive
+		old := dbTime(e.clock.Now()).Add(-20 * 24 * time.Hour)
+		e.rm.SetPresenceRow(c.hamlet.ID, old, old)
+		r := e.post(c.othello, "status=idle&ping_only=false&last_update_id="+strconv.FormatInt(cursor, 10))
+		if _, listed := r.presences(t)[id(c.hamlet)]; listed != tc.listed {
+			t.Errorf("level %d: a 20-day-old row that changed after the cursor listed %v: %s", tc.fl, listed, r.body)
 		}
-		// Released versions do not validate it.
-		if r := e.get(c.othello, "users/"+id(c.hamlet)+"/presence?slim_presence=maybe"); (r.status == http.StatusOK) != (fl < FeatureLevelMain) {
-			t.Errorf("level %d: slim_presence=maybe answered %d", fl, r.status)
+	}
+}
+
+// TestParameterOrderByVersion: typed_endpoint reports the first failing
+// parameter of the view's signature, status first through 10.x and
+// alphabetical in 11.x.
+func TestParameterOrderByVersion(t *testing.T) {
+	for _, tc := range []struct {
+		fl   int
+		body string
+		want string
+	}{
+		{FeatureLevelZulip9, "ping_only=1", "Missing 'status' argument"},
+		{FeatureLevelZulip10, "status=active&ping_only=1&last_update_id=x", "ping_only"},
+		{FeatureLevelZulip11, "ping_only=1", "ping_only"},
+		{FeatureLevelZulip11, "status=active&ping_only=1&last_update_id=x", "last_update_id"},
+	} {
+		e := withSettings(t, func(st *ServerSettings) { st.FeatureLevel = tc.fl })
+		c := e.newCast()
+		r := e.post(c.hamlet, tc.body)
+		if r.status != http.StatusBadRequest || !strings.Contains(r.body, tc.want) {
+			t.Errorf("level %d, %q: %d %s, want the error of %s", tc.fl, tc.body, r.status, r.body, tc.want)
 		}
 	}
 }
@@ -366,5 +411,47 @@ func TestControlServerSettings(t *testing.T) {
 	}
 	if status, _ := sim(t, e, "", "POST", "/_sim/server_settings", `{"id_gap_rate":2}`); status != 400 {
 		t.Fatal("id_gap_rate 2 accepted")
+	}
+}
+
+// TestInvisibleByVersion: turning presence off in Zulip 9.x deletes the
+// row and writes an idle one, with no active time, OFFLINE_THRESHOLD_SECS
+// + 120 s in the past, whatever the row was; and an invisible user's
+// new_user_input is recorded only from 10.0 (do_change_user_setting and
+// update_active_status_backend at 9.0 and 10.0).
+func TestInvisibleByVersion(t *testing.T) {
+	for _, fl := range []int{FeatureLevelZulip9, FeatureLevelZulip10, FeatureLevelZulip11} {
+		e := withSettings(t, func(st *ServerSettings) { st.FeatureLevel = fl })
+		c := e.newCast()
+		e.post(c.hamlet, "status=active&ping_only=true")
+		old := dbTime(e.clock.Now()).Add(-3 * 24 * time.Hour)
+		e.rm.SetPresenceRow(c.othello.ID, old, old)
+		e.clock.Advance(10 * time.Second)
+		now := dbTime(e.clock.Now())
+		e.rm.SetPresenceEnabled(c.hamlet.ID, false)
+		e.rm.SetPresenceEnabled(c.othello.ID, false)
+		hamlet, othello := e.rm.PresenceRow(c.hamlet.ID), e.rm.PresenceRow(c.othello.ID)
+		if fl < flBackdateInPlace {
+			want := now.Add(-320 * time.Second)
+			if !hamlet.LastActive.IsZero() || !hamlet.LastConnected.Equal(want) {
+				t.Errorf("level %d: recent row became %+v, want idle at %v", fl, hamlet, want)
+			}
+			if !othello.LastActive.IsZero() || !othello.LastConnected.Equal(want) {
+				t.Errorf("level %d: 3-day-old row became %+v, want idle at %v", fl, othello, want)
+			}
+		} else {
+			want := now.Add(-265 * time.Second)
+			if !hamlet.LastActive.Equal(want) || !hamlet.LastConnected.Equal(want) {
+				t.Errorf("level %d: recent row became %+v, want both at %v", fl, hamlet, want)
+			}
+			if !othello.LastActive.Equal(old) || !othello.LastConnected.Equal(old) {
+				t.Errorf("level %d: 3-day-old row became %+v, want it left alone", fl, othello)
+			}
+		}
+		before := len(e.rm.ActivityIntervals(c.hamlet.ID))
+		e.post(c.hamlet, "status=active&ping_only=true&new_user_input=true")
+		if got := len(e.rm.ActivityIntervals(c.hamlet.ID)) - before; (got > 0) != (fl >= flInputWhileInvisible) {
+			t.Errorf("level %d: an invisible user's new_user_input recorded %d intervals", fl, got)
+		}
 	}
 }
