@@ -99,7 +99,7 @@ func hostWith(s *Store, i, n int) {
 			"Date":             nil,
 			"Vary":             {"Accept-Language, Cookie"},
 			"Content-Language": {lang},
-		}, t0)
+		}, Language{Accept: lang}, t0)
 	}
 }
 

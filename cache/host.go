@@ -2,6 +2,7 @@ package cache
 
 import (
 	"net/http"
+	"strings"
 	"sync"
 	"time"
 )
@@ -170,19 +171,33 @@ func (h *Host) MarkHistoryLimit(ignored bool) {
 type PingHeader struct {
 	// Header must not be modified.
 	Header map[string][]string
+	// Language is what the request the server answered with Header asked
+	// for: the template fits only requests that ask the same, since
+	// Content-Language follows it.
+	Language Language
 }
 
-// internPingHeader returns the host's template equal to hdr, adding hdr
-// if there is none; added reports whether the host grew.
-func (h *Host) internPingHeader(hdr map[string][]string) (p *PingHeader, added bool) {
+// Language is what a request asks Zulip's LocaleMiddleware for, which
+// picks the answer's Content-Language from it: the django_language
+// cookie, then Accept-Language, as sent. All the clients of one user
+// share a session (an API key, a browser's cookie) but not a language.
+type Language struct {
+	Cookie, Accept string
+}
+
+// internPingHeader returns the host's template equal to hdr for lang,
+// adding one if there is none; added reports whether the host grew.
+func (h *Host) internPingHeader(hdr map[string][]string, lang Language) (p *PingHeader, added bool) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	for _, p := range h.pingHeaders {
-		if sameHeader(p.Header, hdr) {
+		if p.Language == lang && sameHeader(p.Header, hdr) {
 			return p, false
 		}
 	}
-	p = &PingHeader{Header: hdr}
+	// Cloned: the request's strings would keep its whole header alive.
+	lang = Language{Cookie: strings.Clone(lang.Cookie), Accept: strings.Clone(lang.Accept)}
+	p = &PingHeader{Header: hdr, Language: lang}
 	if len(h.pingHeaders) < maxPingHeaders {
 		h.pingHeaders = append(h.pingHeaders, p)
 		return p, true

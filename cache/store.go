@@ -240,11 +240,12 @@ func (s *Store) HostFor(host string, now time.Time) *Host {
 // now: its server answered a success. It costs no lookup.
 func (s *Store) RenewHost(h *Host, now time.Time) { renewed(s, h, now) }
 
-// InternPingHeader returns the template of hdr that host h shares among
-// its sessions (Host.internPingHeader), charging the host for a new one.
-// hdr must not be modified afterwards.
-func (s *Store) InternPingHeader(host string, h *Host, hdr map[string][]string, now time.Time) *PingHeader {
-	p, added := h.internPingHeader(hdr)
+// InternPingHeader returns the template of hdr, answered to a request
+// asking for lang, that host h shares among its sessions
+// (Host.internPingHeader), charging the host for a new one. hdr must not
+// be modified afterwards.
+func (s *Store) InternPingHeader(host string, h *Host, hdr map[string][]string, lang Language, now time.Time) *PingHeader {
+	p, added := h.internPingHeader(hdr, lang)
 	if added {
 		s.put(prefixHost+host, h, h.cost(), now)
 	}

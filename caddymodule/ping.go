@@ -2,6 +2,7 @@ package caddymodule
 
 import (
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/zulip-presence/caddy-zulip-presence/cache"
@@ -25,10 +26,10 @@ func (c *call) gatePing(prepared bool) (done bool, err error) {
 	switch {
 	case ended:
 		return true, err
-	case a.Decision == cache.Local && c.sess.PingHeader() != nil:
+	case a.Decision == cache.Local && c.localHeader() != nil:
 		return true, c.deliver(c.localPing(now))
 	case a.Decision == cache.Local:
-		// Only the server can say what headers this session's answer
+		// Only the server can say what headers this request's answer
 		// carries (Content-Language, for one): forward rather than guess.
 		c.reserve()
 	default:
@@ -140,7 +141,53 @@ func pingHeaderOf(upstream http.Header) http.Header {
 // session repeats its own, interned per host so that sessions alike share
 // one copy.
 func (c *call) learnPingHeader(upstream http.Header) {
-	c.sess.SetPingHeader(c.h.store.InternPingHeader(c.host, c.hostFor(), pingHeaderOf(upstream), c.h.now()))
+	c.sess.SetPingHeader(c.h.store.InternPingHeader(c.host, c.hostFor(), pingHeaderOf(upstream), languageOf(c.r), c.h.now()))
+}
+
+// localHeader returns the session's header template when it fits the
+// request: the server gave it to a request asking for the same language.
+// Otherwise nil, and the ping goes to the server, whose answer the
+// session then repeats.
+func (c *call) localHeader() *cache.PingHeader {
+	p := c.sess.PingHeader()
+	if p == nil || p.Language != languageOf(c.r) {
+		return nil
+	}
+	return p
+}
+
+// languageOf is what the request asks Zulip's LocaleMiddleware for. The
+// values are compared as sent: two spellings of one language only cost a
+// forwarded ping.
+func languageOf(r *http.Request) cache.Language {
+	return cache.Language{Cookie: languageCookie(r.Header["Cookie"]), Accept: joined(r.Header["Accept-Language"])}
+}
+
+// languageCookie is the django_language cookie among Cookie header
+// lines, as Django's parse_cookie reads it: chunks split on ";", key and
+// value trimmed, the last one with the key winning.
+func languageCookie(lines []string) string {
+	var value string
+	for _, line := range lines {
+		for chunk := range strings.SplitSeq(line, ";") {
+			if k, v, ok := strings.Cut(chunk, "="); ok && strings.TrimSpace(k) == "django_language" {
+				value = strings.TrimSpace(v)
+			}
+		}
+	}
+	return value
+}
+
+// joined is a header's lines as one value, without allocating for the
+// usual single line.
+func joined(lines []string) string {
+	switch len(lines) {
+	case 0:
+		return ""
+	case 1:
+		return lines[0]
+	}
+	return strings.Join(lines, ", ")
 }
 
 // claim is what a local answer to the ping rests on.

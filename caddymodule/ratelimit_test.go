@@ -72,6 +72,47 @@ func TestLocalPingHeadersPerSession(t *testing.T) {
 	}
 }
 
+// TestLocalPingHeadersPerLanguage: the clients of one user share its API
+// key, so one session, but not a language: a phone set to German and a
+// script asking nothing get their own Content-Language from Zulip, and a
+// ping answered locally carries the one the server gave a request asking
+// the same.
+func TestLocalPingHeadersPerLanguage(t *testing.T) {
+	for _, mode := range []string{modeSession, modeShared} {
+		t.Run(mode, func(t *testing.T) {
+			tw := newTwin(t, Handler{Mode: mode})
+			tw.Clock.Advance(time.Hour)
+			u := tw.addUser("hamlet@zulip.example", zuliptest.RoleMember)
+			phone, script, browser := tw.apiClient("phone", u), tw.apiClient("script", u), tw.apiClient("cookie", u)
+			langs := map[*client]http.Header{
+				phone:   {"Accept-Language": {"de-DE,de;q=0.9"}},
+				script:  {},
+				browser: {"Cookie": {"csrftoken=x; django_language=fr"}, "Accept-Language": {"de"}},
+			}
+			local := map[*client]int{}
+			for i := range 12 {
+				for _, c := range []*client{phone, phone, script, script, browser} {
+					d, p, n := tw.postAs(c, form("status", "active", "ping_only", "true"), langs[c])
+					if err := sameAnswer(d, p, false); err != nil {
+						t.Fatalf("%s ping %d: %v", c.name, i, err)
+					}
+					if dv, pv := d.header.Values("Content-Language"), p.header.Values("Content-Language"); !slices.Equal(dv, pv) {
+						t.Fatalf("%s ping %d (%d upstream): Content-Language: direct %q, proxied %q", c.name, i, n, dv, pv)
+					}
+					if n == 0 {
+						local[c]++
+					}
+				}
+				tw.Clock.Advance(10 * time.Second)
+			}
+			if local[phone] == 0 || local[script] == 0 {
+				t.Fatalf("local answers: phone %d, script %d; want some of each", local[phone], local[script])
+			}
+			t.Logf("local answers: phone %d, script %d, browser %d", local[phone], local[script], local[browser])
+		})
+	}
+}
+
 // rateLimitedTwin is a twin whose two servers enforce Zulip's rate limit,
 // with one user an hour into the realm's life.
 func rateLimitedTwin(t *testing.T, mode string) (*twin, twinUser) {
