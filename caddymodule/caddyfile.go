@@ -1,7 +1,9 @@
 package caddymodule
 
 import (
+	"math"
 	"strconv"
+	"strings"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
@@ -115,8 +117,8 @@ func (h *Handler) unmarshalSubdirective(d *caddyfile.Dispenser) error {
 	case "verify_rate":
 		var rate float64
 		rate, err = strconv.ParseFloat(val, 64)
-		if err != nil {
-			return d.Errf("bad fraction %q for verify_rate: %v", val, err)
+		if err != nil || math.IsNaN(rate) || math.IsInf(rate, 0) {
+			return d.Errf("bad fraction %q for verify_rate: want a number from 0 to 1", val)
 		}
 		h.VerifyRate = &rate
 	default:
@@ -125,7 +127,18 @@ func (h *Handler) unmarshalSubdirective(d *caddyfile.Dispenser) error {
 	return err
 }
 
+// parseDuration reads a positive duration. In JSON a zero leaves the
+// default in place, so a Caddyfile that says 0 (never trust, never
+// coalesce) is refused rather than silently read as the default.
 func parseDuration(d *caddyfile.Dispenser, name, val string) (caddy.Duration, error) {
+	dur, err := parseAnyDuration(d, name, val)
+	if err == nil && dur <= 0 {
+		return 0, d.Errf("%s must be positive, not %q (leave it out for the default)", name, val)
+	}
+	return dur, err
+}
+
+func parseAnyDuration(d *caddyfile.Dispenser, name, val string) (caddy.Duration, error) {
 	dur, err := caddy.ParseDuration(val)
 	if err != nil {
 		return 0, d.Errf("bad duration %q for %s: %v", val, name, err)
@@ -136,17 +149,25 @@ func parseDuration(d *caddyfile.Dispenser, name, val string) (caddy.Duration, er
 // parseDurationPtr is parseDuration for a setting whose zero is a value,
 // not the default.
 func parseDurationPtr(d *caddyfile.Dispenser, name, val string) (*caddy.Duration, error) {
-	dur, err := parseDuration(d, name, val)
+	dur, err := parseAnyDuration(d, name, val)
 	if err != nil {
 		return nil, err
 	}
 	return &dur, nil
 }
 
+// parseSize reads a positive size; zero is refused as parseDuration
+// refuses it.
 func parseSize(d *caddyfile.Dispenser, name, val string) (int64, error) {
+	if strings.HasPrefix(strings.TrimSpace(val), "-") {
+		return 0, d.Errf("%s must be positive, not %q", name, val)
+	}
 	n, err := humanize.ParseBytes(val)
 	if err != nil {
 		return 0, d.Errf("bad size %q for %s: %v", val, name, err)
+	}
+	if n == 0 {
+		return 0, d.Errf("%s must be positive, not %q (leave it out for the default)", name, val)
 	}
 	if n > 1<<62 {
 		return 0, d.Errf("size %q for %s is too large", val, name)

@@ -44,6 +44,7 @@ const (
 	modeShared            = "shared"
 	defaultCacheSize      = 256 << 20
 	minCacheSize          = 1 << 20
+	maxCacheSize          = 16 << 30
 	maxTrustWindow        = time.Hour
 )
 
@@ -266,6 +267,11 @@ func (h *Handler) Validate() error {
 		return fmt.Errorf("max_body must be positive")
 	case h.CacheSize < minCacheSize:
 		return fmt.Errorf("cache_size must be at least 1MiB")
+	case h.CacheSize > maxCacheSize:
+		// ristretto allocates its admission counters up front, about a
+		// twentieth of cache_size: a typo (256GiB for 256MiB) would take
+		// the machine's memory at startup.
+		return fmt.Errorf("cache_size must be at most 16GiB")
 	}
 	return nil
 }
