@@ -69,8 +69,9 @@ type call struct {
 	form   form
 	now    time.Time // the realm's clock when processing started
 	rate   *rateState
-	// sessionRead is whether the session was read (a /json request
-	// that reached authentication), so that Vary names Cookie.
+	// sessionRead is whether the session was read, so that Vary names
+	// Cookie: always, but for /api requests whose Basic credentials
+	// passed (process_client then names the requester for the log).
 	sessionRead bool
 }
 
@@ -91,7 +92,11 @@ type reply struct {
 // serveAPI answers one request to the Zulip API and counts it.
 func (rm *Realm) serveAPI(w http.ResponseWriter, r *http.Request) {
 	rt, found := matchRoute(r.URL.Path)
-	c := &call{rm: rm, r: r, route: rt, api: strings.HasPrefix(r.URL.Path, "/api"), method: strings.ToUpper(r.Method)}
+	// Until authentication names a requester, LogRequests.process_response
+	// reads request.user for its log line, which reads the session, so
+	// SessionMiddleware (before it in MIDDLEWARE, after it on the way out)
+	// adds Vary: Cookie: to every refusal, 404, 405 and OPTIONS answer.
+	c := &call{rm: rm, r: r, route: rt, api: strings.HasPrefix(r.URL.Path, "/api"), method: strings.ToUpper(r.Method), sessionRead: true}
 	var rp reply
 	if found {
 		rp = c.run()

@@ -27,9 +27,6 @@ const notLoggedIn = "Not logged in: API authentication or user session required"
 // reply that ends the request.
 func (c *call) authenticate() (*user, *reply) {
 	if !c.api {
-		// rest_dispatch reads request.user, so the session is accessed
-		// and SessionMiddleware adds Vary: Cookie.
-		c.sessionRead = true
 		if u := c.sessionUser(); u != nil {
 			return c.sessionAuth(u)
 		}
@@ -100,17 +97,19 @@ func (s *Server) allRealmsLocked() []*Realm {
 }
 
 // sessionAuth is csrf_protect(authenticated_json_view(...)): the CSRF
-// check, then authenticate_log_and_execute_json's
-// validate_account_and_subdomain and incoming-webhook check, whose errors
-// are raised as they are (not wrapped as for basic auth), and only then
-// the rate limit, which wraps the view itself.
+// check, then the rate limit (rate_limit_user, counting this request),
+// then validate_account_and_subdomain and the incoming-webhook check,
+// whose errors are raised as they are (not wrapped as for basic auth).
+// That order is authenticated_json_view's in 9.0 (a8368ca3c3) and 10.0
+// (ab0446fb4a): a session of another realm over the limit gets 429.
 func (c *call) sessionAuth(u *user) (*user, *reply) {
 	if reason := c.csrfReject(); reason != "" {
 		rp := csrfFailure(reason)
 		return nil, &rp
 	}
-	var err *apiError
+	err := c.rateLimit(u)
 	switch {
+	case err != nil:
 	case u.realm.deactivated:
 		// RealmDeactivatedError: an AuthenticationFailedError, so 401
 		// without WWW-Authenticate.
@@ -121,8 +120,6 @@ func (c *call) sessionAuth(u *user) (*user, *reply) {
 		err = badRequest(wrongSubdomain)
 	case u.incomingWebhook:
 		err = badRequest("Webhook bots can only access webhooks")
-	default:
-		err = c.rateLimit(u)
 	}
 	if err != nil {
 		rp := err.reply()
@@ -392,6 +389,7 @@ func (c *call) basicAuth() (*user, *reply) {
 		rp := unauthorized(msg, "Basic").reply()
 		return nil, &rp
 	}
+	c.sessionRead = false // the log names the user; the session is never read
 	if err := c.rateLimit(u); err != nil {
 		rp := err.reply()
 		return nil, &rp

@@ -204,6 +204,22 @@ func TestAuthRefusals(t *testing.T) {
 	check("session of another realm", e.request("POST", "/json/users/me/presence", "status=active", "Cookie: sessionid="+sid+"; csrftoken="+csrf, "X-CSRFToken: "+csrf),
 		400, errBody("Account is not associated with this subdomain", "BAD_REQUEST"), "")
 
+	// authenticated_json_view rate-limits before validate_account_and_subdomain:
+	// the refusal counts, carries the count, and a session over the limit
+	// gets 429 rather than the refusal.
+	other.SetSettings(Settings{RateLimit: true})
+	e.rm.SetSettings(Settings{RateLimit: true})
+	for i := 1; i <= rateMax; i++ {
+		r := e.request("POST", "/json/users/me/presence", "status=active", "Cookie: sessionid="+sid+"; csrftoken="+csrf, "X-CSRFToken: "+csrf)
+		if r.status != 400 || r.header.Get("X-RateLimit-Remaining") != itoa(rateMax-i) {
+			t.Fatalf("refusal %d of another realm's session: %d, remaining %q", i, r.status, r.header.Get("X-RateLimit-Remaining"))
+		}
+	}
+	if r := e.request("POST", "/json/users/me/presence", "status=active", "Cookie: sessionid="+sid+"; csrftoken="+csrf, "X-CSRFToken: "+csrf); r.status != 429 {
+		t.Fatalf("another realm's session over the limit: %d %s", r.status, r.body)
+	}
+	e.rm.SetSettings(Settings{})
+
 	hamletSession := session(c.hamlet)
 	e.rm.DeactivateRealm()
 	check("deactivated realm /api", e.post(c.hamlet, "status=active"),
@@ -228,8 +244,10 @@ func (r *Realm) sessionFor(u User) (string, string) {
 // TestLocaleHeaders: zerver/middleware.py LocaleMiddleware.process_response
 // patches Vary with Accept-Language and sets Content-Language to the
 // request's language (Django's get_language_from_request) on every answer,
-// errors included; SessionMiddleware adds Cookie when rest_dispatch read
-// the session (every /json request that reaches authentication).
+// errors included; SessionMiddleware adds Cookie when the session was
+// read: by authentication on /json, and by LogRequests.process_response
+// (request.user) for any answer no authentication named a requester for,
+// such as an /api refusal or a 404.
 func TestLocaleHeaders(t *testing.T) {
 	e := newEnv(t)
 	c := e.newCast()
@@ -247,12 +265,13 @@ func TestLocaleHeaders(t *testing.T) {
 		}
 	}
 	check("api", e.post(c.hamlet, "status=active"), "Accept-Language", "en")
-	check("api error", e.request("POST", presencePath, "status=active", basic("x:y")), "Accept-Language", "en")
+	check("api error", e.request("POST", presencePath, "status=active", basic("x:y")), "Accept-Language, Cookie", "en")
 	check("accept-language", e.request("POST", presencePath, "status=active", "Authorization: "+e.rm.BasicAuth(c.hamlet.ID), "Accept-Language: xx, fr-CA;q=0.8, de;q=0.9"), "Accept-Language", "de")
 	check("generic", e.request("GET", "/api/v1/users/me", "", "Authorization: "+e.rm.BasicAuth(c.hamlet.ID), "Accept-Language: fr-CA"), "Accept-Language", "fr")
 	sid, csrf := e.rm.NewSession(c.hamlet.ID)
 	cookies := "Cookie: sessionid=" + sid + "; csrftoken=" + csrf + "; " + e.rm.LanguageCookie(c.hamlet.ID)
 	check("web app session", e.request("POST", "/json/users/me/presence", "status=active", cookies, "X-CSRFToken: "+csrf), "Accept-Language, Cookie", "de")
 	check("json without session", e.request("POST", "/json/users/me/presence", "status=active"), "Accept-Language, Cookie", "en")
-	check("not found", e.request("GET", "/api/v1/nowhere", ""), "Accept-Language", "en")
+	check("not found", e.request("GET", "/api/v1/nowhere", ""), "Accept-Language, Cookie", "en")
+	check("api 405", e.request("PUT", presencePath, "status=active", "Authorization: "+e.rm.BasicAuth(c.hamlet.ID)), "Accept-Language, Cookie", "en")
 }
