@@ -512,7 +512,7 @@ func (s *Server) userByAPIKey(key, email string) (*user, string) {
 		return nil, "Malformed API key"
 	}
 	u := s.keys[key]
-	if u == nil || strings.ToLower(email) != strings.ToLower(u.DeliveryEmail) {
+	if u == nil || pyLower(email) != pyLower(u.DeliveryEmail) {
 		return nil, "Invalid API key"
 	}
 	if u.realm.deactivated {
@@ -597,4 +597,53 @@ func rateLimited(free float64) *apiError {
 		after:  []field{{"retry-after", f}},
 		header: http.Header{"Retry-After": {f}},
 	}
+}
+
+// pyLower is Python's str.lower: Go's strings.ToLower but for the two
+// full case mappings it lacks, U+0130 (İ) to "i̇" (i and U+0307) and a
+// final capital sigma to ς, so that "hamlet@zulİp.example" is not
+// "hamlet@zulip.example", as it is not to Zulip.
+func pyLower(s string) string {
+	if !strings.ContainsFunc(s, func(r rune) bool { return r == 'İ' || r == 'Σ' }) {
+		return strings.ToLower(s)
+	}
+	rs := []rune(s)
+	var b strings.Builder
+	for i, r := range rs {
+		switch {
+		case r == 'İ':
+			b.WriteString("i\u0307")
+		case r == 'Σ' && casedBefore(rs[:i]) && !casedAfter(rs[i+1:]):
+			b.WriteRune('ς')
+		default:
+			b.WriteRune(unicode.ToLower(r))
+		}
+	}
+	return b.String()
+}
+
+// casedBefore and casedAfter are Unicode's Final_Sigma context: a cased
+// letter before, none after, case-ignorable characters skipped.
+func casedBefore(rs []rune) bool {
+	for i := len(rs) - 1; i >= 0; i-- {
+		if !caseIgnorable(rs[i]) {
+			return cased(rs[i])
+		}
+	}
+	return false
+}
+
+func casedAfter(rs []rune) bool {
+	for _, r := range rs {
+		if !caseIgnorable(r) {
+			return cased(r)
+		}
+	}
+	return false
+}
+
+func cased(r rune) bool { return unicode.IsUpper(r) || unicode.IsLower(r) || unicode.IsTitle(r) }
+
+func caseIgnorable(r rune) bool {
+	return unicode.In(r, unicode.Mn, unicode.Me, unicode.Cf, unicode.Lm, unicode.Sk) || r == '\'' || r == '.' || r == ':' || r == '\u00b7'
 }

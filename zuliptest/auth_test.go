@@ -508,3 +508,24 @@ func TestSessionCookiesAsDjangoReadsThem(t *testing.T) {
 		}
 	}
 }
+
+// TestPyLower: Python's str.lower, which Zulip compares Basic emails with,
+// lowers İ to "i̇" and a final Σ to ς, where Go's ToLower gives "i" and σ.
+func TestPyLower(t *testing.T) {
+	for in, want := range map[string]string{
+		"Hamlet@Zulip.Example": "hamlet@zulip.example",
+		"hamlet@zulİp.example": "hamlet@zuli\u0307p.example",
+		"ΟΔΟΣ@x.gr":            "οδος@x.gr",
+		"ΣΟΦΟΣ.Σ@x":            "σοφοσ.ς@x", // as Python 3 gives
+		"ΟΔΟΣΑ@x":              "οδοσα@x",
+	} {
+		if got := pyLower(in); got != want {
+			t.Errorf("pyLower(%q) = %q, want %q", in, got, want)
+		}
+	}
+	e := newEnv(t)
+	c := e.newCast()
+	if r := e.request("POST", presencePath, "status=active", basic("hamlet@zulİp.com:"+c.hamlet.APIKey)); r.status != 401 {
+		t.Errorf("İ for i in the email: %d %s", r.status, r.body)
+	}
+}
