@@ -56,6 +56,9 @@ type twin struct {
 	*twinrig.Rig
 	t *testing.T
 	h *Handler
+	// wrapProxied, when set, stands in front of the proxied server: a
+	// server that answers unlike zuliptest.
+	wrapProxied func(http.Handler) http.Handler
 }
 
 func newTwin(t *testing.T, cfg Handler) *twin {
@@ -154,11 +157,15 @@ func (tw *twin) serveDirect(r *http.Request) answer {
 // GET /users/me, are not writes).
 func (tw *twin) serveProxied(r *http.Request) (answer, int) {
 	var upstream int
+	var server http.Handler = tw.Proxied
+	if tw.wrapProxied != nil {
+		server = tw.wrapProxied(server)
+	}
 	next := twinrig.Next(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if _, ok := presenceFamily(r); ok {
 			upstream++
 		}
-		tw.Proxied.ServeHTTP(w, r)
+		server.ServeHTTP(w, r)
 	}))
 	rec := httptest.NewRecorder()
 	if err := tw.h.ServeHTTP(rec, r, next); err != nil {

@@ -1,6 +1,10 @@
 package caddymodule
 
 import (
+	"encoding/json"
+	"net/http"
+	"net/http/httptest"
+	"strings"
 	"testing"
 	"time"
 
@@ -98,4 +102,98 @@ func TestServerMinFreqSetting(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestRowReadShapes: the one-user read answers the legacy shape through
+// 11.x, the modern one from level 487, and from level 497 both in one
+// object with a server_timestamp (#39112; zuliptest models 487, and the
+// test makes 497 of it). The handler takes active_timestamp and
+// idle_timestamp wherever they are: a modern or combined answer keeps the
+// host on slim reads, and its pings are answered locally without a
+// write lost.
+func TestRowReadShapes(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		level    int
+		combined bool
+	}{{"legacy 11.x", zuliptest.FeatureLevelZulip11, false}, {"modern 487", zuliptest.FeatureLevelMain, false}, {"both 497", zuliptest.FeatureLevelMain, true}} {
+		t.Run(tc.name, func(t *testing.T) {
+			var reads []string
+			wrap := func(next http.Handler) http.Handler {
+				return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+					if r.Method != http.MethodGet || !strings.HasSuffix(r.URL.Path, "/presence") || strings.HasSuffix(r.URL.Path, "/me/presence") {
+						next.ServeHTTP(w, r)
+						return
+					}
+					reads = append(reads, r.URL.RawQuery)
+					r.Header.Del("Accept-Encoding")
+					rec := httptest.NewRecorder()
+					next.ServeHTTP(rec, r)
+					body := rec.Body.Bytes()
+					if tc.combined && rec.Code == http.StatusOK {
+						body = combinedShape(t, body)
+					}
+					for k, v := range rec.Header() {
+						w.Header()[k] = v
+					}
+					w.Header().Del("Content-Length")
+					w.WriteHeader(rec.Code)
+					w.Write(body)
+				})
+			}
+			tw := newTwin(t, Handler{})
+			tw.RunZulip(tc.level)
+			tw.wrapProxied = wrap
+			u := tw.addUser("hamlet@zulip.example", zuliptest.RoleMember)
+			tw.Clock.Advance(time.Hour)
+			b := tw.browser("web", u)
+			local := 0
+			for range 30 {
+				if _, n := tw.post(b, form("status", "idle", "ping_only", "true")); n == 0 {
+					local++
+				}
+				tw.sameRows(u)
+				tw.Clock.Advance(20 * time.Second)
+			}
+			t.Logf("%d of 30 pings local; row reads %q", local, reads)
+			if local < 10 || len(reads) == 0 {
+				t.Fatalf("%d of 30 pings answered locally, %d row reads", local, len(reads))
+			}
+			slim := tc.level >= zuliptest.FeatureLevelMain
+			for _, q := range reads[1:] {
+				if (q == "slim_presence=true") != slim {
+					t.Errorf("a later read asked %q", q)
+				}
+			}
+		})
+	}
+}
+
+// combinedShape makes a level-487 answer to GET /users/{id}/presence the
+// level-497 one: the legacy aggregated and website objects beside
+// active_timestamp and idle_timestamp, and a server_timestamp.
+func combinedShape(t *testing.T, body []byte) []byte {
+	t.Helper()
+	var ans struct {
+		Result   string `json:"result"`
+		Msg      string `json:"msg"`
+		Presence struct {
+			Active int64 `json:"active_timestamp"`
+			Idle   int64 `json:"idle_timestamp"`
+		} `json:"presence"`
+	}
+	if err := json.Unmarshal(body, &ans); err != nil {
+		t.Fatalf("one-user read %s: %v", body, err)
+	}
+	p := ans.Presence
+	legacy := map[string]any{"status": "active", "timestamp": p.Active}
+	if p.Active+70 < p.Idle {
+		legacy = map[string]any{"status": "idle", "timestamp": p.Idle}
+	}
+	out, _ := json.Marshal(map[string]any{
+		"result": ans.Result, "msg": ans.Msg,
+		"presence":         map[string]any{"aggregated": legacy, "website": legacy, "active_timestamp": p.Active, "idle_timestamp": p.Idle},
+		"server_timestamp": float64(p.Idle) + 0.5,
+	})
+	return append(out, '\n')
 }
