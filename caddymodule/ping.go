@@ -192,5 +192,9 @@ func joined(lines []string) string {
 
 // claim is what a local answer to the ping rests on.
 func (c *call) claim() pingClaim {
-	return pingClaim{bounds: c.row.Bounds(), write: c.write(), window: c.window(), legacyOffset: c.legacyOffset()}
+	claim := pingClaim{bounds: c.row.Bounds(), write: c.write(), window: c.window(), legacyOffset: c.legacyOffset()}
+	if p := c.sess.PingHeader(); p != nil {
+		claim.language = p.Header["Content-Language"]
+	}
+	return claim
 }

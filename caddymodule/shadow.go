@@ -7,7 +7,9 @@ import (
 	"errors"
 	"math"
 	"net/http"
+	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/zulip-presence/caddy-zulip-presence/cache"
@@ -244,7 +246,8 @@ type pingClaim struct {
 	bounds       cache.Bounds
 	write        cache.Write
 	window       time.Duration
-	legacyOffset int64 // seconds, to read a legacy row
+	legacyOffset int64    // seconds, to read a legacy row
+	language     []string // the Content-Language the answer repeats
 }
 
 // checkLocalPing sends a ping the handler answered (or, shadowing, would
@@ -257,6 +260,11 @@ func (c *call) checkLocalPing(w http.ResponseWriter, claim pingClaim, outcome st
 	if err != nil || zulipVerdict(orig.status, orig.header, orig.body, nil) != cache.VerdictOK {
 		c.reportVerify(verifySkipped, nil)
 		return err
+	}
+	if theirs := orig.header.Values("Content-Language"); !slices.Equal(theirs, claim.language) {
+		// The headers a local answer repeats are another request's.
+		c.reportVerify(verifyMismatch, []presence.Difference{{What: "Content-Language", Ours: strings.Join(claim.language, ", "), Theirs: strings.Join(theirs, ", ")}})
+		return nil
 	}
 	host := c.hostInfo()
 	row := c.bindUserRow()

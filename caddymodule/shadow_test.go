@@ -2,7 +2,9 @@ package caddymodule
 
 import (
 	"bytes"
+	"net/http"
 	"net/url"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -218,4 +220,58 @@ func TestComparisonsFindABrokenHandler(t *testing.T) {
 			})
 		}
 	}
+}
+
+// TestVerifyFindsAnotherLanguage: a local ping repeats the headers of the
+// server's last answer to the session; verification compares its
+// Content-Language with the server's answer to the resent original, so a
+// server whose answers to the same request changed language is reported.
+func TestVerifyFindsAnotherLanguage(t *testing.T) {
+	one := 1.0
+	tw := newTwin(t, Handler{VerifyRate: &one})
+	relabel := false
+	tw.wrapProxied = func(next http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			next.ServeHTTP(&languageWriter{ResponseWriter: w, relabel: relabel}, r)
+		})
+	}
+	u := tw.addUser("hamlet@zulip.example", zuliptest.RoleMember)
+	tw.Clock.Advance(time.Hour)
+	c := tw.apiClient("phone", u)
+	ping := form("status", "active", "ping_only", "true")
+	for range 3 {
+		tw.serveProxied(c.request(true, ping))
+		tw.Clock.Advance(10 * time.Second)
+	}
+	before := verifyCounts()
+	relabel = true
+	local := 0
+	for range 3 {
+		if _, n := tw.serveProxied(c.request(true, ping)); n == 1 {
+			local++ // the resent original is the one upstream request
+		}
+		tw.Clock.Advance(10 * time.Second)
+	}
+	got := countsSince(before)
+	t.Logf("verify_total: %v; %d local", got, local)
+	if got[verifyMismatch] == 0 {
+		t.Fatal("verification found no mismatch")
+	}
+	last := recentMismatches()
+	if d := last[len(last)-1].Differences; len(d) == 0 || !strings.Contains(d[0], "Content-Language") || !strings.Contains(d[0], "xx") {
+		t.Fatalf("mismatch %+v", last[len(last)-1])
+	}
+}
+
+// languageWriter gives an answer another Content-Language, once relabel.
+type languageWriter struct {
+	http.ResponseWriter
+	relabel bool
+}
+
+func (w *languageWriter) WriteHeader(code int) {
+	if w.relabel {
+		w.Header().Set("Content-Language", "xx")
+	}
+	w.ResponseWriter.WriteHeader(code)
 }
