@@ -3,6 +3,7 @@ package zuliptest
 import (
 	"fmt"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"slices"
 	"strings"
@@ -274,4 +275,55 @@ func TestLocaleHeaders(t *testing.T) {
 	check("json without session", e.request("POST", "/json/users/me/presence", "status=active"), "Accept-Language, Cookie", "en")
 	check("not found", e.request("GET", "/api/v1/nowhere", ""), "Accept-Language, Cookie", "en")
 	check("api 405", e.request("PUT", presencePath, "status=active", "Authorization: "+e.rm.BasicAuth(c.hamlet.ID)), "Accept-Language, Cookie", "en")
+}
+
+// TestContentLanguageVariants: Django's get_language_from_request over
+// its default LANGUAGES, which Zulip keeps (LANG_INFO fallbacks, the code
+// cut at each "-", the first variant of the generic language, an
+// Accept-Language that does not parse whole counting for nothing). The
+// expected values are what Django's own function returned for each
+// header and cookie.
+func TestContentLanguageVariants(t *testing.T) {
+	for _, tc := range []struct{ accept, cookie, want string }{
+		{accept: "pt-PT", want: "pt"},
+		{accept: "pt-br", want: "pt-br"},
+		{accept: "zh-TW", want: "zh-hant"},
+		{accept: "zh-CN", want: "zh-hans"},
+		{accept: "zh", want: "zh-hans"},
+		{accept: "en-AU", want: "en-au"},
+		{accept: "en-US", want: "en"},
+		{accept: "fr-CA", want: "fr"},
+		{accept: "es-419", want: "es"},
+		{accept: "sr-Latn-RS", want: "sr-latn"},
+		{accept: "xx, de;q=.5", want: "en"},
+		{accept: "xx, de;q=0.5", want: "de"},
+		{accept: "", want: "en"},
+		{accept: "de;q=0.5, fr;q=0.9", want: "fr"},
+		{accept: "*, de", want: "en"},
+		{accept: "de-DE,de;q=0.9", want: "de"},
+		{accept: "fr-ch, fr;q=0.9, en;q=0.8, de;q=0.7, *;q=0.5", want: "fr"},
+		{accept: "en;q=1.5", want: "en"},
+		{accept: "EN-gb", want: "en-gb"},
+		{accept: "zh-Hant-TW", want: "zh-hant"},
+		{accept: "x-klingon", want: "en"},
+		{accept: "i-klingon, it", want: "it"},
+		{accept: "de , fr", want: "de"},
+		{cookie: "PT", want: "PT"},
+		{cookie: "pt-PT", want: "pt"},
+		{cookie: "de", want: "de"},
+		{cookie: "zz", want: "en"},
+		{cookie: "fr-CA", want: "fr"},
+		{cookie: "Zh-TW", want: "en"},
+	} {
+		r := httptest.NewRequest("GET", "/api/v1/users/me", nil)
+		if tc.accept != "" {
+			r.Header.Set("Accept-Language", tc.accept)
+		}
+		if tc.cookie != "" {
+			r.Header.Set("Cookie", languageCookie+"="+tc.cookie)
+		}
+		if got := requestLanguage(r); got != tc.want {
+			t.Errorf("Accept-Language %q, cookie %q: %q, want %q", tc.accept, tc.cookie, got, tc.want)
+		}
+	}
 }

@@ -2,6 +2,8 @@ package zuliptest
 
 import (
 	"net/http"
+	"regexp"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -10,21 +12,36 @@ import (
 // languageCookie is Django's LANGUAGE_COOKIE_NAME.
 const languageCookie = "django_language"
 
-// supportedLanguages stands for settings.LANGUAGES: the language codes
-// Django will answer in. It is a subset of Zulip's list, enough for tests.
+// supportedLanguages is settings.LANGUAGES, which Zulip leaves at
+// Django's default (zproject/computed_settings.py sets only LANGUAGE_CODE
+// "en-us"): Django 3.2's list (django/conf/global_settings.py) with the
+// languages 4.0 to 5.0 added (ms, ckb, ug). Django ships a catalog for
+// each, so check_for_language accepts them all.
 var supportedLanguages = []string{
-	"ar", "bg", "ca", "cs", "da", "de", "el", "en", "en-gb", "eo", "es",
-	"fa", "fi", "fr", "gl", "hi", "hu", "id", "it", "ja", "ko", "lt", "ml",
-	"nl", "pl", "pt", "pt-br", "pt-pt", "ro", "ru", "sk", "sr", "sv", "ta",
-	"tr", "uk", "vi", "zh-hans", "zh-hant",
+	"af", "ar", "ar-dz", "ast", "az", "bg", "be", "bn", "br", "bs", "ca", "ckb", "cs", "cy", "da", "de",
+	"dsb", "el", "en", "en-au", "en-gb", "eo", "es", "es-ar", "es-co", "es-mx", "es-ni", "es-ve", "et",
+	"eu", "fa", "fi", "fr", "fy", "ga", "gd", "gl", "he", "hi", "hr", "hsb", "hu", "hy", "ia", "id", "ig",
+	"io", "is", "it", "ja", "ka", "kab", "kk", "km", "kn", "ko", "ky", "lb", "lt", "lv", "mk", "ml", "mn",
+	"mr", "ms", "my", "nb", "ne", "nl", "nn", "os", "pa", "pl", "pt", "pt-br", "ro", "ru", "sk", "sl", "sq",
+	"sr", "sr-latn", "sv", "sw", "ta", "te", "tg", "th", "tk", "tr", "tt", "udm", "ug", "uk", "ur", "uz",
+	"vi", "zh-hans", "zh-hant",
+}
+
+// langFallbacks are the "fallback" entries of Django's LANG_INFO
+// (django/conf/locale/__init__.py).
+var langFallbacks = map[string]string{
+	"zh-cn": "zh-hans", "zh-hk": "zh-hant", "zh-mo": "zh-hant",
+	"zh-my": "zh-hans", "zh-sg": "zh-hans", "zh-tw": "zh-hant",
 }
 
 // requestLanguage is django.utils.translation.get_language_from_request
 // as LocaleMiddleware runs it for an API path (no language prefix): the
-// django_language cookie when it names a supported language, else the
-// first supported language of Accept-Language, else "en"
-// (settings.LANGUAGE_CODE). Zulip activates no other language for API
-// requests, so this is the Content-Language of every API answer.
+// django_language cookie when it names a supported language (or a
+// variant of one), else the first supported language of
+// Accept-Language, else "en" (settings.LANGUAGE_CODE "en-us"). Zulip
+// activates no other language for API requests, so this is the
+// Content-Language of every API answer. Read from Django's
+// django/utils/translation/trans_real.py.
 func requestLanguage(r *http.Request) string {
 	if code, ok := djangoCookies(r)[languageCookie]; ok {
 		if v, ok := supportedVariant(code); ok {
@@ -35,6 +52,9 @@ func requestLanguage(r *http.Request) string {
 		if tag == "*" {
 			break
 		}
+		if !languageCodeRE.MatchString(tag) {
+			continue
+		}
 		if v, ok := supportedVariant(tag); ok {
 			return v
 		}
@@ -42,22 +62,46 @@ func requestLanguage(r *http.Request) string {
 	return "en"
 }
 
-// supportedVariant is get_supported_language_variant (not strict): the
-// code itself, its generic language, or the first supported variant of
-// that language.
+// languageCodeMaxLength is Django's LANGUAGE_CODE_MAX_LENGTH.
+const languageCodeMaxLength = 500
+
+var (
+	languageCodeRE   = regexp.MustCompile(`(?i)^[a-z]{1,8}(?:-[a-z0-9]{1,8})*(?:@[a-z0-9]{1,20})?$`)
+	acceptLanguageRE = regexp.MustCompile(`^([A-Za-z]{1,8}(?:-[A-Za-z0-9]{1,8})*|\*)(?:\s*;\s*q=(0(?:\.[0-9]{0,3})?|1(?:\.0{0,3})?))?(?:\s*,\s*|$)`)
+)
+
+// supportedVariant is get_supported_language_variant (not strict): a code
+// over the length limit is cut at its last "-" within it; then the code,
+// its LANG_INFO fallback and the code cut at each "-" from the right are
+// tried, lower-cased against LANGUAGES but returned as given; failing
+// those, the first supported variant of the generic language ("fr-fr"
+// finds "fr-ca" where only that is supported).
 func supportedVariant(code string) (string, bool) {
-	code = strings.ToLower(code)
-	if code == "" || len(code) > 500 {
+	if code == "" {
 		return "", false
 	}
-	generic, _, _ := strings.Cut(code, "-")
-	for _, c := range []string{code, generic} {
-		for _, s := range supportedLanguages {
-			if s == c {
-				return s, true
-			}
+	if len(code) > languageCodeMaxLength {
+		i := strings.LastIndex(code[:languageCodeMaxLength], "-")
+		if i <= 0 {
+			return "", false
+		}
+		code = code[:i]
+	}
+	possible := []string{code}
+	if f, ok := langFallbacks[code]; ok {
+		possible = append(possible, f)
+	}
+	for i := strings.LastIndex(code, "-"); i >= 0; i = strings.LastIndex(code[:i], "-") {
+		possible = append(possible, code[:i])
+	}
+	for _, c := range possible {
+		// check_for_language: a well-formed code with a catalog, which
+		// Django ships for every one of LANGUAGES.
+		if slices.Contains(supportedLanguages, strings.ToLower(c)) && languageCodeRE.MatchString(c) {
+			return c, true
 		}
 	}
+	generic := possible[len(possible)-1]
 	for _, s := range supportedLanguages {
 		if strings.HasPrefix(s, generic+"-") {
 			return s, true
@@ -66,35 +110,36 @@ func supportedVariant(code string) (string, bool) {
 	return "", false
 }
 
-// parseAcceptLanguage is parse_accept_lang_header: lower-cased language
-// tags ordered by quality, highest first, keeping the header's order
-// among equals; an unparsable header gives nothing.
+// parseAcceptLanguage is parse_accept_lang_header: the lower-cased header
+// must be a run of accept_language_re matches, or it gives nothing; tags
+// ordered by quality, highest first, keeping the header's order among
+// equals. A header over the length limit is read up to its last comma
+// within it.
 func parseAcceptLanguage(h string) []string {
+	if len(h) > languageCodeMaxLength {
+		i := strings.LastIndex(h[:languageCodeMaxLength], ",")
+		if i <= 0 {
+			return nil
+		}
+		h = h[:i]
+	}
+	h = strings.ToLower(h)
 	type tagQ struct {
 		tag string
 		q   float64
 	}
 	var out []tagQ
-	for _, part := range strings.Split(strings.ToLower(h), ",") {
-		part = strings.TrimSpace(part)
-		if part == "" {
-			continue
-		}
-		tag, params, _ := strings.Cut(part, ";")
-		tag = strings.TrimSpace(tag)
-		q := 1.0
-		if params != "" {
-			v, ok := strings.CutPrefix(strings.TrimSpace(params), "q=")
-			f, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
-			if !ok || err != nil || f < 0 || f > 1 {
-				return nil
-			}
-			q = f
-		}
-		if tag == "" {
+	for pos := 0; pos < len(h); {
+		m := acceptLanguageRE.FindStringSubmatchIndex(h[pos:])
+		if m == nil || m[1] == 0 {
 			return nil
 		}
-		out = append(out, tagQ{tag, q})
+		q := 1.0
+		if m[4] >= 0 {
+			q, _ = strconv.ParseFloat(h[pos+m[4]:pos+m[5]], 64)
+		}
+		out = append(out, tagQ{h[pos+m[2] : pos+m[3]], q})
+		pos += m[1]
 	}
 	sort.SliceStable(out, func(i, j int) bool { return out[i].q > out[j].q })
 	tags := make([]string, len(out))
