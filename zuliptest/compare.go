@@ -12,17 +12,19 @@ import (
 // Answer is one HTTP answer to a presence request.
 type Answer struct {
 	Status int
-	// Header holds the answer's headers; Compare reads Content-Type and
-	// Cache-Control.
+	// Header holds the answer's headers; Compare reads those of
+	// comparedHeaders.
 	Header http.Header
 	Body   []byte
 }
 
 // comparedHeaders are the headers Compare requires to be identical: what
-// a client makes of the body, and whether anything between it and the
-// server may cache the answer. The others (Date, Expires, the rate-limit
-// counts, framing) belong to one exchange.
-var comparedHeaders = []string{"Content-Type", "Cache-Control"}
+// a client makes of the body, whether anything between it and the server
+// may cache the answer, the language and Vary that Django's middleware
+// sets per request, and the security and CORS headers of Zulip's nginx.
+// The others (Date, Expires, the rate-limit counts, framing) belong to
+// one exchange.
+var comparedHeaders = []string{"Content-Type", "Cache-Control", "Content-Language", "Vary", "X-Frame-Options", "Strict-Transport-Security", "X-Content-Type-Options", "Access-Control-Allow-Origin", "Access-Control-Allow-Headers", "Access-Control-Allow-Methods"}
 
 // Compare reports how an answer given through a proxy differs from the
 // answer the server gave the same request directly, beyond what the
@@ -30,7 +32,7 @@ var comparedHeaders = []string{"Content-Type", "Cache-Control"}
 // "presences", and, when converted is true (a full poll the proxy served
 // from incremental fetches), the value of presence_last_update_id, which
 // must still be an integer. Everything else must be identical: status,
-// the Content-Type and Cache-Control headers, envelope keys and their
+// the headers of comparedHeaders, envelope keys and their
 // order, every entry byte for byte, server_timestamp,
 // ignored_parameters_unsupported, error bodies, and Zulip's trailing
 // newline.

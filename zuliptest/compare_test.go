@@ -58,6 +58,9 @@ func TestCompare(t *testing.T) {
 		{"no Content-Type", func(h http.Header) { h.Del("Content-Type") }, `Content-Type [], want ["application/json"]`},
 		{"Cache-Control", func(h http.Header) { h.Set("Cache-Control", "max-age=60") }, "Cache-Control"},
 		{"Cache-Control twice", func(h http.Header) { h.Add("Cache-Control", "private") }, "Cache-Control"},
+		{"Content-Language", func(h http.Header) { h.Set("Content-Language", "de") }, `Content-Language ["de"], want []`},
+		{"Vary", func(h http.Header) { h.Add("Vary", "Cookie") }, "Vary"},
+		{"nginx's X-Frame-Options", func(h http.Header) { h.Set("X-Frame-Options", "SAMEORIGIN") }, "X-Frame-Options"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			p := presenceHeader()
