@@ -11,16 +11,20 @@
 // (ServerSettings, SetServerSettings; /_sim/server_settings over HTTP):
 // the API feature level, by default that of the newest released major
 // (FeatureLevelZulip11), decides what changed between versions (no
-// last_update_id before 9.0, no history_limit_days before 10.0,
-// date_joined to the minute from 10.0, the legacy-only one-user read
-// through 11.x); PRESENCE_UPDATE_MIN_FREQ_SECONDS,
+// last_update_id before 9.0; in 9.x no history_limit_days, the 14-day
+// window on incremental reads too, invisible mode deleting the row and
+// writing an idle one, status read first; date_joined to the minute from
+// 10.0; parameters read alphabetically from 11.x; the legacy-only
+// one-user read through 11.x, the modern one at level 487); PRESENCE_UPDATE_MIN_FREQ_SECONDS,
 // PRESENCE_LEGACY_EVENT_OFFSET_FOR_ACTIVITY_SECONDS and
 // OFFLINE_THRESHOLD_SECS are settings as in Zulip's settings.py; and
 // IDGapRate makes PresenceSequence skip IDs, as racing writes do.
 //
 // Answers leave through a model of the nginx in front of every Zulip
 // (gzip.go): JSON is gzip-compressed at level 1 for clients that accept
-// gzip, with Vary: Accept-Encoding, as Zulip's nginx.conf configures it;
+// gzip, with Vary: Accept-Encoding, as Zulip's nginx.conf configures it,
+// and every answer carries its security headers, plus the CORS ones
+// under /api/;
 // SetGzipLevel changes the level or turns compression off. Stats counts
 // both the raw bytes (ResponseBytes) and the bytes sent (WireBytes).
 //
