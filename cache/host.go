@@ -38,8 +38,11 @@ const (
 )
 
 // maxPingHeaders bounds the templates a host interns: one per set of
-// headers its sessions' answers differ by (Content-Language, mostly).
-const maxPingHeaders = 8
+// headers its sessions' answers differ by (Content-Language, mostly) and
+// per language asked for, as sent (browsers spell Accept-Language in
+// many ways). A session whose template left the host keeps it, uncharged,
+// until its next forwarded answer.
+const maxPingHeaders = 32
 
 // offset bounds the server's clock minus the proxy's: it lies in [lo, hi].
 type offset struct {
