@@ -4,7 +4,10 @@ import (
 	"net/http"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
+
+	"github.com/zulip-presence/caddy-zulip-presence/presence"
 )
 
 // Host is what the proxy learned about one upstream host (one Zulip realm):
@@ -23,6 +26,13 @@ type Host struct {
 	nextPingHeader     int           // the slot a new template replaces once full
 	date               []string      // an HTTP date of the server's clock, for dateSec
 	dateSec            int64
+	// plainPings and fullerPings are sets of presence.Param masks: bit m
+	// says that the host's latest success to a ping sending exactly the
+	// parameters m was Zulip's bare ping answer, or more than it.
+	plainPings, fullerPings atomic.Uint64
+	// extraKeys says that the host's presence answers carry a key of
+	// their own (a zephyr-mirror realm's zephyr_mirror_active).
+	extraKeys atomic.Bool
 
 	// Members is held by the request fetching the host's user list, so
 	// that a burst of legacy polls fetches it once.
@@ -166,6 +176,48 @@ func (h *Host) MarkHistoryLimit(ignored bool) {
 	if ignored {
 		h.historyLimit = -1
 	}
+}
+
+// ObservePingAnswer records whether the host's success to a ping that
+// sent the documented parameters sent was Zulip's bare ping answer. It is
+// not when the server ignores one of them (a Zulip before 10.0 lists
+// history_limit_days in ignored_parameters_unsupported, one before 9.0
+// last_update_id too) or adds a key of its own (a zephyr-mirror realm).
+func (h *Host) ObservePingAnswer(sent presence.Param, plain bool) {
+	bit := uint64(1) << (sent & 63)
+	if plain {
+		h.plainPings.Or(bit)
+		h.fullerPings.And(^bit)
+		return
+	}
+	h.fullerPings.Or(bit)
+	h.plainPings.And(^bit)
+}
+
+// MarkExtraKeys records that a presence answer of the host carried a key
+// Zulip's documented answers lack: its ping answers may too.
+func (h *Host) MarkExtraKeys() { h.extraKeys.Store(true) }
+
+// PlainPing reports whether the host answers a ping sending the
+// parameters sent with the bare ping answer, the only body a local answer
+// has: it did for these very parameters last time; or, not seen yet, they
+// are ones every Zulip since 7.0 takes (status, ping_only,
+// new_user_input, slim_presence; history_limit_days once the host was
+// seen to take it), and no answer of the host was ever more than
+// documented. A last_update_id, which a Zulip before 9.0 lists as
+// ignored, needs the host's own answer first.
+func (h *Host) PlainPing(sent presence.Param) bool {
+	bit := uint64(1) << (sent & 63)
+	switch {
+	case h.plainPings.Load()&bit != 0:
+		return true
+	case h.fullerPings.Load() != 0 || h.extraKeys.Load() || sent&presence.ParamLastUpdateID != 0:
+		return false
+	case sent&presence.ParamHistoryLimitDays != 0:
+		ignored, known := h.HistoryLimitIgnored()
+		return known && !ignored
+	}
+	return true
 }
 
 // PingHeader is the header template of a server's answer to one

@@ -33,12 +33,12 @@ func (c *call) forward(outcome string) error {
 	defer func() { c.record(outcome, t.size) }()
 	err := c.next.ServeHTTP(t, c.r)
 	received := c.h.now()
-	t.decode()
+	whole := t.decode()
 	o := zulipVerdict(t.status, t.Header(), t.head, err)
 	if o == cache.VerdictOK && c.req.Kind() == presence.KindPing {
 		// Before settle wakes the session's waiting pings, which
 		// answer locally only with this session's headers.
-		c.learnPingHeader(t.Header())
+		c.learnPing(t.Header(), t.head, whole)
 	}
 	c.settle(o, t.Header(), sent, received)
 	if o == cache.VerdictOK {
@@ -62,11 +62,20 @@ func (c *call) learnForwarded(t *tap, sent, received time.Time) {
 	if !t.decode() {
 		return // too large to have been kept whole
 	}
-	if ans, err := presence.DecodeModern(t.head); err == nil {
-		c.learnAnswer(host, ans, sent, received)
-		c.h.mode.forwardedPoll(c, ans, received)
+	ans, err := presence.DecodeModern(t.head)
+	if err != nil {
+		if bytes.Contains(t.head, zephyrKey) {
+			host.MarkExtraKeys() // its ping answers carry it too
+		}
+		return
 	}
+	c.learnAnswer(host, ans, sent, received)
+	c.h.mode.forwardedPoll(c, ans, received)
 }
+
+// zephyrKey is the key a zephyr-mirror realm adds to every presence answer
+// through Zulip 10.x (update_active_status_backend).
+var zephyrKey = []byte(`"zephyr_mirror_active"`)
 
 // learnAnswer learns from a presence answer the server sent: its clock
 // from server_timestamp, and the user's own row if the answer holds it.

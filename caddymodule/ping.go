@@ -1,11 +1,13 @@
 package caddymodule
 
 import (
+	"bytes"
 	"net/http"
 	"strings"
 	"time"
 
 	"github.com/zulip-presence/caddy-zulip-presence/cache"
+	"github.com/zulip-presence/caddy-zulip-presence/presence"
 )
 
 // ping answers a ping locally when the server would only have done a
@@ -144,16 +146,33 @@ func (c *call) learnPingHeader(upstream http.Header) {
 	c.sess.SetPingHeader(c.h.store.InternPingHeader(c.host, c.hostFor(), pingHeaderOf(upstream), languageOf(c.r), c.h.now()))
 }
 
-// localHeader returns the session's header template when it fits the
-// request: the server gave it to a request asking for the same language.
-// Otherwise nil, and the ping goes to the server, whose answer the
-// session then repeats.
+// learnPing learns from the server's success to the request's ping (body
+// is its decoded start, whole when complete): its headers, for local
+// answers to repeat, and whether it was the bare ping answer, the only
+// body a local answer has.
+func (c *call) learnPing(hdr http.Header, body []byte, whole bool) {
+	c.learnPingHeader(hdr)
+	c.hostFor().ObservePingAnswer(c.req.Sent, whole && bytes.Equal(body, presence.PingAnswer))
+}
+
+// localHeader returns the session's header template when a local answer
+// fits the request: the server gave the template to a request asking for
+// the same language, and answered the host's latest ping sending the same
+// parameters with the bare ping answer. Otherwise nil, and the ping goes
+// to the server, whose answer the session then repeats.
 func (c *call) localHeader() *cache.PingHeader {
 	p := c.sess.PingHeader()
-	if p == nil || p.Language != languageOf(c.r) {
+	if p == nil || p.Language != languageOf(c.r) || !c.plainPing() {
 		return nil
 	}
 	return p
+}
+
+// plainPing reports whether the server answers a ping sending the
+// request's parameters with nothing but the bare ping answer.
+func (c *call) plainPing() bool {
+	host := c.hostInfo()
+	return host != nil && host.PlainPing(c.req.Sent)
 }
 
 // languageOf is what the request asks Zulip's LocaleMiddleware for. The

@@ -121,7 +121,7 @@ func (c *call) sendOriginal(w http.ResponseWriter, outcome string) (*original, e
 	whole := t.decode()
 	o := zulipVerdict(t.status, t.Header(), t.head, err)
 	if o == cache.VerdictOK && c.req.Kind() == presence.KindPing {
-		c.learnPingHeader(t.Header())
+		c.learnPing(t.Header(), t.head, whole)
 	}
 	c.settle(o, t.Header(), sent, received)
 	if outcome != "" {
@@ -260,6 +260,11 @@ func (c *call) checkLocalPing(w http.ResponseWriter, claim pingClaim, outcome st
 	if err != nil || zulipVerdict(orig.status, orig.header, orig.body, nil) != cache.VerdictOK {
 		c.reportVerify(verifySkipped, nil)
 		return err
+	}
+	if !orig.cut && !bytes.Equal(orig.body, presence.PingAnswer) {
+		// The server answers this ping with more than a local answer says.
+		c.reportVerify(verifyMismatch, []presence.Difference{{What: "body", Ours: string(presence.PingAnswer), Theirs: string(orig.body)}})
+		return nil
 	}
 	if theirs := orig.header.Values("Content-Language"); !slices.Equal(theirs, claim.language) {
 		// The headers a local answer repeats are another request's.

@@ -62,8 +62,11 @@ func (c *call) shared() (bool, error) {
 	if done, err := c.gatePing(true); done {
 		return true, err
 	}
-	if c.h.Shadow {
-		// The client gets the server's answer to its own request.
+	if c.h.Shadow || !c.plainPing() {
+		// The client gets the server's answer to its own request: in
+		// shadow mode always, and when the server may answer such a
+		// ping with more than the bare answer (an ignored parameter
+		// listed), which its answer then tells.
 		return true, c.forward(outcomeForwarded)
 	}
 	return true, c.feed(view)
@@ -306,6 +309,12 @@ func (c *call) feed(view *cache.View) error {
 		return err
 	}
 	if c.req.Kind() == presence.KindPing {
+		if !c.plainPing() {
+			// The host's answer to such a ping changed since shared
+			// checked it: the client gets its own request's answer, the
+			// write a no-op by now.
+			return c.fallback(rec)
+		}
 		return c.deliver(reply{outcome: outcomeViewFed, upstream: rec.received, status: rec.status, header: rec.header, body: presence.PingAnswer})
 	}
 	return c.answerFed(view, rec, c.h.now())

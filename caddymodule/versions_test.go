@@ -1,9 +1,11 @@
 package caddymodule
 
 import (
+	"bytes"
 	"encoding/json"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"strings"
 	"testing"
 	"time"
@@ -196,4 +198,83 @@ func combinedShape(t *testing.T, body []byte) []byte {
 		"server_timestamp": float64(p.Idle) + 0.5,
 	})
 	return append(out, '\n')
+}
+
+// TestPingAnswersAsTheServerGivesThem: a local ping answer is Zulip's bare
+// ping answer, so a ping is answered locally only where the server would
+// give that: not where it lists a parameter as ignored
+// (history_limit_days before 10.0, last_update_id too before 9.0), nor in
+// a zephyr-mirror realm, whose every presence answer carries
+// zephyr_mirror_active. Each answer is compared with the server's.
+func TestPingAnswersAsTheServerGivesThem(t *testing.T) {
+	pings := []url.Values{
+		form("status", "active", "ping_only", "true", "history_limit_days", "14"),
+		form("status", "active", "ping_only", "true", "history_limit_days", "14", "last_update_id", "-1"),
+		form("status", "active", "ping_only", "true"),
+	}
+	for _, v := range []struct {
+		name      string
+		level     int
+		someLocal bool
+	}{{"8.x", zuliptest.FeatureLevelZulip8, true}, {"9.x", zuliptest.FeatureLevelZulip9, true}, {"11.x", zuliptest.FeatureLevelZulip11, true}} {
+		for _, mode := range []string{modeSession, modeShared} {
+			t.Run(v.name+"/"+mode, func(t *testing.T) {
+				tw := newTwin(t, Handler{Mode: mode})
+				tw.RunZulip(v.level)
+				u := tw.addUser("hamlet@zulip.example", zuliptest.RoleMember)
+				tw.Clock.Advance(time.Hour)
+				c := tw.apiClient("phone", u)
+				local := map[int]int{}
+				for i := range 24 {
+					if _, n := tw.post(c, pings[i%len(pings)]); n == 0 {
+						local[i%len(pings)]++
+					}
+					tw.sameRows(u)
+					tw.Clock.Advance(10 * time.Second)
+				}
+				t.Logf("local answers by kind of ping: %v", local)
+				if local[2] == 0 {
+					t.Errorf("no plain ping answered locally")
+				}
+				if v.level < zuliptest.FeatureLevelZulip10 && (local[0] != 0 || local[1] != 0) {
+					t.Errorf("pings whose answer lists an ignored parameter answered locally: %v", local)
+				}
+			})
+		}
+	}
+	t.Run("zephyr mirror", func(t *testing.T) {
+		zephyr := func(next http.Handler) http.Handler {
+			return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				if _, ok := presenceFamily(r); !ok {
+					next.ServeHTTP(w, r)
+					return
+				}
+				r.Header.Del("Accept-Encoding")
+				rec := httptest.NewRecorder()
+				next.ServeHTTP(rec, r)
+				body := rec.Body.Bytes()
+				if rec.Code == http.StatusOK {
+					body = append(bytes.TrimSuffix(body, []byte("}\n")), []byte(`,"zephyr_mirror_active":false}`+"\n")...)
+				}
+				for k, vs := range rec.Header() {
+					w.Header()[k] = vs
+				}
+				w.Header().Del("Content-Length")
+				w.WriteHeader(rec.Code)
+				w.Write(body)
+			})
+		}
+		rig, users, phones, _ := extrasRealm(t, modeSession, zephyr)
+		for i := range 12 {
+			f := form("status", "active", "ping_only", "true")
+			if i == 0 {
+				f = form("status", "active", "slim_presence", "true")
+			}
+			if _, seen := rig.exchange(phones[0], f, ""); len(seen) == 0 {
+				t.Fatalf("request %d answered without the server in a zephyr-mirror realm", i)
+			}
+			rig.sameRows(users[0])
+			rig.Clock.Advance(10 * time.Second)
+		}
+	})
 }
