@@ -1,7 +1,6 @@
 package cache
 
 import (
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -105,10 +104,16 @@ func (s *Store) Session(k Key, now time.Time) (*Session, bool) {
 	return sess, sess != nil
 }
 
-// UserKey derives the key of a user from the host and the user's email,
-// which Zulip compares without regard to case.
-func (s *Store) UserKey(host, email string) UserKey {
-	return UserKey(s.keys.key(prefixUser, host, FamilyAPI, strings.ToLower(strings.TrimSpace(email))))
+// UserKey derives the key of a user of host from what names the user to
+// the server. For Basic credentials that is the email and the API key:
+// Zulip accepts any spelling of the email that Python's lower() maps to
+// the account's, and two accounts may share one (the Kelvin sign and K),
+// so the email alone does not tell users apart; the key does. For a
+// browser session it is the delivery email of its own profile, which
+// Zulip keeps unique in a realm up to ASCII case. The caller folds ASCII
+// case, and nothing more (caddymodule's lowerASCII).
+func (s *Store) UserKey(host string, parts ...string) UserKey {
+	return UserKey(s.keys.key(prefixUser, host, FamilyAPI, parts...))
 }
 
 // RowFor returns the mirror of a user's presence row, creating it if needed,

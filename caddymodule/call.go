@@ -239,13 +239,19 @@ func (c *call) settle(o cache.Verdict, hdr http.Header, sent, received time.Time
 // bindUserRow returns the mirror of the session's user's row, nil while
 // the user is not known, and binds Basic credentials to the user they
 // name. Call it only once the server accepted the session.
+// basicUserKey is the key of the user that Basic credentials name: their
+// email, ASCII case folded, and their API key (cache.Store.UserKey).
+func (c *call) basicUserKey() cache.UserKey {
+	return c.h.store.UserKey(c.host, c.creds.parts[:c.creds.n]...)
+}
+
 func (c *call) bindUserRow() *cache.RowMirror {
 	if c.row != nil {
 		return c.row
 	}
 	u := c.sess.User()
 	if u == "" && c.family == cache.FamilyAPI {
-		u = c.h.store.UserKey(c.host, c.creds.email)
+		u = c.basicUserKey()
 		c.sess.Bind(u)
 	}
 	if u == "" {

@@ -42,7 +42,6 @@ var (
 type credentials struct {
 	parts [4]string
 	n     int
-	email string // /api: the email of the Basic credentials
 }
 
 // readCredentials returns the request's credentials as Zulip reads them:
@@ -87,7 +86,7 @@ func basicCredentials(values []string) (credentials, bool) {
 	if !ok || email == "" || key == "" || strings.Contains(key, ":") {
 		return credentials{}, false
 	}
-	return credentials{parts: [4]string{lowerASCII(email), key}, n: 2, email: email}, true
+	return credentials{parts: [4]string{lowerASCII(email), key}, n: 2}, true
 }
 
 // sessionCredentials reads the session cookie, the CSRF cookie, the

@@ -1,6 +1,7 @@
 package caddymodule
 
 import (
+	"encoding/base64"
 	"net/url"
 	"strings"
 	"testing"
@@ -65,4 +66,73 @@ func TestGuestListChangesNothingForOthers(t *testing.T) {
 			tw.sameRows(hamlet, othello, guest1, guest2)
 		})
 	}
+}
+
+// spelledAs is an API client whose Basic credentials spell its email as
+// email: Zulip accepts any spelling that Python's lower() maps to the
+// account's delivery email.
+func spelledAs(c *client, email string) *client {
+	respell := func(h string) string {
+		raw, _ := base64.StdEncoding.DecodeString(strings.TrimPrefix(h, "Basic "))
+		_, key, _ := strings.Cut(string(raw), ":")
+		return "Basic " + base64.StdEncoding.EncodeToString([]byte(email+":"+key))
+	}
+	out := *c
+	out.authD, out.authP = respell(c.authD), respell(c.authP)
+	return &out
+}
+
+// TestBasicSpellingOfAnotherUser: "İng@…" is, to Python's lower(), the
+// email of the account i̇ng@… (i and a combining dot), and to Go's
+// ToLower the email of another account, ing@…. Users are keyed by what
+// tells them apart to the server (the API key with the email), so a guest
+// so spelled gets only its own row in shared mode, and a member so
+// spelled never makes the other member's pings look like no-ops. Before,
+// the guest read the whole realm from the view and the other member's
+// writes were lost.
+func TestBasicSpellingOfAnotherUser(t *testing.T) {
+	t.Run("guest in shared mode", func(t *testing.T) {
+		tw := newTwin(t, Handler{Mode: modeShared})
+		tw.Both(func(r *zuliptest.Realm) {
+			s := r.Settings()
+			s.RestrictGuestUserAccess, s.CanAccessAllUsersGroupLimitsPresence = true, true
+			r.SetSettings(s)
+		})
+		member := tw.addUser("ing@zulip.example", zuliptest.RoleMember)
+		other := tw.addUser("othello@zulip.example", zuliptest.RoleMember)
+		guest := tw.addUser("i\u0307ng@zulip.example", zuliptest.RoleGuest)
+		tw.Clock.Advance(time.Hour)
+		mc, oc := tw.apiClient("member", member), tw.apiClient("othello", other)
+		gc := spelledAs(tw.apiClient("guest", guest), "\u0130ng@zulip.example")
+		slim := form("status", "active", "slim_presence", "true")
+		for range 3 {
+			tw.post(oc, slim)
+			tw.post(mc, slim)
+			tw.Clock.Advance(5 * time.Second)
+		}
+		for range 4 {
+			tw.post(gc, slim) // fails if the guest sees more than its row
+			tw.post(mc, slim)
+			tw.Clock.Advance(20 * time.Second)
+		}
+	})
+	t.Run("member in session mode", func(t *testing.T) {
+		tw := newTwin(t, Handler{Mode: modeSession})
+		victim := tw.addUser("ing@zulip.example", zuliptest.RoleMember)
+		other := tw.addUser("i\u0307ng@zulip.example", zuliptest.RoleMember)
+		tw.Clock.Advance(time.Hour)
+		vc := tw.apiClient("victim", victim)
+		oc := spelledAs(tw.apiClient("other", other), "\u0130ng@zulip.example")
+		ping := form("status", "active", "ping_only", "true")
+		tw.post(oc, ping)
+		for range 24 {
+			tw.Clock.Advance(10 * time.Second)
+			tw.post(oc, ping)
+			tw.Clock.Advance(5 * time.Second)
+			tw.post(oc, ping)
+			tw.Clock.Advance(5 * time.Second)
+			tw.post(vc, ping)
+			tw.sameRows(victim, other)
+		}
+	})
 }

@@ -38,7 +38,7 @@ func (c *call) bindUser() bool {
 		c.debug("cannot tell whose session this is: " + err.Error())
 		return true
 	}
-	u := c.h.store.UserKey(c.host, p.email())
+	u := c.h.store.UserKey(c.host, lowerASCII(p.email()))
 	// The row learns the user's id before the session names it, so that
 	// no request reading the row asks for the profile again. The session
 	// was accepted, so its writes may have moved the row unseen.

@@ -192,7 +192,7 @@ func (c *call) sharedWriteElsewhere() {
 func (c *call) knownUser() *cache.RowMirror {
 	u := c.sess.User() // a browser session the server accepted before
 	if u == "" && c.family == cache.FamilyAPI {
-		u = c.h.store.UserKey(c.host, c.creds.email)
+		u = c.basicUserKey()
 	}
 	if u == "" {
 		return nil
