@@ -96,7 +96,7 @@ func basicCredentials(values []string) (credentials, bool) {
 // request must never be answered from another request's trust.
 func sessionCredentials(r *http.Request) (credentials, bool) {
 	cookies := r.Header["Cookie"]
-	if len(cookies) != 1 {
+	if len(cookies) != 1 || !plainCookieHeader(cookies[0]) {
 		return credentials{}, false
 	}
 	session, ok := onlyCookie(cookies[0], sessionCookies)
@@ -116,6 +116,20 @@ func sessionCredentials(r *http.Request) (credentials, bool) {
 		return credentials{}, false
 	}
 	return credentials{parts: [4]string{session, csrf, token, origin}, n: 4}, true
+}
+
+// plainCookieHeader reports whether Django splits and trims the header as
+// onlyCookie does: printable ASCII, spaces and tabs only. Django reads
+// the header as Latin-1 text and strips with Python's str.strip, for
+// which \x85, \xa0 and \x1c–\x1f are whitespace too; Go's TrimSpace
+// takes U+0085 and U+00A0 whole and leaves \x1c–\x1f.
+func plainCookieHeader(h string) bool {
+	for i := 0; i < len(h); i++ {
+		if c := h[i]; c >= 0x7f || (c < ' ' && c != '\t') {
+			return false
+		}
+	}
+	return true
 }
 
 // onlyCookie finds the value of the one cookie among names that a Cookie

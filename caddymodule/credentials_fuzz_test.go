@@ -330,6 +330,19 @@ func TestCredentialVariants(t *testing.T) {
 		{name: "json/spaces in the cookie line", json: true, variant: func(s credSide) lines {
 			return lines{cookie("sessionid=" + s.sid + " ;  csrftoken=" + s.csrf + " ;"), {"X-CSRFToken", s.csrf}, origin, referer}
 		}},
+		// Django strips cookie names and values as Latin-1 text, where
+		// \x85, \xa0 and \x1c–\x1f are whitespace (net/http refuses the
+		// latter); Go's TrimSpace took U+0085 and U+00A0 whole, and a
+		// session Zulip refuses was answered from the trusted one's state.
+		{name: "json/UTF-8 NEL after the session id", json: true, variant: func(s credSide) lines {
+			return lines{cookie("sessionid=" + s.sid + "\u0085; csrftoken=" + s.csrf), {"X-CSRFToken", s.csrf}, origin, referer}
+		}},
+		{name: "json/UTF-8 NBSP before a second session id", json: true, variant: func(s credSide) lines {
+			return lines{cookie(sc(s) + "; \u00a0sessionid=" + other), {"X-CSRFToken", s.csrf}, origin, referer}
+		}},
+		{name: "json/Latin-1 NBSP in a second CSRF cookie name", json: true, variant: func(s credSide) lines {
+			return lines{cookie(sc(s) + "; csrftoken\xa0=" + other), {"X-CSRFToken", s.csrf}, origin, referer}
+		}},
 		{name: "json/cookie value in quotes", json: true, variant: func(s credSide) lines {
 			return lines{cookie(`sessionid="` + s.sid + `"; csrftoken=` + s.csrf), {"X-CSRFToken", s.csrf}, origin, referer}
 		}},
