@@ -267,7 +267,11 @@ func (h *Host) internPingHeader(hdr map[string][]string, lang Language) (p *Ping
 func (h *Host) cost() int64 {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	return hostCost + int64(len(h.pingHeaders))*pingHeaderCost
+	cost := int64(hostCost)
+	for _, p := range h.pingHeaders {
+		cost += pingHeaderCost + int64(len(p.Language.Cookie)+len(p.Language.Accept))
+	}
+	return cost
 }
 
 func sameHeader(a, b map[string][]string) bool {

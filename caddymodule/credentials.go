@@ -83,7 +83,14 @@ func basicCredentials(values []string) (credentials, bool) {
 		return credentials{}, false
 	}
 	email, key, ok := strings.Cut(string(buf[:n]), ":")
-	if !ok || email == "" || key == "" || strings.Contains(key, ":") {
+	if !ok || strings.Contains(key, ":") {
+		return credentials{}, false
+	}
+	// validate_api_key strips both with Python's str.strip, whose
+	// whitespace includes all of Go's: spellings Go trims alike are one
+	// credential to Zulip too.
+	email, key = strings.TrimSpace(email), strings.TrimSpace(key)
+	if email == "" || key == "" {
 		return credentials{}, false
 	}
 	return credentials{parts: [4]string{lowerASCII(email), key}, n: 2}, true

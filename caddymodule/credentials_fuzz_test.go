@@ -274,6 +274,10 @@ func TestCredentialVariants(t *testing.T) {
 		{name: "api/spaces around the value", local: true, variant: func(s credSide) lines {
 			return lines{{"Authorization", " \t" + basicHeader(s.email, s.key) + " \t"}}
 		}},
+		{name: "api/spaces around the email and key in the token", local: true, variant: func(s credSide) lines {
+			// validate_api_key strips both: one credential, one session.
+			return lines{{"Authorization", basicHeader(" "+s.email+"\t", "  "+s.key+" ")}}
+		}},
 		{name: "api/duplicate Authorization", variant: func(s credSide) lines { // known defect
 			return append(api(s), api(s)...)
 		}},

@@ -143,8 +143,18 @@ func pingHeaderOf(upstream http.Header) http.Header {
 // session repeats its own, interned per host so that sessions alike share
 // one copy.
 func (c *call) learnPingHeader(upstream http.Header) {
-	c.sess.SetPingHeader(c.h.store.InternPingHeader(c.host, c.hostFor(), pingHeaderOf(upstream), languageOf(c.r), c.h.now()))
+	lang := languageOf(c.r)
+	if len(lang.Cookie)+len(lang.Accept) > maxLanguageBytes {
+		c.sess.SetPingHeader(nil)
+		return
+	}
+	c.sess.SetPingHeader(c.h.store.InternPingHeader(c.host, c.hostFor(), pingHeaderOf(upstream), lang, c.h.now()))
 }
+
+// maxLanguageBytes bounds the language a header template is kept with: a
+// browser's Accept-Language is a few dozen bytes, and a longer one only
+// sends its pings to the server.
+const maxLanguageBytes = 256
 
 // learnPing learns from the server's success to the request's ping (body
 // is its decoded start, whole when complete): its headers, for local

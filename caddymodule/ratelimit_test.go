@@ -4,6 +4,7 @@ import (
 	"net/http"
 	"net/url"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -231,5 +232,38 @@ func TestNoSpendingNearTheLimit(t *testing.T) {
 			}
 			t.Logf("200 requests in 40 s: upstream %d (%v); early 429s %d", upstream, tw.Proxied.DefaultRealm().Stats().Requests, early)
 		})
+	}
+}
+
+// TestLongLanguageIsForwarded: a header template is kept with the
+// language its request asked for, so that request's strings live as long
+// as the template; one asking more than maxLanguageBytes gets no
+// template, and its pings go to the server.
+func TestLongLanguageIsForwarded(t *testing.T) {
+	tw := newTwin(t, Handler{})
+	u := tw.addUser("hamlet@zulip.example", zuliptest.RoleMember)
+	tw.Clock.Advance(time.Hour)
+	c := tw.apiClient("phone", u)
+	long := http.Header{"Accept-Language": {"de;q=0.9, " + strings.Repeat("x-abcdefgh, ", 30) + "en"}}
+	short := http.Header{"Accept-Language": {"de"}}
+	for _, tc := range []struct {
+		name   string
+		h      http.Header
+		locals bool
+	}{{"long", long, false}, {"short", short, true}} {
+		local := 0
+		for range 6 {
+			d, p, n := tw.postAs(c, form("status", "active", "ping_only", "true"), tc.h)
+			if err := sameAnswer(d, p, false); err != nil {
+				t.Fatalf("%s: %v", tc.name, err)
+			}
+			if n == 0 {
+				local++
+			}
+			tw.Clock.Advance(5 * time.Second)
+		}
+		if (local > 0) != tc.locals {
+			t.Errorf("%s Accept-Language: %d of 6 pings answered locally", tc.name, local)
+		}
 	}
 }
