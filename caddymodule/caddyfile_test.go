@@ -122,6 +122,15 @@ func TestValidate(t *testing.T) {
 		{name: "unknown mode", change: func(h *Handler) { h.Mode = "realm" }, wantErr: `mode must be session or shared, not "realm"`},
 		{name: "shared mode", change: func(h *Handler) { h.Mode = modeShared }},
 		{name: "cache of 16GiB", change: func(h *Handler) { h.CacheSize = 16 << 30 }},
+		{name: "shadow against a server storing every write", change: func(h *Handler) {
+			h.PresenceUpdateMinFreq, h.CoalesceWindow, h.Shadow = durationPtr(0), 0, true
+		}, wantErr: "shadow and verify_rate need presence_update_min_freq above 0"},
+		{name: "verification against a server storing every write", change: func(h *Handler) {
+			h.PresenceUpdateMinFreq, h.CoalesceWindow, h.VerifyRate = durationPtr(0), 0, ratePtr(0.5)
+		}, wantErr: "shadow and verify_rate need presence_update_min_freq above 0"},
+		{name: "no verification against a server storing every write", change: func(h *Handler) {
+			h.PresenceUpdateMinFreq, h.CoalesceWindow, h.VerifyRate = durationPtr(0), 0, ratePtr(0)
+		}},
 		{name: "cache of 256GiB", change: func(h *Handler) { h.CacheSize = 256 << 30 }, wantErr: "cache_size must be at most 16GiB"},
 		{name: "negative staleness", change: func(h *Handler) { h.MaxStaleness = -1 }, wantErr: "max_staleness must be positive"},
 		{name: "trust window of a day", change: func(h *Handler) { h.TrustWindow = caddy.Duration(24 * time.Hour) }, wantErr: "trust_window 24h0m0s exceeds 1h0m0s"},

@@ -261,6 +261,10 @@ func (h *Handler) Validate() error {
 		return fmt.Errorf("resync_interval must be at least coalesce_window")
 	case h.VerifyRate != nil && !(*h.VerifyRate >= 0 && *h.VerifyRate <= 1):
 		return fmt.Errorf("verify_rate must be between 0 and 1")
+	case h.storesEveryWrite() && (h.Shadow || (h.VerifyRate != nil && *h.VerifyRate > 0)):
+		// Both send a write twice (the client's, then the handler's own
+		// fetch or the resent original); with 0 the server stores both.
+		return fmt.Errorf("shadow and verify_rate need presence_update_min_freq above 0: a server that stores every write would store their second write too")
 	case h.UsersRefresh <= 0:
 		return fmt.Errorf("users_refresh must be positive")
 	case h.MaxBody <= 0:
@@ -274,6 +278,14 @@ func (h *Handler) Validate() error {
 		return fmt.Errorf("cache_size must be at most 16GiB")
 	}
 	return nil
+}
+
+// storesEveryWrite reports whether the server stores every presence write
+// (PRESENCE_UPDATE_MIN_FREQ_SECONDS 0): then no write may be sent twice,
+// as a verification, a shadow comparison or a web app tab joining the
+// shared view would.
+func (h *Handler) storesEveryWrite() bool {
+	return *h.PresenceUpdateMinFreq == 0
 }
 
 // Cleanup releases this instance's reference to its store. Caddy calls it

@@ -125,6 +125,8 @@ func (c *call) probedView() *cache.View {
 	switch k := c.req.Kind(); {
 	case k != presence.KindSlim && k != presence.KindLegacy:
 		return nil
+	case c.h.storesEveryWrite():
+		return nil // a guest's poll would be sent again, its write stored twice
 	case c.req.WindowDays() < 0 || c.req.WindowDays() > maxViewDays:
 		return nil
 	case c.sess.Trusted(c.h.now(), time.Duration(c.h.TrustWindow)):
@@ -323,7 +325,9 @@ func (c *call) feed(view *cache.View) error {
 // joinable reports whether a web app tab's poll the view cannot answer
 // may be brought onto the view's boundaries.
 func (c *call) joinable() bool {
-	return c.req.Kind() == presence.KindModern && c.req.LastUpdateID > 0 && c.req.WindowDays() != 0
+	// A join sends the tab's write twice, which a server that stores
+	// every write would store twice.
+	return c.req.Kind() == presence.KindModern && c.req.LastUpdateID > 0 && c.req.WindowDays() != 0 && !c.h.storesEveryWrite()
 }
 
 // join brings a web app tab onto the view's boundaries: a page load's

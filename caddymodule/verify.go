@@ -20,12 +20,17 @@ import (
 // row), so 1 % costs at most 2 % more of the requests the handler saves.
 const defaultVerifyRate = 0.01
 
-// verifyRate is verify_rate as configured, or its default.
+// verifyRate is verify_rate as configured, or its default; 0 against a
+// server that stores every write, where a resent original would be stored
+// again.
 func (h *Handler) verifyRate() float64 {
-	if h.VerifyRate == nil {
-		return defaultVerifyRate
+	switch {
+	case h.VerifyRate != nil:
+		return *h.VerifyRate
+	case h.storesEveryWrite():
+		return 0
 	}
-	return *h.VerifyRate
+	return defaultVerifyRate
 }
 
 // mismatchLogSize bounds the mismatches the admin endpoint lists.

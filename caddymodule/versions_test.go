@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -277,4 +278,64 @@ func TestPingAnswersAsTheServerGivesThem(t *testing.T) {
 			rig.Clock.Advance(10 * time.Second)
 		}
 	})
+}
+
+// TestEveryWriteStoredOnce: with PRESENCE_UPDATE_MIN_FREQ_SECONDS 0 Zulip
+// stores every write, so the handler must send none twice: verification
+// is off by default (a resent original would be stored again), and in
+// shared mode a web app tab is not joined to the view (a join sends its
+// write twice). Each upstream write after a client request's first
+// reaches the proxied server a millisecond later, as a real one would, so
+// that a second write shows: the servers' update ids and rows must stay
+// equal.
+func TestEveryWriteStoredOnce(t *testing.T) {
+	for _, mode := range []string{modeSession, modeShared} {
+		t.Run(mode, func(t *testing.T) {
+			tw := newTwin(t, Handler{Mode: mode, PresenceUpdateMinFreq: durationPtr(0)})
+			st := zuliptest.DefaultServerSettings()
+			st.FeatureLevel, st.PresenceUpdateMinFreq = zuliptest.FeatureLevelMain, 0
+			tw.SetServerSettings(st)
+			var writes int
+			var later time.Duration
+			tw.wrapProxied = func(next http.Handler) http.Handler {
+				return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+					if _, ok := presenceFamily(r); ok && r.Method == http.MethodPost {
+						if writes++; writes > 1 {
+							tw.Proxied.DefaultRealm().Advance(time.Millisecond)
+							later += time.Millisecond
+						}
+					}
+					next.ServeHTTP(w, r)
+				})
+			}
+			send := func(c *client, f url.Values) answer {
+				writes = 0
+				d, _ := tw.post(c, f)
+				tw.Direct.DefaultRealm().Advance(later)
+				later = 0
+				return d
+			}
+			hamlet := tw.addUser("hamlet@zulip.example", zuliptest.RoleMember)
+			othello := tw.addUser("othello@zulip.example", zuliptest.RoleMember)
+			tw.Clock.Advance(time.Hour)
+			phone, tab := tw.apiClient("phone", hamlet), tw.browser("tab", othello)
+			modern := func(cursor int64) url.Values {
+				return form("status", "active", "last_update_id", strconv.FormatInt(cursor, 10))
+			}
+			send(phone, form("status", "active", "slim_presence", "true"))
+			send(tab, modern(-1))
+			for range 6 {
+				tw.Clock.Advance(20 * time.Second)
+				send(phone, form("status", "active", "slim_presence", "true"))
+				// The tab's cursor comes from elsewhere (a page load's
+				// /register), so the view cannot place it.
+				tw.Both(func(r *zuliptest.Realm) { r.SetPresenceRow(othello.id, r.Now(), r.Now()) })
+				send(tab, modern(tw.Direct.DefaultRealm().LastUpdateID()))
+				tw.sameRows(hamlet, othello)
+				if d, p := tw.Direct.DefaultRealm().LastUpdateID(), tw.Proxied.DefaultRealm().LastUpdateID(); d != p {
+					t.Fatalf("update ids: direct %d, proxied %d: a write was sent twice", d, p)
+				}
+			}
+		})
+	}
 }
