@@ -37,26 +37,127 @@ func decodeLimit(compressed int) int {
 	return min(maxDecoded, max(decodeFloor, decodeRatio*compressed))
 }
 
-// acceptsGzip reports whether a request's Accept-Encoding names gzip with
-// a q above 0: what Zulip's nginx compresses for (ngx_http_gzip_ok).
-func acceptsGzip(h http.Header) bool {
-	for _, v := range h.Values("Accept-Encoding") {
-		for part := range strings.SplitSeq(v, ",") {
-			name, params, _ := strings.Cut(part, ";")
-			if !strings.EqualFold(strings.TrimSpace(name), "gzip") {
-				continue
-			}
-			for p := range strings.SplitSeq(params, ";") {
-				k, val, ok := strings.Cut(strings.TrimSpace(p), "=")
-				if ok && strings.EqualFold(strings.TrimSpace(k), "q") {
-					q, err := strconv.ParseFloat(strings.TrimSpace(val), 64)
-					return err == nil && q > 0
-				}
-			}
+// acceptsGzip reports whether Zulip's nginx would compress its answer to
+// the request (ngx_http_gzip_ok, gzip_http_version 1.1): an HTTP/1.1 or
+// later request whose first Accept-Encoding line names gzip as
+// ngx_http_gzip_accept_encoding reads it.
+func acceptsGzip(r *http.Request) bool {
+	vs := r.Header.Values("Accept-Encoding")
+	return r.ProtoAtLeast(1, 1) && len(vs) > 0 && nginxAcceptsGzip(vs[0])
+}
+
+// nginxAcceptsGzip is ngx_http_gzip_accept_encoding
+// (src/http/ngx_http_core_module.c), quirks kept: "gzip" found without
+// regard to ASCII case where it starts the value, follows "," or " ", or
+// starts what is left after a rejected match; then only spaces, a ",", or
+// ";" and a q that ngx_http_gzip_quantity reads as above 0.
+func nginxAcceptsGzip(ae string) bool {
+	start, p := 0, 0
+	for {
+		i := indexASCIIFold(ae[start:], "gzip")
+		if i < 0 {
+			return false
+		}
+		p = start + i
+		if p == start || ae[p-1] == ',' || ae[p-1] == ' ' {
+			break
+		}
+		start = p + 4
+	}
+	for p += 4; p < len(ae); p++ {
+		switch ae[p] {
+		case ',':
 			return true
+		case ';':
+			return nginxQuality(ae[p+1:])
+		case ' ':
+		default:
+			return false
 		}
 	}
-	return false
+	return true
+}
+
+// nginxQuality reads what follows "gzip;" as nginx does: spaces, "q"
+// (either case), "=", and a quantity above 0.
+func nginxQuality(s string) bool {
+	i := 0
+	for i < len(s) && s[i] == ' ' {
+		i++
+	}
+	if i == len(s) {
+		return true
+	}
+	if s[i] != 'q' && s[i] != 'Q' {
+		return false
+	}
+	s = s[i+1:]
+	if len(s) < 2 || s[0] != '=' {
+		return false
+	}
+	return nginxQuantity(s[1:]) > 0
+}
+
+// nginxQuantity is ngx_http_gzip_quantity: "0" or "1", then optionally "."
+// and at most three digits (added, not scaled, as nginx does), up to a ","
+// or " "; anything else, or more than 100, is 0.
+func nginxQuantity(s string) int {
+	c := s[0]
+	if c != '0' && c != '1' {
+		return 0
+	}
+	q := int(c-'0') * 100
+	if len(s) == 1 {
+		return q
+	}
+	switch s[1] {
+	case ',', ' ':
+		return q
+	case '.':
+	default:
+		return 0
+	}
+	n := 0
+	for _, c := range []byte(s[2:]) {
+		if c == ',' || c == ' ' {
+			break
+		}
+		if c < '0' || c > '9' {
+			return 0
+		}
+		q += int(c - '0')
+		n++
+	}
+	if q > 100 || n > 3 {
+		return 0
+	}
+	return q
+}
+
+// indexASCIIFold is strings.Index ignoring ASCII case, as ngx_strcasestrn.
+func indexASCIIFold(s, sub string) int {
+	for i := 0; i+len(sub) <= len(s); i++ {
+		if asciiEqualFold(s[i:i+len(sub)], sub) {
+			return i
+		}
+	}
+	return -1
+}
+
+func asciiEqualFold(a, b string) bool {
+	for i := range len(a) {
+		x, y := a[i], b[i]
+		if 'A' <= x && x <= 'Z' {
+			x += 'a' - 'A'
+		}
+		if 'A' <= y && y <= 'Z' {
+			y += 'a' - 'A'
+		}
+		if x != y {
+			return false
+		}
+	}
+	return true
 }
 
 // askEncoding sets what a forwarded request asks upstream: gzip for a
@@ -64,7 +165,7 @@ func acceptsGzip(h http.Header) bool {
 // compressed it; identity for any other, which gets the raw answer, as it
 // would from Zulip directly.
 func (c *call) askEncoding() {
-	if acceptsGzip(c.r.Header) {
+	if acceptsGzip(c.r) {
 		c.r.Header.Set("Accept-Encoding", "gzip")
 	} else {
 		c.r.Header.Set("Accept-Encoding", "identity")
@@ -155,7 +256,7 @@ func (c *call) passOn(rec *recorder) (ok bool, err error) {
 	hdr := c.w.Header()
 	copyHeader(hdr, rec.header)
 	body := rec.body.Bytes()
-	if acceptsGzip(c.r.Header) {
+	if acceptsGzip(c.r) {
 		hdr["Content-Encoding"] = rec.coding
 		body = rec.wire
 	}

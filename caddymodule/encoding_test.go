@@ -270,17 +270,33 @@ func gzipBombCases(t *testing.T, measure bool) {
 	}
 }
 
+// TestAcceptsGzip: what Zulip's nginx compresses for, read from
+// ngx_http_gzip_accept_encoding and ngx_http_gzip_quantity, quirks kept.
 func TestAcceptsGzip(t *testing.T) {
 	for ae, want := range map[string]bool{
 		"": false, "gzip": true, "GZIP": true, "deflate, gzip;q=0.5": true, "gzip;q=0": false,
 		"gzip; q=0.0": false, "*": false, "x-gzip": false, "br": false, "gzip;q=x": false,
+		"gzip, deflate, br": true, "deflate,gzip": true, "gzip;q=.5": false, "gzip;q=1.5": false,
+		"gzip;q=1.000": true, "gzip;q=0.0001": false, "gzip;Q=0.1": true, "gzip ;q=0": false,
+		"gzip deflate": false, "xgzipgzip": true, "gzip;": true, "gzip;q": false, "gzip;q=": false,
 	} {
-		h := http.Header{}
+		r := httptest.NewRequest(http.MethodPost, "/api/v1/users/me/presence", nil)
 		if ae != "" {
-			h.Set("Accept-Encoding", ae)
+			r.Header.Set("Accept-Encoding", ae)
 		}
-		if got := acceptsGzip(h); got != want {
+		if got := acceptsGzip(r); got != want {
 			t.Errorf("acceptsGzip(%q) = %v, want %v", ae, got, want)
 		}
+	}
+	// Only the first line counts, and not for HTTP/1.0.
+	r := httptest.NewRequest(http.MethodPost, "/api/v1/users/me/presence", nil)
+	r.Header["Accept-Encoding"] = []string{"br", "gzip"}
+	if acceptsGzip(r) {
+		t.Error("gzip on a second Accept-Encoding line accepted")
+	}
+	r.Header["Accept-Encoding"] = []string{"gzip"}
+	r.Proto, r.ProtoMajor, r.ProtoMinor = "HTTP/1.0", 1, 0
+	if acceptsGzip(r) {
+		t.Error("gzip accepted for HTTP/1.0")
 	}
 }

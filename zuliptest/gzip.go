@@ -5,8 +5,6 @@ import (
 	"compress/gzip"
 	"mime"
 	"net/http"
-	"strconv"
-	"strings"
 	"sync"
 )
 
@@ -69,31 +67,106 @@ func gzipEligible(r *http.Request, status int, hdr http.Header, body []byte) boo
 	return err == nil && gzipTypes[mt]
 }
 
-// AcceptsGzip is ngx_http_gzip_ok for Zulip's configuration: an HTTP/1.1
-// or later request whose Accept-Encoding lists gzip with a q other than 0.
+// AcceptsGzip is ngx_http_gzip_ok for Zulip's configuration
+// (gzip_http_version 1.1): an HTTP/1.1 or later request whose first
+// Accept-Encoding line ngx_http_gzip_accept_encoding accepts.
 func AcceptsGzip(r *http.Request) bool {
-	if !r.ProtoAtLeast(1, 1) {
-		return false
+	ae := r.Header.Values("Accept-Encoding")
+	return r.ProtoAtLeast(1, 1) && len(ae) > 0 && gzipAcceptEncoding([]byte(ae[0]))
+}
+
+// gzipAcceptEncoding follows ngx_http_gzip_accept_encoding
+// (src/http/ngx_http_core_module.c) step by step: find "gzip" ignoring
+// ASCII case at the start of what is searched or after "," or " ", then
+// skip spaces to "," (yes), the end (yes) or ";" (read the q), anything
+// else being a no.
+func gzipAcceptEncoding(ae []byte) bool {
+	start := 0
+	var p int
+	for {
+		i := bytes.Index(lowerASCIIBytes(ae[start:]), []byte("gzip"))
+		if i < 0 {
+			return false
+		}
+		p = start + i
+		if p == start || ae[p-1] == ',' || ae[p-1] == ' ' {
+			break
+		}
+		start = p + 4
 	}
-	for _, v := range r.Header.Values("Accept-Encoding") {
-		for _, part := range strings.Split(v, ",") {
-			name, params, _ := strings.Cut(part, ";")
-			if !strings.EqualFold(strings.TrimSpace(name), "gzip") {
-				continue
-			}
-			q := 1.0
-			for _, p := range strings.Split(params, ";") {
-				k, val, ok := strings.Cut(strings.TrimSpace(p), "=")
-				if ok && strings.EqualFold(strings.TrimSpace(k), "q") {
-					if f, err := strconv.ParseFloat(strings.TrimSpace(val), 64); err == nil {
-						q = f
-					}
-				}
-			}
-			return q > 0
+	p += 4
+	for ; p < len(ae); p++ {
+		switch ae[p] {
+		case ',':
+			return true
+		case ';':
+			return gzipQuantityPart(ae[p+1:])
+		case ' ':
+			continue
+		default:
+			return false
 		}
 	}
-	return false
+	return true
+}
+
+// lowerASCIIBytes is a copy of b with A–Z lowered, as ngx_tolower does;
+// offsets stay those of b.
+func lowerASCIIBytes(b []byte) []byte {
+	out := make([]byte, len(b))
+	for i, c := range b {
+		if 'A' <= c && c <= 'Z' {
+			c += 'a' - 'A'
+		}
+		out[i] = c
+	}
+	return out
+}
+
+// gzipQuantityPart is the "quantity:" and "equal:" labels of
+// ngx_http_gzip_accept_encoding.
+func gzipQuantityPart(ae []byte) bool {
+	for p := 0; p < len(ae); p++ {
+		switch ae[p] {
+		case 'q', 'Q':
+			rest := ae[p+1:]
+			return len(rest) >= 2 && rest[0] == '=' && gzipQuantity(rest[1:]) != 0
+		case ' ':
+			continue
+		default:
+			return false
+		}
+	}
+	return true
+}
+
+// gzipQuantity is ngx_http_gzip_quantity.
+func gzipQuantity(b []byte) int {
+	if b[0] != '0' && b[0] != '1' {
+		return 0
+	}
+	q := int(b[0]-'0') * 100
+	if len(b) == 1 || b[1] == ',' || b[1] == ' ' {
+		return q
+	}
+	if b[1] != '.' {
+		return 0
+	}
+	n := 0
+	for _, c := range b[2:] {
+		if c == ',' || c == ' ' {
+			break
+		}
+		if c < '0' || c > '9' {
+			return 0
+		}
+		q += int(c - '0')
+		n++
+	}
+	if q > 100 || n > 3 {
+		return 0
+	}
+	return q
 }
 
 // gzipWriters recycle compressors, one pool per level.

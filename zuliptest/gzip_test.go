@@ -131,3 +131,26 @@ func gunzip(t *testing.T, b []byte) []byte {
 	}
 	return out
 }
+
+// TestAcceptsGzipAsNginx: ngx_http_gzip_accept_encoding and
+// ngx_http_gzip_quantity, quirks kept (the q digits are added, not
+// scaled; a "gzip" right after a rejected one counts).
+func TestAcceptsGzipAsNginx(t *testing.T) {
+	for ae, want := range map[string]bool{
+		"gzip": true, "GZip": true, "gzip, deflate, br": true, "deflate,gzip": true, "deflate, gzip;q=0.5": true,
+		"gzip;q=0": false, "gzip; q=0.000": false, "gzip;q=.5": false, "gzip;q=1.5": false, "gzip;q=1.000": true,
+		"gzip;q=0.0001": false, "gzip;Q=0.1": true, "gzip ;q=0": false, "gzip deflate": false, "x-gzip": false,
+		"xgzipgzip": true, "gzip;": true, "gzip;q": false, "gzip;q=": false, "gzip;q=x": false, "br": false,
+	} {
+		r := httptest.NewRequest(http.MethodGet, "/api/v1/users/me", nil)
+		r.Header.Set("Accept-Encoding", ae)
+		if got := AcceptsGzip(r); got != want {
+			t.Errorf("Accept-Encoding %q: %v, want %v", ae, got, want)
+		}
+	}
+	r := httptest.NewRequest(http.MethodGet, "/api/v1/users/me", nil)
+	r.Header["Accept-Encoding"] = []string{"br", "gzip"}
+	if AcceptsGzip(r) {
+		t.Error("a second Accept-Encoding line counted")
+	}
+}
