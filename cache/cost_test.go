@@ -3,6 +3,7 @@ package cache
 import (
 	"fmt"
 	"runtime"
+	"strings"
 	"testing"
 	"time"
 
@@ -134,5 +135,27 @@ func BenchmarkCostAccuracy(b *testing.B) {
 			b.ReportMetric(heap/charged, "heap/charged")
 			b.ReportMetric(heap/float64(b.N*tc.n), "heapB/entry")
 		})
+	}
+}
+
+// TestHostChargedForLanguages: a host is charged for each template's
+// language bytes, anew when a full ring replaces one.
+func TestHostChargedForLanguages(t *testing.T) {
+	s := newStore(t)
+	h := s.HostFor("h", t0)
+	hdr := map[string][]string{"Content-Type": {"application/json"}}
+	long := strings.Repeat("x", 200)
+	for i := range maxPingHeaders {
+		s.InternPingHeader("h", h, hdr, Language{Accept: fmt.Sprint(i)}, t0)
+	}
+	short := h.cost()
+	for i := range maxPingHeaders {
+		s.InternPingHeader("h", h, hdr, Language{Accept: long + fmt.Sprint(i)}, t0)
+	}
+	if got, want := h.cost(), short+int64(maxPingHeaders*200); got < want {
+		t.Fatalf("cost %d after long languages replaced short ones, want at least %d", got, want)
+	}
+	if used := s.Used(); used < h.cost() {
+		t.Fatalf("the store charges %d in all, the host costs %d", used, h.cost())
 	}
 }

@@ -4,7 +4,6 @@ import (
 	"net/http"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/zulip-presence/caddy-zulip-presence/presence"
@@ -29,10 +28,10 @@ type Host struct {
 	// plainPings and fullerPings are sets of presence.Param masks: bit m
 	// says that the host's latest success to a ping sending exactly the
 	// parameters m was Zulip's bare ping answer, or more than it.
-	plainPings, fullerPings atomic.Uint64
+	plainPings, fullerPings uint64
 	// extraKeys says that the host's presence answers carry a key of
 	// their own (a zephyr-mirror realm's zephyr_mirror_active).
-	extraKeys atomic.Bool
+	extraKeys bool
 
 	// Members is held by the request fetching the host's user list, so
 	// that a burst of legacy polls fetches it once.
@@ -185,18 +184,25 @@ func (h *Host) MarkHistoryLimit(ignored bool) {
 // last_update_id too) or adds a key of its own (a zephyr-mirror realm).
 func (h *Host) ObservePingAnswer(sent presence.Param, plain bool) {
 	bit := uint64(1) << (sent & 63)
-	if plain {
-		h.plainPings.Or(bit)
-		h.fullerPings.And(^bit)
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if plain && !h.extraKeys {
+		h.plainPings |= bit
+		h.fullerPings &^= bit
 		return
 	}
-	h.fullerPings.Or(bit)
-	h.plainPings.And(^bit)
+	h.fullerPings |= bit
+	h.plainPings &^= bit
 }
 
 // MarkExtraKeys records that a presence answer of the host carried a key
-// Zulip's documented answers lack: its ping answers may too.
-func (h *Host) MarkExtraKeys() { h.extraKeys.Store(true) }
+// Zulip's documented answers lack: its ping answers may too, so no ping
+// answer seen before counts.
+func (h *Host) MarkExtraKeys() {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.extraKeys, h.plainPings = true, 0
+}
 
 // PlainPing reports whether the host answers a ping sending the
 // parameters sent with the bare ping answer, the only body a local answer
@@ -208,14 +214,15 @@ func (h *Host) MarkExtraKeys() { h.extraKeys.Store(true) }
 // ignored, needs the host's own answer first.
 func (h *Host) PlainPing(sent presence.Param) bool {
 	bit := uint64(1) << (sent & 63)
+	h.mu.Lock()
+	defer h.mu.Unlock()
 	switch {
-	case h.plainPings.Load()&bit != 0:
+	case h.plainPings&bit != 0:
 		return true
-	case h.fullerPings.Load() != 0 || h.extraKeys.Load() || sent&presence.ParamLastUpdateID != 0:
+	case h.fullerPings != 0 || h.extraKeys || sent&presence.ParamLastUpdateID != 0:
 		return false
 	case sent&presence.ParamHistoryLimitDays != 0:
-		ignored, known := h.HistoryLimitIgnored()
-		return known && !ignored
+		return h.historyLimit == 1 // seen taken
 	}
 	return true
 }
@@ -241,7 +248,8 @@ type Language struct {
 }
 
 // internPingHeader returns the host's template equal to hdr for lang,
-// adding one if there is none; added reports whether the host grew.
+// adding one if there is none; added reports whether the host's
+// templates changed, and so its cost.
 func (h *Host) internPingHeader(hdr map[string][]string, lang Language) (p *PingHeader, added bool) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
@@ -261,7 +269,7 @@ func (h *Host) internPingHeader(hdr map[string][]string, lang Language) (p *Ping
 	// until their next forwarded answer.
 	h.pingHeaders[h.nextPingHeader] = p
 	h.nextPingHeader = (h.nextPingHeader + 1) % maxPingHeaders
-	return p, false
+	return p, true
 }
 
 func (h *Host) cost() int64 {

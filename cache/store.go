@@ -247,8 +247,8 @@ func (s *Store) RenewHost(h *Host, now time.Time) { renewed(s, h, now) }
 
 // InternPingHeader returns the template of hdr, answered to a request
 // asking for lang, that host h shares among its sessions
-// (Host.internPingHeader), charging the host for a new one. hdr must not
-// be modified afterwards.
+// (Host.internPingHeader), charging the host anew when its templates
+// changed. hdr must not be modified afterwards.
 func (s *Store) InternPingHeader(host string, h *Host, hdr map[string][]string, lang Language, now time.Time) *PingHeader {
 	p, added := h.internPingHeader(hdr, lang)
 	if added {

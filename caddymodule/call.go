@@ -236,15 +236,15 @@ func (c *call) settle(o cache.Verdict, hdr http.Header, sent, received time.Time
 	}
 }
 
-// bindUserRow returns the mirror of the session's user's row, nil while
-// the user is not known, and binds Basic credentials to the user they
-// name. Call it only once the server accepted the session.
 // basicUserKey is the key of the user that Basic credentials name: their
 // email, ASCII case folded, and their API key (cache.Store.UserKey).
 func (c *call) basicUserKey() cache.UserKey {
 	return c.h.store.UserKey(c.host, c.creds.parts[:c.creds.n]...)
 }
 
+// bindUserRow returns the mirror of the session's user's row, nil while
+// the user is not known, and binds Basic credentials to the user they
+// name. Call it only once the server accepted the session.
 func (c *call) bindUserRow() *cache.RowMirror {
 	if c.row != nil {
 		return c.row

@@ -47,7 +47,8 @@ func acceptsGzip(r *http.Request) bool {
 }
 
 // nginxAcceptsGzip is ngx_http_gzip_accept_encoding
-// (src/http/ngx_http_core_module.c), quirks kept: "gzip" found without
+// (src/http/ngx_http_core_module.c), quirks kept (zuliptest has its own
+// reading of the same function, on purpose: the two check each other): "gzip" found without
 // regard to ASCII case where it starts the value, follows "," or " ", or
 // starts what is left after a rejected match; then only spaces, a ",", or
 // ";" and a q that ngx_http_gzip_quantity reads as above 0.

@@ -28,9 +28,10 @@ func (c *call) gatePing(prepared bool) (done bool, err error) {
 	switch {
 	case ended:
 		return true, err
-	case a.Decision == cache.Local && c.localHeader() != nil:
-		return true, c.deliver(c.localPing(now))
 	case a.Decision == cache.Local:
+		if tmpl := c.localHeader(); tmpl != nil {
+			return true, c.deliver(c.localPing(tmpl, now))
+		}
 		// Only the server can say what headers this request's answer
 		// carries (Content-Language, for one): forward rather than guess.
 		c.reserve()
@@ -99,15 +100,6 @@ func (c *call) prepareRow(now time.Time) bool {
 	return c.readRow(row)
 }
 
-// defaultPingHeader is what Zulip sends with a ping's answer
-// (default_never_cache_responses); local answers use it only where no
-// session template can be had.
-var defaultPingHeader = http.Header{
-	"Content-Type":  {"application/json"},
-	"Cache-Control": {"max-age=0, no-cache, no-store, must-revalidate, private"},
-	"Expires":       nil,
-}
-
 // pingHeaderSkip are the headers of a ping's answer that belong to that one
 // answer (framing and coding, cookies, the rate-limit count), not to every
 // answer: a local answer's body is never compressed.
@@ -137,32 +129,27 @@ func pingHeaderOf(upstream http.Header) http.Header {
 	return out
 }
 
+// learnPing learns from the server's success to the request's ping (body
+// is its decoded start, whole when complete): whether it was the bare
+// ping answer, the only body a local answer has, and then its headers,
+// for local answers to repeat.
+func (c *call) learnPing(hdr http.Header, body []byte, whole bool) {
+	c.hostFor().ObservePingAnswer(c.req.Sent, whole && bytes.Equal(body, presence.PingAnswer))
+	c.learnPingHeader(hdr)
+}
+
 // learnPingHeader keeps the headers of the server's success to one of the
 // session's requests for its pings answered locally: they depend on the
 // request (Vary: Accept-Language, Cookie; Content-Language), so each
 // session repeats its own, interned per host so that sessions alike share
-// one copy.
+// one copy, and only for requests asking the same language.
 func (c *call) learnPingHeader(upstream http.Header) {
-	lang := languageOf(c.r)
-	if len(lang.Cookie)+len(lang.Accept) > maxLanguageBytes {
+	lang, ok := languageOf(c.r)
+	if !ok {
 		c.sess.SetPingHeader(nil)
 		return
 	}
 	c.sess.SetPingHeader(c.h.store.InternPingHeader(c.host, c.hostFor(), pingHeaderOf(upstream), lang, c.h.now()))
-}
-
-// maxLanguageBytes bounds the language a header template is kept with: a
-// browser's Accept-Language is a few dozen bytes, and a longer one only
-// sends its pings to the server.
-const maxLanguageBytes = 256
-
-// learnPing learns from the server's success to the request's ping (body
-// is its decoded start, whole when complete): its headers, for local
-// answers to repeat, and whether it was the bare ping answer, the only
-// body a local answer has.
-func (c *call) learnPing(hdr http.Header, body []byte, whole bool) {
-	c.learnPingHeader(hdr)
-	c.hostFor().ObservePingAnswer(c.req.Sent, whole && bytes.Equal(body, presence.PingAnswer))
 }
 
 // localHeader returns the session's header template when a local answer
@@ -172,7 +159,10 @@ func (c *call) learnPing(hdr http.Header, body []byte, whole bool) {
 // to the server, whose answer the session then repeats.
 func (c *call) localHeader() *cache.PingHeader {
 	p := c.sess.PingHeader()
-	if p == nil || p.Language != languageOf(c.r) || !c.plainPing() {
+	if p == nil || !c.plainPing() {
+		return nil
+	}
+	if lang, ok := languageOf(c.r); !ok || p.Language != lang {
 		return nil
 	}
 	return p
@@ -185,45 +175,48 @@ func (c *call) plainPing() bool {
 	return host != nil && host.PlainPing(c.req.Sent)
 }
 
-// languageOf is what the request asks Zulip's LocaleMiddleware for. The
-// values are compared as sent: two spellings of one language only cost a
-// forwarded ping.
-func languageOf(r *http.Request) cache.Language {
-	return cache.Language{Cookie: languageCookie(r.Header["Cookie"]), Accept: joined(r.Header["Accept-Language"])}
+// maxLanguageBytes bounds the language a header template is kept with: a
+// browser's Accept-Language is a few dozen bytes, and a longer one only
+// sends its pings to the server.
+const maxLanguageBytes = 256
+
+// languageOf is what the request asks Zulip's LocaleMiddleware for, as
+// sent: two spellings of one language only cost a forwarded ping. ok is
+// false where the handler would not read it as Django does (several
+// Cookie or Accept-Language lines, which the WSGI server joins; a Cookie
+// line Django strips otherwise, plainCookieHeader) or it is longer than
+// maxLanguageBytes: such a request's pings go to the server.
+func languageOf(r *http.Request) (lang cache.Language, ok bool) {
+	cookies, accept := r.Header["Cookie"], r.Header["Accept-Language"]
+	if len(cookies) > 1 || len(accept) > 1 {
+		return lang, false
+	}
+	if len(cookies) == 1 {
+		if !plainCookieHeader(cookies[0]) {
+			return lang, false
+		}
+		lang.Cookie = languageCookie(cookies[0])
+	}
+	if len(accept) == 1 {
+		lang.Accept = accept[0]
+	}
+	return lang, len(lang.Cookie)+len(lang.Accept) <= maxLanguageBytes
 }
 
-// languageCookie is the django_language cookie among Cookie header
-// lines, as Django's parse_cookie reads it: chunks split on ";", key and
-// value trimmed, the last one with the key winning.
-func languageCookie(lines []string) string {
+// languageCookie is the django_language cookie of a Cookie line as
+// Django's parse_cookie reads it: chunks split on ";", key and value
+// trimmed, the last one with the key winning.
+func languageCookie(line string) string {
 	var value string
-	for _, line := range lines {
-		for chunk := range strings.SplitSeq(line, ";") {
-			if k, v, ok := strings.Cut(chunk, "="); ok && strings.TrimSpace(k) == "django_language" {
-				value = strings.TrimSpace(v)
-			}
+	for chunk := range strings.SplitSeq(line, ";") {
+		if k, v, ok := strings.Cut(chunk, "="); ok && strings.TrimSpace(k) == "django_language" {
+			value = strings.TrimSpace(v)
 		}
 	}
 	return value
 }
 
-// joined is a header's lines as one value, without allocating for the
-// usual single line.
-func joined(lines []string) string {
-	switch len(lines) {
-	case 0:
-		return ""
-	case 1:
-		return lines[0]
-	}
-	return strings.Join(lines, ", ")
-}
-
-// claim is what a local answer to the ping rests on.
-func (c *call) claim() pingClaim {
-	claim := pingClaim{bounds: c.row.Bounds(), write: c.write(), window: c.window(), legacyOffset: c.legacyOffset()}
-	if p := c.sess.PingHeader(); p != nil {
-		claim.language = p.Header["Content-Language"]
-	}
-	return claim
+// claim is what a local answer to the ping, written with tmpl, rests on.
+func (c *call) claim(tmpl *cache.PingHeader) pingClaim {
+	return pingClaim{bounds: c.row.Bounds(), write: c.write(), window: c.window(), legacyOffset: c.legacyOffset(), language: tmpl.Header["Content-Language"]}
 }

@@ -6,6 +6,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/zulip-presence/caddy-zulip-presence/cache"
 	"github.com/zulip-presence/caddy-zulip-presence/presence"
 )
 
@@ -29,9 +30,10 @@ type reply struct {
 	// buf, when set, is the pooled buffer body lies in.
 	buf *[]byte
 	// local marks a ping answered without the server, written with the
-	// session's own headers (setLocalHeader), dated at, when the gate
-	// admitted it.
+	// header template tmpl (setLocalHeader), the one the gate found to
+	// fit the request, dated at, when the gate admitted it.
 	local bool
+	tmpl  *cache.PingHeader
 	at    time.Time
 }
 
@@ -52,7 +54,7 @@ func (c *call) deliver(rep reply) error {
 	case c.h.Shadow && rep.local:
 		// The ping goes upstream as it came, and a read of the row tells
 		// whether the server stored its write.
-		return c.checkLocalPing(c.w, c.claim(), outcomeForwarded)
+		return c.checkLocalPing(c.w, c.claim(rep.tmpl), outcomeForwarded)
 	case c.original != nil:
 		c.record(rep.outcome, rep.upstream)
 		c.compareAnswer(rep.body, c.original, rep.outcome, false)
@@ -63,7 +65,7 @@ func (c *call) deliver(rep reply) error {
 	}
 	c.record(rep.outcome, rep.upstream)
 	if rep.local {
-		return c.writeLocal(rep.body, rep.at)
+		return c.writeLocal(rep.body, rep.tmpl, rep.at)
 	}
 	return writeAnswer(c.w, rep.header, rep.status, rep.body)
 }
@@ -77,8 +79,8 @@ func (rep reply) free() {
 
 // localPing is the answer to a ping the gate let the handler answer
 // without the server.
-func (c *call) localPing(now time.Time) reply {
-	return reply{outcome: outcomeLocal, status: http.StatusOK, body: presence.PingAnswer, local: true, at: now}
+func (c *call) localPing(tmpl *cache.PingHeader, now time.Time) reply {
+	return reply{outcome: outcomeLocal, status: http.StatusOK, body: presence.PingAnswer, local: true, tmpl: tmpl, at: now}
 }
 
 // keep keeps what a verification compares: the answer the client gets
@@ -86,17 +88,17 @@ func (c *call) localPing(now time.Time) reply {
 func (v *verifying) keep(c *call, rep reply) {
 	v.answer = bytes.Clone(rep.body)
 	if rep.local {
-		claim := c.claim()
+		claim := c.claim(rep.tmpl)
 		v.claim = &claim
 	}
 }
 
-// writeLocal writes an answer made without the server, with the headers of
-// the server's latest answer to the session (setLocalHeader).
-func (c *call) writeLocal(body []byte, now time.Time) error {
+// writeLocal writes an answer made without the server, with the header
+// template tmpl (setLocalHeader).
+func (c *call) writeLocal(body []byte, tmpl *cache.PingHeader, now time.Time) error {
 	releaseBody(c.body)
 	c.body = nil
-	c.setLocalHeader(c.w.Header(), now)
+	c.setLocalHeader(c.w.Header(), tmpl, now)
 	if c.row != nil {
 		c.row.SavedRequest(now) // not counted against the user's rate limit
 	}

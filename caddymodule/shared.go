@@ -487,22 +487,20 @@ func (c *call) answerFed(view *cache.View, rec *recorder, now time.Time) error {
 }
 
 // setLocalHeader sets the header of an answer made without the server:
-// what the server sent on its latest answer to the session's own request
-// (Cache-Control above all, so that no cache in front stores it, and the
-// Vary and Content-Language of this session's language), dated by its
-// clock. The caller made sure the session has a template.
-func (c *call) setLocalHeader(hdr http.Header, now time.Time) {
-	tmpl := defaultPingHeader
-	if p := c.sess.PingHeader(); p != nil {
-		tmpl = p.Header
-	}
-	for k, v := range tmpl {
+// the template tmpl, what the server sent on its latest answer to the
+// session for a request asking the same language (Cache-Control above
+// all, so that no cache in front stores it, and the Vary and
+// Content-Language of that language), dated by the server's clock. The
+// template is the one the gate checked, passed along: another client of
+// the session may replace the session's meanwhile.
+func (c *call) setLocalHeader(hdr http.Header, tmpl *cache.PingHeader, now time.Time) {
+	for k, v := range tmpl.Header {
 		hdr[k] = v
 	}
 	if host := c.hostInfo(); host != nil {
 		date := host.HTTPDate(now)
 		for _, k := range [2]string{"Date", "Expires"} {
-			if _, ok := tmpl[k]; ok {
+			if _, ok := tmpl.Header[k]; ok {
 				hdr[k] = date
 			}
 		}
