@@ -22,15 +22,23 @@ import (
 // as a member, was served the whole realm's presence from the view, where
 // Zulip gives a guest under CAN_ACCESS_ALL_USERS_GROUP_LIMITS_PRESENCE its
 // own row alone.
+// restrictedGuestsTwin is a twin in mode whose realms restrict what
+// guests can access, presence included
+// (CAN_ACCESS_ALL_USERS_GROUP_LIMITS_PRESENCE).
+func restrictedGuestsTwin(t *testing.T, mode string) *twin {
+	tw := newTwin(t, Handler{Mode: mode})
+	tw.Both(func(r *zuliptest.Realm) {
+		s := r.Settings()
+		s.RestrictGuestUserAccess, s.CanAccessAllUsersGroupLimitsPresence = true, true
+		r.SetSettings(s)
+	})
+	return tw
+}
+
 func TestGuestListChangesNothingForOthers(t *testing.T) {
 	for _, mode := range []string{modeSession, modeShared} {
 		t.Run(mode, func(t *testing.T) {
-			tw := newTwin(t, Handler{Mode: mode})
-			tw.Both(func(r *zuliptest.Realm) {
-				s := r.Settings()
-				s.RestrictGuestUserAccess, s.CanAccessAllUsersGroupLimitsPresence = true, true
-				r.SetSettings(s)
-			})
+			tw := restrictedGuestsTwin(t, mode)
 			hamlet := tw.addUser("hamlet@zulip.example", zuliptest.RoleMember)
 			othello := tw.addUser("othello@zulip.example", zuliptest.RoleMember)
 			guest2 := tw.addUser("guest2@zulip.example", zuliptest.RoleGuest)
@@ -92,12 +100,7 @@ func spelledAs(c *client, email string) *client {
 // writes were lost.
 func TestBasicSpellingOfAnotherUser(t *testing.T) {
 	t.Run("guest in shared mode", func(t *testing.T) {
-		tw := newTwin(t, Handler{Mode: modeShared})
-		tw.Both(func(r *zuliptest.Realm) {
-			s := r.Settings()
-			s.RestrictGuestUserAccess, s.CanAccessAllUsersGroupLimitsPresence = true, true
-			r.SetSettings(s)
-		})
+		tw := restrictedGuestsTwin(t, modeShared)
 		member := tw.addUser("ing@zulip.example", zuliptest.RoleMember)
 		other := tw.addUser("othello@zulip.example", zuliptest.RoleMember)
 		guest := tw.addUser("i\u0307ng@zulip.example", zuliptest.RoleGuest)
