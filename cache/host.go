@@ -21,6 +21,7 @@ type Host struct {
 	noIncrementalUntil time.Time
 	legacyReadsUntil   time.Time     // the one-user read answers the legacy shape
 	historyLimit       int8          // history_limit_days: 0 not seen, 1 taken, -1 ignored
+	historyLimitUntil  time.Time     // until when historyLimit is trusted
 	pingHeaders        []*PingHeader // interned; at most maxPingHeaders
 	nextPingHeader     int           // the slot a new template replaces once full
 	date               []string      // an HTTP date of the server's clock, for dateSec
@@ -159,19 +160,28 @@ func (h *Host) setTime(field *time.Time, t time.Time) {
 // (Zulip before 10.0, feature level 288, lists it in
 // ignored_parameters_unsupported and answers its default window), as the
 // last answer to a request that sent it told; known is false before any
-// did.
-func (h *Host) HistoryLimitIgnored() (ignored, known bool) {
+// did, and again once that is older than MarkHistoryLimit allowed: the
+// server may have been upgraded since.
+func (h *Host) HistoryLimitIgnored(now time.Time) (ignored, known bool) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	return h.historyLimit < 0, h.historyLimit != 0
+	return h.historyLimitKnown(now)
+}
+
+func (h *Host) historyLimitKnown(now time.Time) (ignored, known bool) {
+	if h.historyLimit == 0 || !now.Before(h.historyLimitUntil) {
+		return false, false
+	}
+	return h.historyLimit < 0, true
 }
 
 // MarkHistoryLimit records what an answer to a request that sent
-// history_limit_days told: whether the server listed it as ignored.
-func (h *Host) MarkHistoryLimit(ignored bool) {
+// history_limit_days told, whether the server listed it as ignored, and
+// trusts it until until.
+func (h *Host) MarkHistoryLimit(ignored bool, until time.Time) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	h.historyLimit = 1
+	h.historyLimit, h.historyLimitUntil = 1, until
 	if ignored {
 		h.historyLimit = -1
 	}
@@ -212,7 +222,7 @@ func (h *Host) MarkExtraKeys() {
 // seen to take it), and no answer of the host was ever more than
 // documented. A last_update_id, which a Zulip before 9.0 lists as
 // ignored, needs the host's own answer first.
-func (h *Host) PlainPing(sent presence.Param) bool {
+func (h *Host) PlainPing(sent presence.Param, now time.Time) bool {
 	bit := uint64(1) << (sent & 63)
 	h.mu.Lock()
 	defer h.mu.Unlock()
@@ -222,7 +232,8 @@ func (h *Host) PlainPing(sent presence.Param) bool {
 	case h.fullerPings != 0 || h.extraKeys || sent&presence.ParamLastUpdateID != 0:
 		return false
 	case sent&presence.ParamHistoryLimitDays != 0:
-		return h.historyLimit == 1 // seen taken
+		ignored, known := h.historyLimitKnown(now)
+		return known && !ignored
 	}
 	return true
 }

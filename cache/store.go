@@ -110,8 +110,9 @@ func (s *Store) Session(k Key, now time.Time) (*Session, bool) {
 // the account's, and two accounts may share one (the Kelvin sign and K),
 // so the email alone does not tell users apart; the key does. For a
 // browser session it is the delivery email of its own profile, which
-// Zulip keeps unique in a realm up to ASCII case. The caller folds ASCII
-// case, and nothing more (caddymodule's lowerASCII).
+// Zulip keeps unique in a realm up to ASCII case, and the user id, since
+// an address one user gave up may become another's. The caller folds
+// ASCII case, and nothing more (caddymodule's lowerASCII).
 func (s *Store) UserKey(host string, parts ...string) UserKey {
 	return UserKey(s.keys.key(prefixUser, host, FamilyAPI, parts...))
 }

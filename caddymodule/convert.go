@@ -69,7 +69,7 @@ func (c *call) convertLocked() (accepted bool, err error) {
 	}
 	c.learnAnswer(host, ans, now, received)
 	if c.req.Sent&presence.ParamHistoryLimitDays != 0 {
-		host.MarkHistoryLimit(ignoresHistoryLimit(ans.Ignored))
+		host.MarkHistoryLimit(ignoresHistoryLimit(ans.Ignored), c.historyLimitUntil())
 	}
 	if ignoresHistoryLimit(ans.Ignored) {
 		days = presence.DefaultWindowDays // what the server answered

@@ -139,3 +139,61 @@ func TestBasicSpellingOfAnotherUser(t *testing.T) {
 		}
 	})
 }
+
+// TestAddressTakenOver: a user who changes their address frees the old one
+// for a new account (do_change_user_delivery_email), so a browser session
+// is keyed by its profile's delivery email and user id. Keyed by the
+// address alone, the new account's session took over the old user's row
+// mirror: the old user's pings were answered against the new one's row,
+// a write lost; and a guest so taken over was served the whole realm from
+// the view.
+func TestAddressTakenOver(t *testing.T) {
+	ping := form("status", "active", "ping_only", "true")
+	slim := form("status", "active", "slim_presence", "true")
+	for _, mode := range []string{modeSession, modeShared} {
+		t.Run("writes/"+mode, func(t *testing.T) {
+			tw, a := versionTwin(t, mode, zuliptest.FeatureLevelZulip11)
+			ta := tw.browser("tabA", a)
+			for range 6 {
+				tw.post(ta, ping)
+				tw.Clock.Advance(20 * time.Second)
+			}
+			tw.Both(func(r *zuliptest.Realm) { r.ChangeDeliveryEmail(a.id, "hamlet2@zulip.example") })
+			b := tw.addUser("hamlet@zulip.example", zuliptest.RoleMember)
+			tb := tw.browser("tabB", b)
+			for i := range 30 {
+				tw.post(tb, ping)
+				tw.Clock.Advance(7 * time.Second)
+				tw.post(ta, ping)
+				tw.Clock.Advance(time.Duration(5+i%4*4) * time.Second)
+				tw.sameRows(a, b)
+			}
+		})
+	}
+	t.Run("guest/shared", func(t *testing.T) {
+		tw := restrictedGuestsTwin(t, modeShared)
+		hamlet := tw.addUser("hamlet@zulip.example", zuliptest.RoleMember)
+		othello := tw.addUser("othello@zulip.example", zuliptest.RoleMember)
+		guest := tw.addUser("guest@zulip.example", zuliptest.RoleGuest)
+		tw.Clock.Advance(time.Hour)
+		h, o, g := tw.apiClient("hamlet", hamlet), tw.browser("othello", othello), tw.browser("guest", guest)
+		for range 3 {
+			tw.post(h, slim)
+			tw.post(o, slim)
+			tw.post(g, slim)
+			tw.post(g, ping)
+			tw.Clock.Advance(20 * time.Second)
+		}
+		tw.Both(func(r *zuliptest.Realm) { r.ChangeDeliveryEmail(guest.id, "guest-old@zulip.example") })
+		m := tw.addUser("guest@zulip.example", zuliptest.RoleMember)
+		mb := tw.browser("member", m)
+		tw.Clock.Advance(time.Minute)
+		for range 30 {
+			tw.post(h, slim)
+			tw.post(mb, slim)
+			tw.post(mb, ping)
+			tw.post(g, slim) // fails if the guest is served more than its row
+			tw.Clock.Advance(30 * time.Second)
+		}
+	})
+}

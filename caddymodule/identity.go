@@ -38,7 +38,8 @@ func (c *call) bindUser() bool {
 		c.debug("cannot tell whose session this is: " + err.Error())
 		return true
 	}
-	u := c.h.store.UserKey(c.host, lowerASCII(p.email()))
+	// The id too: an address given up by one user may be another's.
+	u := c.h.store.UserKey(c.host, lowerASCII(p.email()), strconv.FormatInt(p.UserID, 10))
 	// The row learns the user's id before the session names it, so that
 	// no request reading the row asks for the profile again. The session
 	// was accepted, so its writes may have moved the row unseen.

@@ -172,7 +172,7 @@ func (c *call) localHeader() *cache.PingHeader {
 // request's parameters with nothing but the bare ping answer.
 func (c *call) plainPing() bool {
 	host := c.hostInfo()
-	return host != nil && host.PlainPing(c.req.Sent)
+	return host != nil && host.PlainPing(c.req.Sent, c.h.now())
 }
 
 // maxLanguageBytes bounds the language a header template is kept with: a

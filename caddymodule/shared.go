@@ -280,7 +280,14 @@ func (c *call) historyIgnored() (ignored, known bool) {
 	if host == nil {
 		return false, false
 	}
-	return host.HistoryLimitIgnored()
+	return host.HistoryLimitIgnored(c.h.now())
+}
+
+// historyLimitUntil is how long what an answer told of history_limit_days
+// is trusted: a resync interval, as an old server's marks are, so that an
+// upgraded server is heard.
+func (c *call) historyLimitUntil() time.Time {
+	return c.h.now().Add(time.Duration(c.h.ResyncInterval))
 }
 
 // ignoredByHost is the ignored_parameters_unsupported the server would
@@ -396,6 +403,12 @@ func (c *call) fetchForView(view *cache.View, withInput bool) (viewFetch, bool, 
 	}
 	if !ok || cursor < 0 {
 		up.LastUpdateID = -1
+	}
+	if up.LastUpdateID < 0 || c.req.Sent&presence.ParamHistoryLimitDays != 0 {
+		// On an incremental fetch the window changes nothing (Zulip
+		// skips it for a positive cursor), but the answer tells afresh
+		// whether the server takes the parameter the client sent: a
+		// server upgraded past 9.x is heard at once.
 		up.Sent |= presence.ParamHistoryLimitDays
 		up.HistoryLimitDays = days
 	}
@@ -424,7 +437,7 @@ func (c *call) fetchForView(view *cache.View, withInput bool) (viewFetch, bool, 
 	c.learnPingHeader(rec.header)
 	if up.Sent&presence.ParamHistoryLimitDays != 0 {
 		ignored := ignoresHistoryLimit(ans.Ignored)
-		host.MarkHistoryLimit(ignored)
+		host.MarkHistoryLimit(ignored, c.historyLimitUntil())
 		if ignored {
 			days = presence.DefaultWindowDays // what the server answered
 		}
@@ -454,7 +467,7 @@ func (c *call) kept(view *cache.View, cursor int64) {
 func (c *call) mergeForwarded(ans presence.Decoded, now time.Time) {
 	cursor, days := c.req.LastUpdateID, c.req.WindowDays()
 	if c.req.Sent&presence.ParamHistoryLimitDays != 0 {
-		c.hostFor().MarkHistoryLimit(ignoresHistoryLimit(ans.Ignored))
+		c.hostFor().MarkHistoryLimit(ignoresHistoryLimit(ans.Ignored), c.historyLimitUntil())
 	}
 	if ignoresHistoryLimit(ans.Ignored) {
 		days = presence.DefaultWindowDays // what the server answered

@@ -342,3 +342,33 @@ func TestEveryWriteStoredOnce(t *testing.T) {
 		})
 	}
 }
+
+// TestHistoryLimitAfterUpgrade: a Zulip 9.x lists history_limit_days as
+// ignored and answers its default window; once upgraded it takes it. In
+// shared mode every fetch made for a request that sent it carries it, so
+// the answer tells afresh: no answer after the upgrade lists it.
+func TestHistoryLimitAfterUpgrade(t *testing.T) {
+	for _, mode := range []string{modeSession, modeShared} {
+		t.Run(mode, func(t *testing.T) {
+			tw, hamlet := versionTwin(t, mode, zuliptest.FeatureLevelZulip9)
+			othello := tw.addUser("othello@zulip.example", zuliptest.RoleMember)
+			h, o := tw.apiClient("hamlet", hamlet), tw.apiClient("othello", othello)
+			wide := form("status", "active", "slim_presence", "true", "history_limit_days", "30")
+			slim := form("status", "active", "slim_presence", "true")
+			for range 6 {
+				tw.post(h, wide)
+				tw.post(o, slim)
+				tw.Clock.Advance(20 * time.Second)
+			}
+			tw.RunZulip(zuliptest.FeatureLevelZulip11)
+			for range 6 {
+				d, _ := tw.post(h, wide) // fails on a stale ignored list
+				if strings.Contains(string(d.body), "ignored_parameters_unsupported") {
+					t.Fatalf("11.x listed history_limit_days: %s", d.body)
+				}
+				tw.post(o, slim)
+				tw.Clock.Advance(20 * time.Second)
+			}
+		})
+	}
+}

@@ -255,6 +255,26 @@ func (r *Realm) SetEmailVisibility(userID int64, v EmailVisibility) {
 	r.byEmail[strings.ToLower(u.Email)] = u
 }
 
+// ChangeDeliveryEmail is do_change_user_delivery_email
+// (zerver/actions/user_settings.py): the user's login address becomes
+// email, and so does the API email where the user's visibility is
+// "everyone"; the old address is free for another account.
+func (r *Realm) ChangeDeliveryEmail(userID int64, email string) {
+	defer r.lock()()
+	u := r.mustUser(userID)
+	if other := r.byDelivery[strings.ToLower(email)]; other != nil && other != u {
+		panic("zuliptest: email " + email + " is taken")
+	}
+	delete(r.byDelivery, strings.ToLower(u.DeliveryEmail))
+	u.DeliveryEmail = email
+	r.byDelivery[strings.ToLower(email)] = u
+	if u.visibility == EmailVisibilityEveryone {
+		delete(r.byEmail, strings.ToLower(u.Email))
+		u.Email = email
+		r.byEmail[strings.ToLower(email)] = u
+	}
+}
+
 // EmailVisibility returns the user's email_address_visibility.
 func (r *Realm) EmailVisibility(userID int64) EmailVisibility {
 	defer r.lock()()
