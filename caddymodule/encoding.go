@@ -136,29 +136,15 @@ func nginxQuantity(s string) int {
 }
 
 // indexASCIIFold is strings.Index ignoring ASCII case, as ngx_strcasestrn.
+// strings.EqualFold serves for a needle such as "gzip", whose letters
+// fold to nothing beyond their ASCII cases.
 func indexASCIIFold(s, sub string) int {
 	for i := 0; i+len(sub) <= len(s); i++ {
-		if asciiEqualFold(s[i:i+len(sub)], sub) {
+		if strings.EqualFold(s[i:i+len(sub)], sub) {
 			return i
 		}
 	}
 	return -1
-}
-
-func asciiEqualFold(a, b string) bool {
-	for i := range len(a) {
-		x, y := a[i], b[i]
-		if 'A' <= x && x <= 'Z' {
-			x += 'a' - 'A'
-		}
-		if 'A' <= y && y <= 'Z' {
-			y += 'a' - 'A'
-		}
-		if x != y {
-			return false
-		}
-	}
-	return true
 }
 
 // askEncoding sets what a forwarded request asks upstream: gzip for a

@@ -3,7 +3,6 @@ package caddymodule
 import (
 	"bytes"
 	"net/http"
-	"strings"
 	"time"
 
 	"github.com/zulip-presence/caddy-zulip-presence/cache"
@@ -175,6 +174,10 @@ func (c *call) plainPing() bool {
 	return host != nil && host.PlainPing(c.req.Sent, c.h.now())
 }
 
+// languageCookies names Django's LANGUAGE_COOKIE_NAME, in the shape
+// onlyCookie takes.
+var languageCookies = [2]string{"django_language", "django_language"}
+
 // maxLanguageBytes bounds the language a header template is kept with: a
 // browser's Accept-Language is a few dozen bytes, and a longer one only
 // sends its pings to the server.
@@ -195,25 +198,13 @@ func languageOf(r *http.Request) (lang cache.Language, ok bool) {
 		if !plainCookieHeader(cookies[0]) {
 			return lang, false
 		}
-		lang.Cookie = languageCookie(cookies[0])
+		// The value Django's parse_cookie keeps: the last one given.
+		lang.Cookie, _ = onlyCookie(cookies[0], languageCookies)
 	}
 	if len(accept) == 1 {
 		lang.Accept = accept[0]
 	}
 	return lang, len(lang.Cookie)+len(lang.Accept) <= maxLanguageBytes
-}
-
-// languageCookie is the django_language cookie of a Cookie line as
-// Django's parse_cookie reads it: chunks split on ";", key and value
-// trimmed, the last one with the key winning.
-func languageCookie(line string) string {
-	var value string
-	for chunk := range strings.SplitSeq(line, ";") {
-		if k, v, ok := strings.Cut(chunk, "="); ok && strings.TrimSpace(k) == "django_language" {
-			value = strings.TrimSpace(v)
-		}
-	}
-	return value
 }
 
 // claim is what a local answer to the ping, written with tmpl, rests on.

@@ -295,6 +295,9 @@ func TestEveryWriteStoredOnce(t *testing.T) {
 	for _, mode := range []string{modeSession, modeShared} {
 		t.Run(mode, func(t *testing.T) {
 			tw := newTwin(t, Handler{Mode: mode, PresenceUpdateMinFreq: durationPtr(0)})
+			if r := tw.h.verifyRate(); r != 0 {
+				t.Fatalf("verify_rate %v by default against a server that stores every write", r)
+			}
 			st := zuliptest.DefaultServerSettings()
 			st.FeatureLevel, st.PresenceUpdateMinFreq = zuliptest.FeatureLevelMain, 0
 			tw.SetServerSettings(st)

@@ -14,9 +14,9 @@ const languageCookie = "django_language"
 
 // supportedLanguages is settings.LANGUAGES, which Zulip leaves at
 // Django's default (zproject/computed_settings.py sets only LANGUAGE_CODE
-// "en-us"): Django 3.2's list (django/conf/global_settings.py) with the
-// languages 4.0 to 5.0 added (ms, ckb, ug). Django ships a catalog for
-// each, so check_for_language accepts them all.
+// "en-us"): the list of Django 5.x's django/conf/global_settings.py, which
+// Zulip 10 and 11 run. Django ships a catalog for each, so
+// check_for_language accepts them all.
 var supportedLanguages = []string{
 	"af", "ar", "ar-dz", "ast", "az", "bg", "be", "bn", "br", "bs", "ca", "ckb", "cs", "cy", "da", "de",
 	"dsb", "el", "en", "en-au", "en-gb", "eo", "es", "es-ar", "es-co", "es-mx", "es-ni", "es-ve", "et",
